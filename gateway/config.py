@@ -1,0 +1,301 @@
+"""Configuration: one YAML file, overridable by ``PARKWATCH_*`` environment variables (contract §7).
+
+The root :class:`Settings` is composed of one small model per component. Every model forbids
+unknown keys, so a typo is a start-up error that names the file, line and key instead of a setting
+silently ignored. Secrets are ``SecretStr`` (never printed), and validation does no I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.errors import ConfigError
+from gateway.registry import ID_PATTERN
+from gateway.yamlsource import LineMap, line_for, load_yaml_with_lines
+
+ENV_PREFIX = "PARKWATCH_"
+ENV_NESTING = "__"
+ID_PATTERN_RE = re.compile(ID_PATTERN)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(_Section):
+    """TLS for ``mqtts://``. Paths are checked when connecting, not at validation (no I/O here)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class MqttSettings(_Section):
+    """The broker connection. Credentials may sit in the URL; they are moved into ``password``."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = Field(default=None, description="default: parkwatch-{instance}")
+    topic_root: str = Field(default="parks", pattern=r"^[^#+/][^#+]*$")
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    session_expiry_s: int = Field(default=7 * 86400, ge=0)
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    tls: TlsSettings = TlsSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_credentials(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or not isinstance(data.get("url"), str):
+            return data
+        try:
+            parts = urlsplit(data["url"])
+            port = parts.port
+        except ValueError:
+            return data  # the url validator explains what is wrong with it
+        if not parts.hostname:
+            return data
+        out = dict(data)
+        if parts.username is not None:
+            out.setdefault("username", unquote(parts.username))
+        if parts.password is not None:
+            out.setdefault("password", unquote(parts.password))
+        netloc = parts.hostname + (f":{port}" if port else "")
+        out["url"] = f"{parts.scheme}://{netloc}"
+        return out
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a non-numeric port
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"scheme must be mqtt:// or mqtts://, got {parts.scheme!r}://")
+        if not parts.hostname:
+            raise ValueError("the URL has no host")
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return urlsplit(self.url).scheme in ("mqtts", "ssl")
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls_enabled else 1883)
+
+
+class InfluxSettings(_Section):
+    """Where readings go. 1.x uses ``database``; 2.x/3.x use ``org``/``bucket``/``token``."""
+
+    url: str = "http://127.0.0.1:8086"
+    version: Literal["auto", "1", "2"] = "auto"
+    database: str = "parkwatch"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    org: str | None = None
+    bucket: str | None = None
+    token: SecretStr | None = None
+    create_database: bool = Field(default=True, description="1.x: CREATE DATABASE at start")
+    batch_lines: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval_s: float = Field(default=0.2, gt=0, le=60)
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_backoff_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class WalSettings(_Section):
+    """The local write-ahead log that makes a message ours before the broker forgets it."""
+
+    max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    segment_bytes: int = Field(default=64 << 20, ge=1 << 16)
+    fsync: bool = True
+
+
+class IngestSettings(_Section):
+    """Limits on what devices send, and the batching of durable commits."""
+
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=16 << 20)
+    max_age_s: float = Field(default=7 * 86400.0, gt=0)
+    max_future_s: float = Field(default=300.0, ge=0)
+    queue_size: int = Field(default=20_000, ge=10,
+                        description="received-but-unprocessed messages before reading pauses")
+    commit_batch: int = Field(default=2000, ge=1,
+                              description="messages made durable with one fsync")
+
+
+class HttpSettings(_Section):
+    """The status endpoints (/metrics, /healthz). Loopback unless you choose otherwise."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    enabled: bool = True
+
+
+class ObserveSettings(_Section):
+    gateway_interval_s: float = Field(default=10.0, gt=0, description="gateway measurement")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["logfmt", "json"] = "logfmt"
+
+
+class NotifySettings(_Section):
+    """Notification settings. Issue 4 grows this; the catch-all webhook is in the contract now."""
+
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+
+
+class ParkSettings(_Section):
+    name: str = ""
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+
+class Settings(BaseSettings):
+    """The whole configuration. See docs/configuration.md for every key."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING,
+                                      extra="forbid", frozen=True, case_sensitive=False)
+
+    instance: str = Field(default="parkwatch", pattern=ID_PATTERN)
+    registry: Path = Path("config/registry.yaml")
+    rules: Path = Path("config/rules")
+    state_dir: Path = Path("var/parkwatch")
+    default_timezone: str = "Asia/Shanghai"
+    parks: dict[str, ParkSettings] = Field(default_factory=dict)
+    mqtt: MqttSettings = MqttSettings()
+    influx: InfluxSettings = InfluxSettings()
+    wal: WalSettings = WalSettings()
+    ingest: IngestSettings = IngestSettings()
+    http: HttpSettings = HttpSettings()
+    observe: ObserveSettings = ObserveSettings()
+    notify: NotifySettings = NotifySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file (contract §7); the file arrives as init kwargs.
+        return env_settings, init_settings, file_secret_settings
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return ParkSettings._known_zone(value)
+
+    @field_validator("parks")
+    @classmethod
+    def _park_ids(cls, value: dict[str, ParkSettings]) -> dict[str, ParkSettings]:
+        bad = [k for k in value if not ID_PATTERN_RE.fullmatch(k)]
+        if bad:
+            raise ValueError(f"park IDs must match {ID_PATTERN}: {bad}")
+        return value
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"parkwatch-{self.instance}"
+
+    def timezone_for(self, park: str) -> ZoneInfo:
+        park_settings = self.parks.get(park)
+        return ZoneInfo(park_settings.timezone if park_settings else self.default_timezone)
+
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """Load and validate the config file plus environment overrides.
+
+    Raises ConfigError listing every problem with ``file:line: key: message``; an error caused by
+    an environment variable names the variable instead of a line.
+    """
+    env = os.environ
+    doc: Any = {}
+    lines: LineMap = {}
+    source = "(defaults)"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(source, [f"{path}: file not found"])
+        try:
+            doc, lines = load_yaml_with_lines(path)
+        except yaml.YAMLError as exc:
+            raise ConfigError(source, [f"{path}: not valid YAML: {exc}"]) from exc
+        if doc is None:
+            doc = {}
+        if not isinstance(doc, dict):
+            raise ConfigError(source, [f"{path}:1: the top level must be a mapping of settings"])
+    try:
+        settings = Settings(**doc)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(err, source, lines, env) for err in exc.errors()]
+                          ) from None
+    return settings
+
+
+def _describe(err: Mapping[str, Any], source: str, lines: LineMap, env: Mapping[str, str]) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    var = ENV_PREFIX + ENV_NESTING.join(str(p) for p in loc).upper()
+    if any(k.upper() == var for k in env):
+        where = f"environment variable {var}"
+    else:
+        line = line_for(lines, loc)
+        where = f"{source}:{line}" if line else source
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key (check the spelling; see docs/configuration.md)"
+    shown = ""
+    if err.get("type") != "extra_forbidden" and "input" in err and not _secretish(loc):
+        shown = f" (got {err['input']!r})"
+    return f"{where}: {key}: {msg}{shown}"
+
+
+def _secretish(loc: tuple[Any, ...]) -> bool:
+    return any(str(p) in ("password", "token", "webhook_secret", "url") for p in loc)
