@@ -1,0 +1,159 @@
+"""The delivery stage: WAL → InfluxDB, as a transactional buffer.
+
+::
+
+    Wal ──read_batch──▶ chunk (≤ batch_lines) ──write──▶ Sink ──answer──▶ classify
+     ▲                                                                      │
+     └─────────────── commit (all chunks accepted or rejected) ◀────────────┘
+                      split on 413, back off and repeat on retry/auth
+
+A batch is flushed when ``batch_lines`` worth of data is waiting or ``flush_interval_s`` after
+data first appeared, whichever comes first. The checkpoint moves only once every line of the
+batch was accepted or refused as bad (400/422, counted in ``points_rejected``): anything else
+keeps the batch and retries, forever, with capped backoff. A crash replays from the checkpoint,
+which is harmless because a point with the same series and timestamp overwrites itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from gateway.influx.classify import Outcome, Verdict, classify, rejected_points
+from gateway.influx.sink import Sink, SinkResponse, SinkUnreachable
+from gateway.metrics import Metrics
+from gateway.wal import Wal
+
+log = logging.getLogger(__name__)
+
+
+class _RateLimited:
+    """Lets one message through per interval and says how many it held back."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._next = 0.0
+        self._held = 0
+
+    def ready(self) -> int | None:
+        """None to stay quiet, else the number of messages suppressed since the last one."""
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held, self._next = self._held, 0, now + self._interval_s
+        return held
+
+
+class InfluxWriter:
+    """Moves lines from the WAL into InfluxDB and advances the WAL checkpoint."""
+
+    def __init__(self, *, wal: Wal, sink: Sink, metrics: Metrics, batch_lines: int = 5000,
+                 flush_interval_s: float = 0.2, max_backoff_s: float = 30.0) -> None:
+        if batch_lines < 1:
+            raise ValueError("batch_lines must be at least 1")
+        self._wal = wal
+        self._sink = sink
+        self._metrics = metrics
+        self._batch_lines = batch_lines
+        self._flush_interval_s = flush_interval_s
+        self._max_backoff_s = max_backoff_s
+        self._bytes_per_line = 200.0  # running estimate, to tell when a batch is "full"
+        self._reject_log = _RateLimited(10.0)
+        self._retry_log = _RateLimited(30.0)
+
+    async def run(self) -> None:
+        """Deliver forever; cancel to stop (an undelivered batch stays in the WAL)."""
+        while True:
+            await self._wal.wait_for_data(None)
+            # Linger so a trickle of appends becomes one request, unless a batch is ready.
+            await self._wal.wait_for_data(
+                self._flush_interval_s,
+                min_bytes=int(self._batch_lines * self._bytes_per_line))
+            batch = await self._wal.read_batch(self._batch_lines)
+            if batch is None:
+                continue
+            lines = list(batch.lines)
+            for start in range(0, len(lines), self._batch_lines):
+                await self._send(lines[start:start + self._batch_lines])
+            await self._wal.commit(batch)
+            size = sum(map(len, lines)) + len(lines)
+            self._bytes_per_line = 0.8 * self._bytes_per_line + 0.2 * size / len(lines)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until everything appended so far is in InfluxDB; False on timeout."""
+        return await self._wal.wait_committed(self._wal.end, timeout_s)
+
+    async def _send(self, lines: list[bytes]) -> None:
+        """Deliver ``lines``, halving on 413, until every part is accepted or rejected."""
+        todo = [lines]
+        while todo:
+            part = todo.pop()
+            verdict, response = await self._post(part)
+            if verdict.outcome is not Outcome.SPLIT:
+                continue
+            if len(part) == 1:
+                # Nothing left to split: the point alone exceeds the server's limit.
+                self._reject(part, response, "a single point is larger than the server accepts")
+                continue
+            middle = len(part) // 2
+            todo += [part[middle:], part[:middle]]  # the first half goes out first
+
+    async def _post(self, part: Sequence[bytes]) -> tuple[Verdict, SinkResponse | None]:
+        """Send ``part`` until the answer is final: accepted, rejected or "split it"."""
+        body = b"\n".join(part)
+        attempt = 0
+        while True:
+            response, problem = await self._attempt(body)
+            verdict = classify(response, attempt=attempt, max_backoff_s=self._max_backoff_s,
+                               now=datetime.now(UTC))
+            if verdict.outcome is Outcome.ACCEPT:
+                self._metrics.points_written.inc(len(part))
+                if attempt:
+                    log.info("InfluxDB accepted a batch after %d retries", attempt)
+                return verdict, response
+            if verdict.outcome is Outcome.REJECT:
+                self._reject(part, response, "refused by InfluxDB")
+                return verdict, response
+            if verdict.outcome is Outcome.SPLIT:
+                return verdict, response
+            self._metrics.write_retries.labels(cause=verdict.cause).inc()
+            if verdict.outcome is Outcome.AUTH:
+                self._metrics.influx_auth_ok.set(0)
+            if (held := self._retry_log.ready()) is not None:
+                log.warning("InfluxDB write failed (%s: %s); keeping %d points, retry %d in "
+                            "%.1fs (%d similar messages suppressed)", verdict.cause, problem,
+                            len(part), attempt + 1, verdict.delay_s, held)
+            await asyncio.sleep(verdict.delay_s)
+            attempt += 1
+
+    async def _attempt(self, body: bytes) -> tuple[SinkResponse | None, str]:
+        """One request; the answer (None if none came) and a short description for logs."""
+        self._metrics.write_batches.inc()
+        started = time.perf_counter()
+        try:
+            response = await self._sink.write(body)
+        except SinkUnreachable as exc:
+            self._metrics.influx_reachable.set(0)
+            return None, str(exc)
+        finally:
+            self._metrics.write_latency.observe(time.perf_counter() - started)
+        self._metrics.influx_reachable.set(1)
+        if response.status not in (401, 403):
+            self._metrics.influx_auth_ok.set(1)
+        return response, f"HTTP {response.status} {response.text.strip()[:300]}"
+
+    def _reject(self, part: Sequence[bytes], response: SinkResponse | None, why: str) -> None:
+        refused = len(part) if response is None or response.status == 413 \
+            else rejected_points(response, len(part))
+        self._metrics.points_rejected.inc(refused)
+        self._metrics.points_written.inc(len(part) - refused)
+        if (held := self._reject_log.ready()) is not None:
+            answer = f"HTTP {response.status}: {response.text.strip()[:500]}" if response \
+                else "no answer"
+            log.warning("%d of %d points %s (%s); first line: %.200s (%d similar messages "
+                        "suppressed)", refused, len(part), why, answer,
+                        part[0].decode("utf-8", "replace"), held)
