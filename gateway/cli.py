@@ -1,0 +1,183 @@
+"""The ``parkwatch`` command: run, check-config, simulate, top, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from gateway.config import Settings, load_settings
+from gateway.errors import ConfigError
+from gateway.registry import Registry, load_registry
+
+log = logging.getLogger("parkwatch")
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler = args.handler
+    return int(handler(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parkwatch", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway")
+    _config_arg(run)
+    run.set_defaults(handler=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate config and registry without connecting")
+    _config_arg(check)
+    check.set_defaults(handler=_cmd_check)
+
+    sim = sub.add_parser("simulate", help="publish simulated sensor traffic for the registry")
+    _config_arg(sim)
+    from gateway.simulator.runner import add_arguments
+
+    add_arguments(sim)
+    sim.set_defaults(handler=_cmd_simulate)
+
+    top = sub.add_parser("top", help="live terminal view of a running gateway")
+    top.add_argument("--url", default="http://127.0.0.1:8080", help="gateway HTTP address")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.set_defaults(handler=_cmd_top)
+
+    demo = sub.add_parser("demo", help="start a broker, InfluxDB, the gateway and the simulator "
+                                       "on project ports and show the live view")
+    demo.add_argument("--data-dir", type=Path, default=Path(".demo"))
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, default=None,
+                   help="YAML config file (env PARKWATCH_* overrides it)")
+
+
+def load_all(config: Path | None) -> tuple[Settings, Registry]:
+    """Settings and registry, or ConfigError listing every problem found in both."""
+    settings = load_settings(config)
+    registry = load_registry(settings.registry)
+    return settings, registry
+
+
+def _report(exc: ConfigError) -> int:
+    print(f"parkwatch: configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    registry: Registry | None = None
+    if settings is not None:
+        try:
+            registry = load_registry(settings.registry)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        return _report(ConfigError(str(args.config), problems))
+    assert settings is not None
+    assert registry is not None
+    buildings = {(d.park, d.building) for d in registry}
+    kinds = {d.kind for d in registry}
+    print(f"OK: {args.config or '(defaults)'}: {len(registry)} devices, {len(registry.parks())} "
+          f"park(s), {len(buildings)} building(s), {len(kinds)} kinds; broker {settings.mqtt.url}, "
+          f"InfluxDB {settings.influx.url}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        settings, registry = load_all(args.config)
+    except ConfigError as exc:
+        return _report(exc)
+    from gateway.logs import setup_logging
+
+    setup_logging(settings.observe.log_level, settings.observe.log_format)
+    return asyncio.run(_run(settings, registry))
+
+
+async def _run(settings: Settings, registry: Registry) -> int:
+    from gateway.httpapi import start_http
+    from gateway.pipeline import Gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(settings=settings, registry=registry)
+    runner = None
+    if settings.http.enabled:
+        runner = await start_http(gateway, settings.http.host, settings.http.port)
+        log.info("status endpoints on http://%s:%d/ (metrics, healthz, status)",
+                 settings.http.host, settings.http.port)
+    try:
+        await gateway.run(stop)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    try:
+        settings, registry = load_all(args.config)
+    except ConfigError as exc:
+        return _report(exc)
+    from gateway.simulator.runner import main_from_args
+
+    if args.mqtt_url is None:
+        args.mqtt_url = _url_with_credentials(settings)
+    if args.root is None:
+        args.root = settings.mqtt.topic_root
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(main_from_args(args, registry))
+    return 130
+
+
+def _url_with_credentials(settings: Settings) -> str:
+    m = settings.mqtt
+    if m.username is None:
+        return m.url
+    scheme, _, hostport = m.url.partition("://")
+    auth = quote(m.username, safe="")
+    if m.password is not None:
+        auth += ":" + quote(m.password.get_secret_value(), safe="")
+    return f"{scheme}://{auth}@{hostport}"
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    from gateway.top import run_top
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_top(args.url, once=args.once))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(data_dir=args.data_dir, duration=args.duration)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

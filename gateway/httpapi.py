@@ -1,0 +1,89 @@
+"""Status endpoints: ``/metrics`` (Prometheus), ``/healthz``, ``/status`` (JSON, for `top`).
+
+Bound to loopback by default: they reveal the park's layout and are not authenticated yet.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from gateway.pipeline import Gateway
+
+CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    app = web.Application()
+    app["gateway"] = gateway
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/status", _status)
+    return app
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    gw: Gateway = request.app["gateway"]
+    return web.Response(body=gw.metrics.exposition(),
+                        headers={"Content-Type": CONTENT_TYPE_PROMETHEUS})
+
+
+def health(gw: Gateway) -> dict[str, Any]:
+    value = gw.metrics.value
+    broker = gw.session is not None and gw.session.connected
+    reachable = value("parkwatch_influx_reachable") == 1
+    auth_ok = value("parkwatch_influx_auth_ok") == 1
+    return {
+        "status": "ok" if broker and reachable and auth_ok else "degraded",
+        "broker_connected": broker,
+        "influx_reachable": reachable,
+        "influx_auth_ok": auth_ok,
+        "wal_pending_bytes": int(value("parkwatch_wal_pending_bytes")),
+        "unacked_in_flight": int(value("parkwatch_unacked_in_flight")),
+    }
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    body = health(request.app["gateway"])
+    return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+
+def _counter_map(gw: Gateway, name: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in gw.metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == name + "_total":
+                key = next(iter(sample.labels.values()), "total") if sample.labels else "total"
+                out[key] = sample.value
+    return out
+
+
+async def _status(request: web.Request) -> web.Response:
+    gw: Gateway = request.app["gateway"]
+    latest = [
+        {"device": r.device, "kind": r.kind, "building": r.building, "ts_ms": r.ts_ms,
+         "values": r.values}
+        for r in reversed(gw.latest.values())
+    ][:40]
+    return web.json_response({
+        "instance": gw.settings.instance,
+        "uptime_s": round(time.time() - gw.started_at, 1),
+        "devices": len(gw.registry),
+        "health": health(gw),
+        "received": _counter_map(gw, "parkwatch_messages_received"),
+        "accepted": _counter_map(gw, "parkwatch_messages_accepted"),
+        "rejected": _counter_map(gw, "parkwatch_messages_rejected"),
+        "points_written": _counter_map(gw, "parkwatch_points_written").get("total", 0),
+        "untrusted_clock_devices": sorted(gw.untrusted_clock_devices),
+        "latest": latest,
+    })
+
+
+async def start_http(gateway: Gateway, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(build_app(gateway), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner

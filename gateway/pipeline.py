@@ -1,0 +1,242 @@
+"""The running gateway: a few explicit stages joined by bounded queues.
+
+::
+
+    MQTT broker ──QoS 1, manual ack, window = receive_maximum──┐
+                                                               ▼
+      [inbox]  MqttSession: reading pauses when full (policy: block; the broker holds messages)
+         │ batches of ≤ ingest.commit_batch
+         ▼
+      validate ── Router: topic → registry → spoofing guard → decoder → line protocol
+         │   └── rejected ──▶ dead-letter publish ──PUBACK──▶ ack original
+         ▼
+      [commit queue]  bounded (4 batches; policy: block)
+         │
+      commit ── WAL.append (fsync, one per batch) ──▶ ack every message of the batch
+         │
+      [write-ahead log on disk]  bounded by wal.max_bytes (policy: block → stop acking)
+         │
+      writer ── InfluxWriter: batch by size/interval → InfluxDB → advance checkpoint
+      stats  ── every observe.gateway_interval_s: the `gateway` measurement, via the WAL
+
+Stages start downstream-first and stop upstream-first, so in-flight data drains into the WAL
+and is acknowledged before the MQTT session closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway import deadletter
+from gateway.config import Settings
+from gateway.influx.factory import make_sink
+from gateway.influx.writer import InfluxWriter
+from gateway.lineprotocol import encode_line, escape_measurement, tag_set
+from gateway.logs import RateLimited
+from gateway.metrics import Metrics
+from gateway.mqtt import Inbound, MqttSession, Will
+from gateway.registry import Registry
+from gateway.router import Router
+from gateway.wal import Wal
+from sensors.base import Rejection
+
+log = logging.getLogger(__name__)
+
+_TYPES = ("telemetry", "event", "status")
+
+
+@dataclass
+class LatestReading:
+    device: str
+    kind: str
+    building: str
+    ts_ms: int
+    values: dict[str, Any]
+
+
+@dataclass
+class _Committable:
+    lines: list[str]
+    messages: list[Inbound]
+    accepted_by_type: collections.Counter[str] = field(default_factory=collections.Counter)
+    samples: int = 0
+
+
+class Gateway:
+    """Owns the stages, their queues and the state the status endpoints show."""
+
+    def __init__(self, *, settings: Settings, registry: Registry,
+                 metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics or Metrics()
+        self.started_at = time.time()
+        self.latest: collections.OrderedDict[str, LatestReading] = collections.OrderedDict()
+        self.untrusted_clock_devices: set[str] = set()
+        self.router = Router(
+            registry=registry, root=settings.mqtt.topic_root,
+            timezones={p: ZoneInfo(s.timezone) for p, s in settings.parks.items()},
+            default_timezone=ZoneInfo(settings.default_timezone),
+            max_payload_bytes=settings.ingest.max_payload_bytes,
+            max_age_s=settings.ingest.max_age_s, max_future_s=settings.ingest.max_future_s)
+        self.status_topic = f"parkwatch/gateway/{settings.instance}/status"
+        self._commit_q: asyncio.Queue[_Committable] = asyncio.Queue(maxsize=4)
+        self._reject_log = RateLimited(log)
+        self._pending_deadletters: set[asyncio.Future[None]] = set()
+        self.session: MqttSession | None = None
+        self.wal: Wal | None = None
+        self.writer: InfluxWriter | None = None
+        self.ready = asyncio.Event()
+        self._counters = {t: self.metrics.received.labels(type=t) for t in (*_TYPES, "other")}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then drain and shut down in order."""
+        s = self.settings
+        self.wal = Wal(s.state_dir / "wal", segment_bytes=s.wal.segment_bytes,
+                       max_bytes=s.wal.max_bytes, fsync=s.wal.fsync, metrics=self.metrics)
+        await self.wal.open()
+        sink = await _make_sink(s)
+        self.writer = InfluxWriter(wal=self.wal, sink=sink, metrics=self.metrics,
+                                   batch_lines=s.influx.batch_lines,
+                                   flush_interval_s=s.influx.flush_interval_s,
+                                   max_backoff_s=s.influx.max_backoff_s)
+        writer_task = asyncio.create_task(self.writer.run(), name="influx-writer")
+        commit_task = asyncio.create_task(self._commit_stage(), name="commit")
+        stats_task = asyncio.create_task(self._stats_stage(), name="gateway-stats")
+        session = MqttSession(
+            settings=s.mqtt, client_id=s.client_id, subscriptions=self.router.subscriptions(),
+            metrics=self.metrics, will=Will(self.status_topic, b"offline"),
+            online=(self.status_topic, b"online"), queue_size=s.ingest.queue_size)
+        self.session = session
+        try:
+            async with session:
+                validate_task = asyncio.create_task(self._validate_stage(session),
+                                                    name="validate")
+                self.ready.set()
+                log.info("gateway running: %d devices, broker %s, influx %s", len(self.registry),
+                         s.mqtt.url, s.influx.url)
+                await stop.wait()
+                log.info("stopping: draining in-flight messages")
+                validate_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await validate_task
+                await self._commit_q.join()
+                if self._pending_deadletters:
+                    await asyncio.wait(self._pending_deadletters, timeout=5)
+        finally:
+            commit_task.cancel()
+            stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await commit_task
+            with contextlib.suppress(asyncio.CancelledError):
+                await stats_task
+            flushed = await self.writer.flush(timeout_s=10)
+            if not flushed:
+                log.warning("InfluxDB not reachable at shutdown; the WAL keeps the backlog "
+                            "and replays it on the next start")
+            writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer_task
+            await sink.close()
+            await self.wal.close()
+            log.info("gateway stopped")
+
+    # -- stages --------------------------------------------------------------------------------
+
+    async def _validate_stage(self, session: MqttSession) -> None:
+        async for batch in session.batches(self.settings.ingest.commit_batch):
+            work = _Committable(lines=[], messages=[])
+            for msg in batch:
+                self._count_received(msg.topic)
+                try:
+                    routed = self.router.route(msg.topic, msg.payload, msg.received_at_ms,
+                                               msg.retain)
+                except Rejection as rejection:
+                    self._reject(session, msg, rejection)
+                    continue
+                work.lines.extend(routed.lines)
+                work.messages.append(msg)
+                work.accepted_by_type[routed.type.value] += 1
+                work.samples += routed.samples
+                if routed.untrusted:
+                    self.metrics.untrusted_clock.inc(routed.untrusted)
+                    self.untrusted_clock_devices.add(routed.device.device)
+                self._remember(routed.device.device, routed.device.kind,
+                               routed.device.building, routed.latest_ts_ms, dict(routed.latest))
+            self.metrics.queue_depth.labels(queue="commit").set(self._commit_q.qsize())
+            await self._commit_q.put(work)
+
+    async def _commit_stage(self) -> None:
+        assert self.wal is not None
+        assert self.session is not None
+        while True:
+            work = await self._commit_q.get()
+            try:
+                if work.lines:
+                    await self.wal.append(work.lines)
+                for msg in work.messages:
+                    self.session.ack(msg)
+                for mtype, n in work.accepted_by_type.items():
+                    self.metrics.accepted.labels(type=mtype).inc(n)
+                self.metrics.readings.inc(work.samples)
+            finally:
+                self._commit_q.task_done()
+
+    async def _stats_stage(self) -> None:
+        assert self.wal is not None
+        interval = self.settings.observe.gateway_interval_s
+        measurement = escape_measurement("gateway")
+        tags = tag_set({"instance": self.settings.instance})
+        while True:
+            await asyncio.sleep(interval)
+            fields: dict[str, float | int | bool | str] = dict(self.metrics.flat())
+            line = encode_line(measurement, tags, fields, time.time_ns() // 1_000_000)
+            await self.wal.append([line])
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _count_received(self, topic: str) -> None:
+        suffix = topic.rpartition("/")[2]
+        self._counters[suffix if suffix in _TYPES else "other"].inc()
+
+    def _reject(self, session: MqttSession, msg: Inbound, rejection: Rejection) -> None:
+        self.metrics.rejected.labels(reason=rejection.reason.value).inc()
+        self._reject_log.warning(rejection.reason.value, "rejected %s: %s (topic %s)",
+                                 rejection.reason.value, rejection.detail, msg.topic[:200])
+        doc = deadletter.deadletter_document(
+            rejection=rejection, topic=msg.topic, payload=msg.payload,
+            received_at_ms=msg.received_at_ms, instance=self.settings.instance)
+        published = session.publish(deadletter.deadletter_topic(rejection), doc, qos=1)
+        self._pending_deadletters.add(published)
+
+        def _done(fut: asyncio.Future[None]) -> None:
+            self._pending_deadletters.discard(fut)
+            if fut.cancelled() or fut.exception() is not None:
+                return  # not acked: the broker redelivers the original and we try again
+            self.metrics.deadletter_published.inc()
+            session.ack(msg)
+
+        published.add_done_callback(_done)
+
+    def _remember(self, device: str, kind: str, building: str, ts_ms: int,
+                  values: dict[str, Any]) -> None:
+        self.latest.pop(device, None)
+        self.latest[device] = LatestReading(device, kind, building, ts_ms, values)
+        if len(self.latest) > 200:
+            self.latest.popitem(last=False)
+
+
+async def _make_sink(s: Settings) -> Any:
+    i = s.influx
+    return await make_sink(
+        url=i.url, version=i.version, database=i.database, retention_policy=i.retention_policy,
+        username=i.username, password=i.password.get_secret_value() if i.password else None,
+        org=i.org, bucket=i.bucket, token=i.token.get_secret_value() if i.token else None,
+        timeout_s=i.timeout_s, create_database=i.create_database)
