@@ -1,0 +1,8 @@
+"""A simulated park: realistic device traffic and failure scenarios, published over MQTT.
+
+* :mod:`.traffic` - per-kind telemetry, events and status for registered devices;
+* :mod:`.scenarios` - overlays that make things go wrong (fire, pipe burst, garbage, ...);
+* :mod:`.runner` - the schedule (``iter_messages``), publishing (``run_simulation``) and the
+  ``parkwatch simulate`` options;
+* :mod:`.publisher` - a small raw-socket MQTT 3.1.1 publisher fast enough for the benchmark.
+"""
