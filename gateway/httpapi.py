@@ -62,11 +62,9 @@ def _counter_map(gw: Gateway, name: str) -> dict[str, float]:
 
 async def _status(request: web.Request) -> web.Response:
     gw: Gateway = request.app["gateway"]
-    latest = [
-        {"device": r.device, "kind": r.kind, "building": r.building, "ts_ms": r.ts_ms,
-         "values": r.values}
-        for r in reversed(gw.latest.values())
-    ][:40]
+    newest = sorted(gw.latest.values(), key=lambda r: r.latest_ts_ms, reverse=True)[:40]
+    latest = [{"device": r.device.device, "kind": r.device.kind, "building": r.device.building,
+               "ts_ms": r.latest_ts_ms, "values": dict(r.latest)} for r in newest]
     return web.json_response({
         "instance": gw.settings.instance,
         "uptime_s": round(time.time() - gw.started_at, 1),

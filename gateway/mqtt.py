@@ -24,7 +24,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,9 @@ class MqttSession:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._publish_waiters: dict[int, asyncio.Future[None]] = {}
+        # Counted as a plain int on the hot path; the gauge reads it when scraped.
+        self._unacked = 0
+        metrics.inflight.set_function(lambda: self._unacked)
         self._tasks: list[asyncio.Task[None]] = []
         self._sock: Any = None
         self._client = self._make_client(client_id, will)
@@ -126,15 +129,26 @@ class MqttSession:
 
     def ack(self, message: Inbound) -> None:
         """Acknowledge a QoS 1 message, unless the connection that delivered it is gone."""
-        if message.qos == 0:
-            return
-        self._metrics.inflight.dec()
-        if message.generation != self._generation or not self.connected:
-            # The broker will redeliver it on the new connection; the replay is idempotent.
-            self._metrics.stale_acks.inc()
-            return
-        self._client.ack(message.mid, message.qos)
-        self._metrics.acks.inc()
+        self.ack_all((message,))
+
+    def ack_all(self, messages: Iterable[Inbound]) -> None:
+        """Acknowledge messages in receive order; metrics are updated once per call."""
+        acked = stale = 0
+        generation, connected = self._generation, self.connected
+        for message in messages:
+            if message.qos == 0:
+                continue
+            self._unacked -= 1
+            if message.generation != generation or not connected:
+                # The broker redelivers it on the new connection; the replay is idempotent.
+                stale += 1
+                continue
+            self._client.ack(message.mid, message.qos)
+            acked += 1
+        if acked:
+            self._metrics.acks.inc(acked)
+        if stale:
+            self._metrics.stale_acks.inc(stale)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1,
                 retain: bool = False) -> asyncio.Future[None]:
@@ -281,7 +295,7 @@ class MqttSession:
         self._inbox.append(Inbound(topic, bytes(msg.payload), msg.qos, msg.mid, bool(msg.retain),
                                    time.time_ns() // 1_000_000, self._generation))
         if msg.qos:
-            self._metrics.inflight.inc()
+            self._unacked += 1
         self._inbox_ready.set()
         if len(self._inbox) >= self._queue_size and not self._reading_paused:
             self._pause_reading()

@@ -30,6 +30,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -43,22 +44,13 @@ from gateway.logs import RateLimited
 from gateway.metrics import Metrics
 from gateway.mqtt import Inbound, MqttSession, Will
 from gateway.registry import Registry
-from gateway.router import Router
+from gateway.router import Routed, Router
 from gateway.wal import Wal
 from sensors.base import Rejection
 
 log = logging.getLogger(__name__)
 
 _TYPES = ("telemetry", "event", "status")
-
-
-@dataclass
-class LatestReading:
-    device: str
-    kind: str
-    building: str
-    ts_ms: int
-    values: dict[str, Any]
 
 
 @dataclass
@@ -73,12 +65,15 @@ class Gateway:
     """Owns the stages, their queues and the state the status endpoints show."""
 
     def __init__(self, *, settings: Settings, registry: Registry,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 on_delivered: Callable[[Sequence[bytes]], None] | None = None) -> None:
         self.settings = settings
+        self._on_delivered = on_delivered
         self.registry = registry
         self.metrics = metrics or Metrics()
         self.started_at = time.time()
-        self.latest: collections.OrderedDict[str, LatestReading] = collections.OrderedDict()
+        # Last accepted message per device (bounded by the registry): the live view's source.
+        self.latest: dict[str, Routed] = {}
         self.untrusted_clock_devices: set[str] = set()
         self.router = Router(
             registry=registry, root=settings.mqtt.topic_root,
@@ -106,7 +101,8 @@ class Gateway:
         self.writer = InfluxWriter(wal=self.wal, sink=sink, metrics=self.metrics,
                                    batch_lines=s.influx.batch_lines,
                                    flush_interval_s=s.influx.flush_interval_s,
-                                   max_backoff_s=s.influx.max_backoff_s)
+                                   max_backoff_s=s.influx.max_backoff_s,
+                                   on_delivered=self._on_delivered)
         writer_task = asyncio.create_task(self.writer.run(), name="influx-writer")
         commit_task = asyncio.create_task(self._commit_stage(), name="commit")
         stats_task = asyncio.create_task(self._stats_stage(), name="gateway-stats")
@@ -153,8 +149,10 @@ class Gateway:
     async def _validate_stage(self, session: MqttSession) -> None:
         async for batch in session.batches(self.settings.ingest.commit_batch):
             work = _Committable(lines=[], messages=[])
+            received: collections.Counter[str] = collections.Counter()
             for msg in batch:
-                self._count_received(msg.topic)
+                suffix = msg.topic.rpartition("/")[2]
+                received[suffix if suffix in _TYPES else "other"] += 1
                 try:
                     routed = self.router.route(msg.topic, msg.payload, msg.received_at_ms,
                                                msg.retain)
@@ -168,8 +166,9 @@ class Gateway:
                 if routed.untrusted:
                     self.metrics.untrusted_clock.inc(routed.untrusted)
                     self.untrusted_clock_devices.add(routed.device.device)
-                self._remember(routed.device.device, routed.device.kind,
-                               routed.device.building, routed.latest_ts_ms, dict(routed.latest))
+                self.latest[routed.device.device] = routed
+            for mtype, n in received.items():
+                self._counters[mtype].inc(n)
             self.metrics.queue_depth.labels(queue="commit").set(self._commit_q.qsize())
             await self._commit_q.put(work)
 
@@ -181,8 +180,7 @@ class Gateway:
             try:
                 if work.lines:
                     await self.wal.append(work.lines)
-                for msg in work.messages:
-                    self.session.ack(msg)
+                self.session.ack_all(work.messages)
                 for mtype, n in work.accepted_by_type.items():
                     self.metrics.accepted.labels(type=mtype).inc(n)
                 self.metrics.readings.inc(work.samples)
@@ -201,10 +199,6 @@ class Gateway:
             await self.wal.append([line])
 
     # -- helpers -------------------------------------------------------------------------------
-
-    def _count_received(self, topic: str) -> None:
-        suffix = topic.rpartition("/")[2]
-        self._counters[suffix if suffix in _TYPES else "other"].inc()
 
     def _reject(self, session: MqttSession, msg: Inbound, rejection: Rejection) -> None:
         self.metrics.rejected.labels(reason=rejection.reason.value).inc()
@@ -225,12 +219,6 @@ class Gateway:
 
         published.add_done_callback(_done)
 
-    def _remember(self, device: str, kind: str, building: str, ts_ms: int,
-                  values: dict[str, Any]) -> None:
-        self.latest.pop(device, None)
-        self.latest[device] = LatestReading(device, kind, building, ts_ms, values)
-        if len(self.latest) > 200:
-            self.latest.popitem(last=False)
 
 
 async def _make_sink(s: Settings) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from gateway.influx.classify import Outcome, Verdict, classify, rejected_points
@@ -52,7 +52,8 @@ class InfluxWriter:
     """Moves lines from the WAL into InfluxDB and advances the WAL checkpoint."""
 
     def __init__(self, *, wal: Wal, sink: Sink, metrics: Metrics, batch_lines: int = 5000,
-                 flush_interval_s: float = 0.2, max_backoff_s: float = 30.0) -> None:
+                 flush_interval_s: float = 0.2, max_backoff_s: float = 30.0,
+                 on_delivered: Callable[[Sequence[bytes]], None] | None = None) -> None:
         if batch_lines < 1:
             raise ValueError("batch_lines must be at least 1")
         self._wal = wal
@@ -61,6 +62,8 @@ class InfluxWriter:
         self._batch_lines = batch_lines
         self._flush_interval_s = flush_interval_s
         self._max_backoff_s = max_backoff_s
+        # Observers of what reached InfluxDB (the benchmark measures latency with it).
+        self._on_delivered = on_delivered
         self._bytes_per_line = 200.0  # running estimate, to tell when a batch is "full"
         self._reject_log = _RateLimited(10.0)
         self._retry_log = _RateLimited(30.0)
@@ -80,6 +83,8 @@ class InfluxWriter:
             for start in range(0, len(lines), self._batch_lines):
                 await self._send(lines[start:start + self._batch_lines])
             await self._wal.commit(batch)
+            if self._on_delivered is not None:
+                self._on_delivered(lines)
             size = sum(map(len, lines)) + len(lines)
             self._bytes_per_line = 0.8 * self._bytes_per_line + 0.2 * size / len(lines)
 
