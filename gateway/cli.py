@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from aiohttp import web
+
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
 from gateway.registry import Registry, load_registry
@@ -125,13 +127,16 @@ async def _run(settings: Settings, registry: Registry) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(settings=settings, registry=registry)
-    runner = None
+    runner: web.AppRunner | None = None
     if settings.http.enabled:
         runner = await start_http(gateway, settings.http.host, settings.http.port)
         log.info("status endpoints on http://%s:%d/ (metrics, healthz, status)",
                  settings.http.host, settings.http.port)
     try:
         await gateway.run(stop)
+    except ConfigError as exc:
+        # Found only when connecting (e.g. InfluxDB version detection): same report as at start.
+        return _report(exc)
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -77,13 +77,22 @@ class MqttSettings(_Section):
         if not parts.hostname:
             return data
         out = dict(data)
+        # Credentials written into the URL are the most specific statement: they win.
         if parts.username is not None:
-            out.setdefault("username", unquote(parts.username))
+            out["username"] = unquote(parts.username)
         if parts.password is not None:
-            out.setdefault("password", unquote(parts.password))
+            out["password"] = unquote(parts.password)
         netloc = parts.hostname + (f":{port}" if port else "")
         out["url"] = f"{parts.scheme}://{netloc}"
         return out
+
+    @field_validator("topic_root")
+    @classmethod
+    def _not_our_own(cls, value: str) -> str:
+        if value.split("/")[0] == "parkwatch":
+            # We would subscribe to our own dead letters and reject them again, forever.
+            raise ValueError("topics under 'parkwatch/' are ParkWatch's own; choose another root")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -133,9 +142,23 @@ class InfluxSettings(_Section):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            # A URL is printed in logs and check-config output; a secret must not ride in it.
+            raise ValueError("put credentials in influx.username/password or influx.token, "
+                             "not in the URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _v2_needs_org_bucket_token(self) -> InfluxSettings:
+        if self.version == "2":
+            missing = [k for k in ("org", "bucket", "token") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"version 2 needs {', '.join(missing)} (InfluxDB 2.x/3.x write "
+                                 "to a bucket of an org with a token)")
+        return self
 
 
 class WalSettings(_Section):
@@ -292,7 +315,9 @@ def _describe(err: Mapping[str, Any], source: str, lines: LineMap, env: Mapping[
     if err.get("type") == "extra_forbidden":
         msg = "unknown key (check the spelling; see docs/configuration.md)"
     shown = ""
-    if err.get("type") != "extra_forbidden" and "input" in err and not _secretish(loc):
+    # Only scalars are echoed: a whole section could carry a token or a password.
+    if (err.get("type") != "extra_forbidden" and isinstance(err.get("input"), str | int | float)
+            and not _secretish(loc)):
         shown = f" (got {err['input']!r})"
     return f"{where}: {key}: {msg}{shown}"
 

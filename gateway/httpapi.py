@@ -13,11 +13,12 @@ from aiohttp import web
 from gateway.pipeline import Gateway
 
 CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+GATEWAY = web.AppKey("gateway", Gateway)
 
 
 def build_app(gateway: Gateway) -> web.Application:
     app = web.Application()
-    app["gateway"] = gateway
+    app[GATEWAY] = gateway
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
@@ -25,7 +26,7 @@ def build_app(gateway: Gateway) -> web.Application:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    gw: Gateway = request.app["gateway"]
+    gw: Gateway = request.app[GATEWAY]
     return web.Response(body=gw.metrics.exposition(),
                         headers={"Content-Type": CONTENT_TYPE_PROMETHEUS})
 
@@ -46,7 +47,7 @@ def health(gw: Gateway) -> dict[str, Any]:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    body = health(request.app["gateway"])
+    body = health(request.app[GATEWAY])
     return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
@@ -61,7 +62,7 @@ def _counter_map(gw: Gateway, name: str) -> dict[str, float]:
 
 
 async def _status(request: web.Request) -> web.Response:
-    gw: Gateway = request.app["gateway"]
+    gw: Gateway = request.app[GATEWAY]
     newest = sorted(gw.latest.values(), key=lambda r: r.latest_ts_ms, reverse=True)[:40]
     latest = [{"device": r.device.device, "kind": r.device.kind, "building": r.device.building,
                "ts_ms": r.latest_ts_ms, "values": dict(r.latest)} for r in newest]

@@ -33,6 +33,11 @@ class Metrics:
         self.untrusted_clock = Counter("parkwatch_untrusted_timestamps",
                                        "Samples whose device time was not trusted",
                                        registry=r)
+        self.seq_gaps = Counter("parkwatch_seq_gaps",
+                                "Messages missing by device seq (seq jumped forward)", registry=r)
+        self.seq_repeats = Counter("parkwatch_seq_repeats",
+                                   "Messages whose seq was not above the device's last one "
+                                   "(redelivery, reordering or a device restart)", registry=r)
         self.deadletter_published = Counter("parkwatch_deadletter_published",
                                             "Rejected messages published to the dead-letter topic",
                                             registry=r)

@@ -75,6 +75,7 @@ class Gateway:
         # Last accepted message per device (bounded by the registry): the live view's source.
         self.latest: dict[str, Routed] = {}
         self.untrusted_clock_devices: set[str] = set()
+        self._last_seq: dict[str, int] = {}
         self.router = Router(
             registry=registry, root=settings.mqtt.topic_root,
             timezones={p: ZoneInfo(s.timezone) for p, s in settings.parks.items()},
@@ -98,6 +99,8 @@ class Gateway:
                        max_bytes=s.wal.max_bytes, fsync=s.wal.fsync, metrics=self.metrics)
         await self.wal.open()
         sink = await _make_sink(s)
+        # /healthz should tell the truth from the first second, not after the first write.
+        self.metrics.influx_reachable.set(1 if await sink.ping() else 0)
         self.writer = InfluxWriter(wal=self.wal, sink=sink, metrics=self.metrics,
                                    batch_lines=s.influx.batch_lines,
                                    flush_interval_s=s.influx.flush_interval_s,
@@ -167,6 +170,8 @@ class Gateway:
                     self.metrics.untrusted_clock.inc(routed.untrusted)
                     self.untrusted_clock_devices.add(routed.device.device)
                 self.latest[routed.device.device] = routed
+                if routed.seq is not None:
+                    self._track_seq(routed.device.device, routed.seq)
             for mtype, n in received.items():
                 self._counters[mtype].inc(n)
             self.metrics.queue_depth.labels(queue="commit").set(self._commit_q.qsize())
@@ -199,6 +204,17 @@ class Gateway:
             await self.wal.append([line])
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _track_seq(self, device: str, seq: int) -> None:
+        """Count drops (forward jumps) and repeats of a device's seq; readings are kept anyway."""
+        last = self._last_seq.get(device)
+        self._last_seq[device] = max(seq, last) if last is not None else seq
+        if last is None:
+            return
+        if seq > last + 1:
+            self.metrics.seq_gaps.inc(seq - last - 1)
+        elif seq <= last:
+            self.metrics.seq_repeats.inc()
 
     def _reject(self, session: MqttSession, msg: Inbound, rejection: Rejection) -> None:
         self.metrics.rejected.labels(reason=rejection.reason.value).inc()

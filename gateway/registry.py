@@ -135,7 +135,8 @@ def _format_errors(source: str, line: int, row: Mapping[str, Any],
         key = ".".join(str(p) for p in err["loc"]) or "(row)"
         value = row.get(str(err["loc"][0])) if err["loc"] else None
         shown = f" (got {value!r})" if value is not None else ""
-        yield f"{source}:{line}: device {name!r}: {key}: {err['msg']}{shown}"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        yield f"{source}:{line}: device {name!r}: {key}: {msg}{shown}"
 
 
 def _yaml_rows(path: Path) -> list[tuple[int, Mapping[str, Any]]]:

@@ -36,6 +36,7 @@ class Routed:
     untrusted: int
     latest: Mapping[str, float | bool | str] = field(default_factory=dict)
     latest_ts_ms: int = 0
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ class Router:
     def _telemetry(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Routed:
         dev = wire.device
         tel = decode_telemetry(payload, KIND_BY_NAME[dev.kind], self._ctx(wire, received_at_ms),
-                               limits=dev.limits)
+                               limits=dev.limits, max_bytes=self._max_payload)
         extra: dict[str, float | int | bool | str] = {}
         if tel.battery_pct is not None:
             extra["battery_pct"] = float(tel.battery_pct)
@@ -136,24 +137,30 @@ class Router:
             extra["seq"] = int(tel.seq)
         lines: list[str] = []
         untrusted = 0
-        for sample in tel.samples:
+        last = len(tel.samples) - 1
+        for index, sample in enumerate(tel.samples):
             fields: dict[str, float | int | bool | str] = {**sample.values, **extra}
+            ts_ms = sample.ts_ms
             if not sample.clock_trusted:
                 untrusted += 1
+                # Every untrusted reading got the receive time; in a batch they would land on
+                # one timestamp and overwrite each other. Keep them distinct and in order.
+                ts_ms -= last - index
             if fields:
-                lines.append(encode_line(wire.measurement, wire.tags, fields, sample.ts_ms))
-        last = tel.samples[-1] if tel.samples else None
+                lines.append(encode_line(wire.measurement, wire.tags, fields, ts_ms))
+        newest = tel.samples[-1] if tel.samples else None
         return Routed(dev, MessageType.TELEMETRY, lines, len(tel.samples), untrusted,
-                      dict(last.values) if last else {}, last.ts_ms if last else received_at_ms)
+                      dict(newest.values) if newest else {},
+                      newest.ts_ms if newest else received_at_ms, tel.seq)
 
     def _event(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Routed:
-        ev = decode_event(payload, self._ctx(wire, received_at_ms))
+        ev = decode_event(payload, self._ctx(wire, received_at_ms), max_bytes=self._max_payload)
         fields: dict[str, float | int | bool | str] = {"detail": ev.detail, "point": ev.point}
         if ev.seq is not None:
             fields["seq"] = int(ev.seq)
         line = encode_line(self._events_measurement, wire.event_tags[ev.type], fields, ev.ts_ms)
         return Routed(wire.device, MessageType.EVENT, [line], 0,
-                      0 if ev.clock_trusted else 1, {"event": ev.type.value}, ev.ts_ms)
+                      0 if ev.clock_trusted else 1, {"event": ev.type.value}, ev.ts_ms, ev.seq)
 
     def _status(self, wire: _DeviceWire, payload: bytes, received_at_ms: int,
                 retained: bool) -> Routed:

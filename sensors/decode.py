@@ -185,6 +185,7 @@ def decode_telemetry(
     ctx: TimeContext,
     *,
     limits: Mapping[str, float] | None = None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> Telemetry:
     """Decode one telemetry message of ``kind``.
 
@@ -192,7 +193,7 @@ def decode_telemetry(
     kind's; alarm thresholds are the rules' business.
     """
     plan = _plan_for(kind)
-    obj = parse_json_object(payload)
+    obj = parse_json_object(payload, max_bytes=max_bytes)
     if "values" not in obj and "readings" not in obj:
         obj = _vendor_shape(obj, plan)
     if "readings" in obj:
@@ -350,9 +351,10 @@ def _health(obj: Mapping[str, Any], key: str, low: float, high: float) -> float 
 # --------------------------------------------------------------------------- events, status
 
 
-def decode_event(payload: bytes, ctx: TimeContext) -> Event:
+def decode_event(payload: bytes, ctx: TimeContext, *,
+                 max_bytes: int = MAX_PAYLOAD_BYTES) -> Event:
     """Decode one event message (contract §4)."""
-    obj = parse_json_object(payload)
+    obj = parse_json_object(payload, max_bytes=max_bytes)
     _check_keys(obj, _EVENT_KEYS, "event")
     raw_type = obj.get("type")
     event_type = _EVENT_TYPES.get(raw_type) if isinstance(raw_type, str) else None

@@ -99,3 +99,33 @@ def test_missing_and_non_mapping_files(tmp_path: Path) -> None:
     listy.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_settings(listy)
+
+
+def test_influx_v2_requires_org_bucket_token(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("influx:\n  version: '2'\n  org: park\n  token: tok-secret\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert "version 2 needs bucket" in info.value.problems[0]
+    assert info.value.problems[0].startswith(f"{cfg}:1: influx")
+    assert "tok-secret" not in str(info.value)
+
+
+def test_url_credentials_and_own_topic_root_are_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("influx:\n  url: http://admin:hunter2@db:8086\nmqtt:\n"
+                   "  topic_root: parkwatch/devices\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    text = "\n".join(info.value.problems)
+    assert f"{cfg}:2: influx.url: put credentials in influx.username" in text
+    assert f"{cfg}:4: mqtt.topic_root: topics under 'parkwatch/'" in text
+    assert "hunter2" not in text
+
+
+def test_credentials_in_the_mqtt_url_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("mqtt:\n  username: from-file\n")
+    monkeypatch.setenv("PARKWATCH_MQTT__URL", "mqtt://from-env:pw@broker")
+    settings = load_settings(cfg)
+    assert settings.mqtt.username == "from-env"

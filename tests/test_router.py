@@ -121,3 +121,14 @@ def test_tag_values_are_escaped_in_lines() -> None:
                      RECEIVED_MS)
     assert routed.lines[0].startswith("water_pressure,building=b3,device=wp-1,")
     assert "pressure_mpa=1.0 " in routed.lines[0]
+
+
+def test_untrusted_batch_readings_keep_distinct_ordered_times(router: Router) -> None:
+    # A device whose clock says 1970 flushes a buffer: the readings get the receive time, but
+    # must not collapse onto one timestamp (InfluxDB would keep only the last).
+    readings = [{"ts": 100 + i, "values": {"pressure_mpa": 0.3 + i / 100}} for i in range(5)]
+    routed = router.route("parks/xz01/b3/wp-0017/telemetry",
+                          json.dumps({"readings": readings}).encode(), RECEIVED_MS)
+    stamps = [int(line.rsplit(" ", 1)[1]) for line in routed.lines]
+    assert stamps == [RECEIVED_MS - 4 + i for i in range(5)]
+    assert routed.untrusted == 5

@@ -24,28 +24,11 @@ from datetime import UTC, datetime
 
 from gateway.influx.classify import Outcome, Verdict, classify, rejected_points
 from gateway.influx.sink import Sink, SinkResponse, SinkUnreachable
+from gateway.logs import RateLimited
 from gateway.metrics import Metrics
 from gateway.wal import Wal
 
 log = logging.getLogger(__name__)
-
-
-class _RateLimited:
-    """Lets one message through per interval and says how many it held back."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._next = 0.0
-        self._held = 0
-
-    def ready(self) -> int | None:
-        """None to stay quiet, else the number of messages suppressed since the last one."""
-        now = time.monotonic()
-        if now < self._next:
-            self._held += 1
-            return None
-        held, self._held, self._next = self._held, 0, now + self._interval_s
-        return held
 
 
 class InfluxWriter:
@@ -65,8 +48,8 @@ class InfluxWriter:
         # Observers of what reached InfluxDB (the benchmark measures latency with it).
         self._on_delivered = on_delivered
         self._bytes_per_line = 200.0  # running estimate, to tell when a batch is "full"
-        self._reject_log = _RateLimited(10.0)
-        self._retry_log = _RateLimited(30.0)
+        self._reject_log = RateLimited(log, 10.0)
+        self._retry_log = RateLimited(log, 30.0)
 
     async def run(self) -> None:
         """Deliver forever; cancel to stop (an undelivered batch stays in the WAL)."""
@@ -128,10 +111,9 @@ class InfluxWriter:
             self._metrics.write_retries.labels(cause=verdict.cause).inc()
             if verdict.outcome is Outcome.AUTH:
                 self._metrics.influx_auth_ok.set(0)
-            if (held := self._retry_log.ready()) is not None:
-                log.warning("InfluxDB write failed (%s: %s); keeping %d points, retry %d in "
-                            "%.1fs (%d similar messages suppressed)", verdict.cause, problem,
-                            len(part), attempt + 1, verdict.delay_s, held)
+            self._retry_log.warning("retry", "InfluxDB write failed (%s: %s); keeping %d points, "
+                                    "retry %d in %.1fs", verdict.cause, problem, len(part),
+                                    attempt + 1, verdict.delay_s)
             await asyncio.sleep(verdict.delay_s)
             attempt += 1
 
@@ -156,9 +138,7 @@ class InfluxWriter:
             else rejected_points(response, len(part))
         self._metrics.points_rejected.inc(refused)
         self._metrics.points_written.inc(len(part) - refused)
-        if (held := self._reject_log.ready()) is not None:
-            answer = f"HTTP {response.status}: {response.text.strip()[:500]}" if response \
-                else "no answer"
-            log.warning("%d of %d points %s (%s); first line: %.200s (%d similar messages "
-                        "suppressed)", refused, len(part), why, answer,
-                        part[0].decode("utf-8", "replace"), held)
+        answer = f"HTTP {response.status}: {response.text.strip()[:500]}" if response \
+            else "no answer"
+        self._reject_log.warning("reject", "%d of %d points %s (%s); first line: %.200s", refused,
+                                 len(part), why, answer, part[0].decode("utf-8", "replace"))
