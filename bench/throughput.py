@@ -108,7 +108,7 @@ def ceiling(broker: Mosquitto, ids: Sequence[str], total: int) -> dict[str, floa
     client.subscribe("ceiling/#", qos=1)
     client.loop_start()
     time.sleep(0.5)  # subscription round trip before the flood
-    proc, pipe = _spawn_publisher(broker.port, "ceiling", ids, total)
+    proc, _ = _spawn_publisher(broker.port, "ceiling", ids, total)
     done.wait(600)
     proc.join(60)
     client.loop_stop()
@@ -145,9 +145,10 @@ async def gateway_phase(tmp: Path, broker: Mosquitto, influx: Influxd, registry_
                  on_delivered=on_delivered)
     stop = asyncio.Event()
     task = asyncio.create_task(gw.run(stop))
-    while gw.session is None or not gw.session.connected:
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)
+    await gw.ready.wait()
+    assert gw.session is not None
+    await gw.session.wait_connected(30)
+    await asyncio.sleep(0.5)  # the subscription's round trip
     cpu0 = time.process_time()
     others = [psutil.Process(p.proc.pid) for p in (broker, influx) if p.proc is not None]
     others_cpu0 = [sum(p.cpu_times()[:2]) for p in others]

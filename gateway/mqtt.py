@@ -277,7 +277,9 @@ class MqttSession:
         self._in_loop(self._handle_disconnect, reason)
 
     def _handle_disconnect(self, reason: ReasonCode) -> None:
-        if self._connected.is_set():
+        if self._closing:
+            log.info("mqtt disconnected (shutting down)")
+        elif self._connected.is_set():
             log.warning("mqtt disconnected: %s", reason)
         self._connected.clear()
         self._metrics.broker_connected.set(0)
