@@ -111,6 +111,12 @@ def _healthy() -> bool:
 
 
 async def _run(data_dir: Path, duration: float | None) -> int:
+    # Ctrl-C and SIGTERM both mean "stop in order", even when started in the background
+    # (where a shell leaves SIGINT ignored).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     env = _env(data_dir)
     gateway_log = data_dir / "gateway.log"
     gateway = await _spawn(["run", "--config", str(CONFIG)], gateway_log, env)
@@ -142,7 +148,10 @@ async def _run(data_dir: Path, duration: float | None) -> int:
 
         cycle = asyncio.create_task(cycle_simulator(), name="demo-simulator")
         top = asyncio.create_task(run_top(f"http://127.0.0.1:{HTTP_PORT}"), name="demo-top")
-        await asyncio.wait({top, cycle}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+        stopping = asyncio.create_task(stop.wait(), name="demo-stop")
+        await asyncio.wait({top, cycle, stopping}, timeout=duration,
+                           return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
         top.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await top

@@ -334,3 +334,48 @@ async def test_kill_9_mid_run_then_restart_loses_nothing(
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+async def test_qos0_flood_with_a_tiny_inbox_pauses_reading_and_loses_nothing(
+        tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry) -> None:
+    # QoS 0 has no broker-side window, so the inbox bound is what protects memory: reading
+    # pauses when it is full and resumes as it drains.
+    settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url,
+                             ingest={"queue_size": 50, "commit_batch": 20})
+    total = 3000
+    async with running_gateway(settings, sample_registry):
+        async with MqttPublisher("127.0.0.1", mosquitto.port, client_id=unique("pub")) as pub:
+            for topic, payload in _plan(sample_registry, settings.mqtt.topic_root, total):
+                await pub.publish(topic, payload, qos=0)
+        await _await_landed(influxd, settings.influx.database, sample_registry, total)
+
+
+async def test_gateway_status_is_retained_online_then_offline_on_stop_and_on_kill(
+        tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd) -> None:
+    config, _, _ = _write_config(tmp_path, mosquitto.url, influxd.url)
+    instance = yaml.safe_load(config.read_text())["instance"]
+    topic = f"parkwatch/gateway/{instance}/status"
+    log = tmp_path / "gateway.log"
+
+    def retained() -> bytes | None:
+        seen = _Collector(mosquitto.port, topic)
+        try:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and not seen.snapshot():
+                time.sleep(0.02)
+            messages = seen.snapshot()
+            return messages[-1][1] if messages else None
+        finally:
+            seen.close()
+
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        proc = _spawn_gateway(config, log)
+        try:
+            await wait_for(lambda: asyncio.to_thread(lambda: retained() == b"online"),
+                           timeout_s=30, what="retained online status")
+        finally:
+            proc.send_signal(stop)
+            proc.wait(20)
+        # SIGTERM: the gateway publishes offline itself; SIGKILL: the broker sends the Will.
+        await wait_for(lambda: asyncio.to_thread(lambda: retained() == b"offline"),
+                       timeout_s=30, what=f"retained offline status after {stop.name}")
