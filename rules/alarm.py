@@ -1,0 +1,159 @@
+"""Alarm state as data (contract §6), shared by the rule engine, the store and the outputs.
+
+An alarm is identified by its ``fingerprint`` (rule + device, or rule + zone/building): at most
+one alarm per fingerprint is active (not resolved) at any time. Every change is a
+:class:`Transition`; outputs (InfluxDB ``alarms`` points, retained MQTT documents, the HTTP API,
+later notifications) are driven by transitions only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+class Severity(enum.StrEnum):
+    CRITICAL = "critical"
+    MAJOR = "major"
+    MINOR = "minor"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        """Higher is worse: critical 4 … info 0."""
+        return _RANK[self]
+
+
+_RANK = {Severity.CRITICAL: 4, Severity.MAJOR: 3, Severity.MINOR: 2, Severity.WARNING: 1,
+         Severity.INFO: 0}
+
+
+class AlarmState(enum.StrEnum):
+    """pending → firing → acknowledged → resolved (an alarm may resolve before any ack).
+
+    ``pending`` is internal (a condition holds but its ``for`` has not elapsed) and is never
+    published; the contract's documents show firing / acknowledged / resolved.
+    """
+
+    PENDING = "pending"
+    FIRING = "firing"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Disposition(enum.StrEnum):
+    """What the person who acknowledged says the alarm was (for false-alarm KPIs)."""
+
+    REAL = "real"
+    FALSE_ALARM = "false_alarm"
+    TEST = "test"
+    FAULT = "fault"
+
+
+class Maintenance(enum.StrEnum):
+    """A device, zone or building under maintenance: alarms are recorded, marked, not paged."""
+
+    NONE = "none"
+    TEST = "test"
+    ISOLATED = "isolated"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Where an alarm is: the registry identity of a device, or of a zone or building."""
+
+    park: str
+    building: str
+    floor: str = ""
+    zone: str = ""
+    device: str = ""          # empty for zone- and building-level alarms
+    tenant: str | None = None
+    kind: str = ""            # sensor kind, or "zone"/"building" for group alarms
+    location: str = ""
+
+    @property
+    def topic_device(self) -> str:
+        """The {device} level of the alarm topic: the device, else ``zone-<z>`` / ``building``."""
+        if self.device:
+            return self.device
+        return f"zone-{self.zone}" if self.zone else "building"
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """One alarm instance. Immutable: every change produces a new value (and a Transition)."""
+
+    alarm_id: str
+    fingerprint: str
+    rule: str
+    severity: Severity
+    state: AlarmState
+    subject: Subject
+    message: str
+    started_at_ms: int                    # when the condition began (pending start)
+    updated_at_ms: int
+    value: float | None = None
+    fired_at_ms: int | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at_ms: int | None = None
+    ack_channel: str | None = None
+    disposition: Disposition | None = None
+    resolved_at_ms: int | None = None
+    maintenance: Maintenance = Maintenance.NONE
+    inhibited_by: str | None = None       # fingerprint of the parent alarm that absorbs this one
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state is not AlarmState.RESOLVED
+
+    @property
+    def paged(self) -> bool:
+        """Whether people should be notified (issue 4 decides how)."""
+        return (self.state is not AlarmState.PENDING and self.maintenance is Maintenance.NONE
+                and self.inhibited_by is None)
+
+    def evolve(self, **changes: Any) -> Alarm:
+        return replace(self, **changes)
+
+    def document(self, ack_url: str | None = None) -> dict[str, Any]:
+        """The contract §6 JSON document (same everywhere: webhook, MQTT, HTTP API)."""
+        s = self.subject
+        return {
+            "alarm_id": self.alarm_id, "rule": self.rule, "state": self.state.value,
+            "severity": self.severity.value, "park": s.park, "building": s.building,
+            "floor": s.floor, "zone": s.zone, "device": s.device or None, "tenant": s.tenant,
+            "kind": s.kind, "location": s.location, "value": self.value,
+            "message": self.message, "started_at": iso(self.started_at_ms),
+            "updated_at": iso(self.updated_at_ms),
+            "fired_at": iso(self.fired_at_ms) if self.fired_at_ms is not None else None,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": (iso(self.acknowledged_at_ms)
+                                if self.acknowledged_at_ms is not None else None),
+            "disposition": self.disposition.value if self.disposition else None,
+            "resolved_at": (iso(self.resolved_at_ms)
+                            if self.resolved_at_ms is not None else None),
+            "maintenance": self.maintenance.value, "inhibited_by": self.inhibited_by,
+            "ack_url": ack_url,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change of one alarm: ``before`` is None when the alarm is new."""
+
+    before: Alarm | None
+    after: Alarm
+
+    @property
+    def published(self) -> bool:
+        """Pending alarms stay internal; everything from firing on is output."""
+        return self.after.state is not AlarmState.PENDING
+
+
+def iso(ms: int) -> str:
+    return (dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"))

@@ -1,0 +1,43 @@
+"""What the rule engine is fed: accepted readings, device events and status changes.
+
+Built by the gateway from messages that are already validated; times are epoch milliseconds.
+``ts_ms`` is the trusted device time (or the receive time when the clock was not trusted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sensors.base import EventType
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    device: str
+    ts_ms: int
+    values: Mapping[str, float | bool]
+    received_at_ms: int
+    clock_trusted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    device: str
+    ts_ms: int
+    type: EventType
+    received_at_ms: int
+    point: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A device's own online/offline announcement (e.g. its Last Will)."""
+
+    device: str
+    online: bool
+    received_at_ms: int
+
+
+Observation = Reading | DeviceEvent | StatusChange
