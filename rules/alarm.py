@@ -150,7 +150,15 @@ class Transition:
 
     @property
     def published(self) -> bool:
-        """Pending alarms stay internal; everything from firing on is output."""
+        """Pending alarms stay internal; everything from firing on is output.
+
+        A pending alarm whose condition went away before its ``for`` elapsed ends with a
+        pending → resolved transition: the store needs it (to forget the pending alarm), the
+        outputs do not (nobody was ever told about it).
+        """
+        if self.before is not None and self.before.state is AlarmState.PENDING \
+                and self.after.state is AlarmState.RESOLVED:
+            return False
         return self.after.state is not AlarmState.PENDING
 
 

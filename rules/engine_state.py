@@ -1,0 +1,66 @@
+"""EngineState: everything the engine needs to resume after a restart, as plain JSON.
+
+All non-resolved alarms (pending ones with their start time), per-device clocks (newest
+reading time and last receive time), the rule-kind memory that drives timers (for-durations,
+door-open-since, silence, rate windows with an active alarm, plausibility runs, coincidence
+signals) and the maintenance windows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Severity, Subject
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    saved_at_ms: int | None
+    started_at_ms: int | None
+    alarms: tuple[Alarm, ...] = ()
+    clocks: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    memory: Mapping[str, Any] = field(default_factory=dict)
+    maintenance: tuple[Mapping[str, Any], ...] = ()
+    late_readings: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "version": 1, "saved_at_ms": self.saved_at_ms, "started_at_ms": self.started_at_ms,
+            "alarms": [alarm_to_dict(a) for a in self.alarms],
+            "clocks": {k: list(v) for k, v in self.clocks.items()},
+            "memory": dict(self.memory), "maintenance": [dict(m) for m in self.maintenance],
+            "late_readings": self.late_readings,
+        }, sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> EngineState:
+        doc = json.loads(text)
+        if doc.get("version") != 1:
+            raise ValueError(f"unknown engine state version {doc.get('version')!r}")
+        return cls(saved_at_ms=doc["saved_at_ms"], started_at_ms=doc["started_at_ms"],
+                   alarms=tuple(alarm_from_dict(a) for a in doc["alarms"]),
+                   clocks={k: (v[0], v[1]) for k, v in doc["clocks"].items()},
+                   memory=doc["memory"], maintenance=tuple(doc["maintenance"]),
+                   late_readings=int(doc["late_readings"]))
+
+
+def alarm_to_dict(a: Alarm) -> dict[str, Any]:
+    out = {f.name: getattr(a, f.name) for f in fields(a)}
+    out["subject"] = {f.name: getattr(a.subject, f.name) for f in fields(a.subject)}
+    out["labels"] = dict(a.labels)
+    for key in ("severity", "state", "maintenance", "disposition"):
+        out[key] = out[key].value if out[key] is not None else None
+    return out
+
+
+def alarm_from_dict(d: Mapping[str, Any]) -> Alarm:
+    data = dict(d)
+    data["subject"] = Subject(**data["subject"])
+    data["severity"] = Severity(data["severity"])
+    data["state"] = AlarmState(data["state"])
+    data["maintenance"] = Maintenance(data["maintenance"])
+    data["disposition"] = Disposition(data["disposition"]) if data["disposition"] else None
+    return Alarm(**data)

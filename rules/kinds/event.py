@@ -1,0 +1,78 @@
+"""event: device events become alarms; later events resolve them.
+
+Fingerprint per (rule, device, point): a panel reports many loop points, and each point in
+alarm is its own alarm (acknowledged, reset and counted on its own). A manual call point's
+``fire_alarm`` is always critical, whatever the rule says: a person pressed it.
+
+Resolution: an event listed in ``resolve_on`` (``restored`` for faults, ``reset`` for fire and
+pre-alarms) resolves this rule's alarms of that device, only the same point when it names
+one, and only alarms that started before it (a late reset must not clear a newer fire).
+Events are facts: they are evaluated even when they arrive late.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.registry import Device
+from rules.alarm import Severity
+from rules.kinds.base import Book, device_fp, render, subject_of
+from rules.model import EventRule
+from sensors.base import EventType
+
+ALWAYS_CRITICAL_KIND = "manual_call_point"
+
+
+class EventCheck:
+    __slots__ = ("_critical", "_device", "_points", "_raise", "_resolve", "_rule", "_subject",
+                 "key")
+
+    def __init__(self, rule: EventRule, device: Device) -> None:
+        self._rule = rule
+        self._device = device.device
+        self._subject = subject_of(device)
+        self._raise = frozenset(rule.events)
+        self._resolve = frozenset(rule.resolve_on)
+        self._critical = device.kind == ALWAYS_CRITICAL_KIND
+        self._points: set[str] = set()   # points (or "") with an alarm of this rule
+        self.key = f"{rule.name}|{device.device}"
+
+    @classmethod
+    def build(cls, rule: EventRule, device: Device) -> EventCheck:
+        return cls(rule, device)
+
+    @property
+    def types(self) -> frozenset[EventType]:
+        return self._raise | self._resolve
+
+    def on_event(self, type_: EventType, point: str, detail: str, ts: int, book: Book) -> None:
+        rule = self._rule
+        if type_ in self._raise:
+            severity = rule.severity
+            if self._critical and type_ is EventType.FIRE_ALARM:
+                severity = Severity.CRITICAL
+            fp = device_fp(rule.name, self._device, point)
+            message = render(rule.message_template, self._subject, rule.name, severity,
+                             event=type_.value, point=point, detail=detail)
+            labels = {"event": type_.value, **({"point": point} if point else {})}
+            book.open(fp, rule=rule.name, subject=self._subject, severity=severity,
+                      message=message, at_ms=ts, labels=labels)
+            if rule.auto_resolve:
+                book.resolve(fp, ts)
+            else:
+                self._points.add(point)
+        if type_ in self._resolve:
+            for p in list(self._points) if not point else [point]:
+                fp = device_fp(rule.name, self._device, p)
+                cur = book.get(fp)
+                if cur is None:
+                    self._points.discard(p)
+                elif cur.started_at_ms <= ts:
+                    book.resolve(fp, ts, f"{cur.message} ({type_.value})")
+                    self._points.discard(p)
+
+    def dump(self) -> dict[str, Any] | None:
+        return {"points": sorted(self._points)} if self._points else None
+
+    def load(self, data: dict[str, Any]) -> None:
+        self._points = set(data["points"])

@@ -1,0 +1,85 @@
+"""rate_of_change: a drop (or rise) of at least ``delta`` within ``window_s``.
+
+Keeps the readings of the last window (event time) per device. A breach fires at once; every
+further breach refreshes it; the alarm resolves once ``clear_after_s`` have passed without a
+breach (checked on readings and on the clock, so a device that stops reporting after a burst
+does not keep the alarm forever). A value that falls and stays low breaches only while the old
+high value is still inside the window: the *level* alarm is the threshold rule's job.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from gateway.registry import Device
+from rules.kinds.base import Book, device_fp, render, subject_of
+from rules.model import UNITS, RateRule
+
+
+class RateCheck:
+    __slots__ = ("_clear_ms", "_drop", "_fp", "_last_breach", "_rule", "_subject", "_times",
+                 "_values", "_window_ms", "key", "metric", "wants_tick")
+
+    def __init__(self, rule: RateRule, device: Device) -> None:
+        self._rule = rule
+        self._subject = subject_of(device)
+        self._fp = device_fp(rule.name, device.device)
+        self._window_ms = int(rule.window_s * 1000)
+        clear_s = rule.window_s if rule.clear_after_s is None else rule.clear_after_s
+        self._clear_ms = int(clear_s * 1000)
+        self._drop = rule.direction == "drop"
+        # Two parallel deques so max()/min() run over plain floats at C speed.
+        self._times: deque[int] = deque()
+        self._values: deque[float] = deque()
+        self._last_breach: int | None = None
+        self.key = f"{rule.name}|{device.device}"
+        self.metric = rule.metric
+        self.wants_tick = False
+
+    @classmethod
+    def build(cls, rule: RateRule, device: Device) -> RateCheck:
+        return cls(rule, device)
+
+    def on_reading(self, value: float, ts: int, book: Book) -> None:
+        times, values = self._times, self._values
+        times.append(ts)
+        values.append(value)
+        while times[0] < ts - self._window_ms:
+            times.popleft()
+            values.popleft()
+        if len(times) > 1:
+            change = max(values) - value if self._drop else value - min(values)
+            if change >= self._rule.delta:
+                self._breach(ts, value, change, book)
+                return
+        self.on_tick(ts, book)
+
+    def _breach(self, ts: int, value: float, change: float, book: Book) -> None:
+        self._last_breach = ts
+        self.wants_tick = True
+        rule = self._rule
+        message = render(rule.message_template, self._subject, rule.name, rule.severity,
+                         value=value, delta=rule.delta, change=round(change, 6),
+                         window_s=rule.window_s, unit=UNITS.get(rule.metric, ""),
+                         metric=rule.metric)
+        book.open(self._fp, rule=rule.name, subject=self._subject, severity=rule.severity,
+                  message=message, at_ms=ts, value=float(value))
+
+    def on_tick(self, now: int, book: Book) -> None:
+        if self._last_breach is not None and now - self._last_breach >= self._clear_ms:
+            self._last_breach = None
+            self.wants_tick = False
+            book.resolve(self._fp, now)
+
+    def dump(self) -> dict[str, Any] | None:
+        if self._last_breach is None:
+            return None   # a quiet window is not worth persisting: it refills in window_s
+        return {"times": list(self._times), "values": list(self._values),
+                "last_breach": self._last_breach}
+
+    def load(self, data: dict[str, Any]) -> None:
+        self._times = deque(int(t) for t in data["times"])
+        self._values = deque(float(v) for v in data["values"])
+        self._last_breach = data["last_breach"]
+        self.wants_tick = self._last_breach is not None
