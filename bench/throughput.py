@@ -42,6 +42,7 @@ from gateway.simulator.publisher import MqttPublisher
 from sensors.kinds.water_pressure import WaterPressureValues
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+RULES = Path(__file__).resolve().parent.parent / "config" / "rules"
 
 
 def _write_registry(path: Path, devices: int) -> list[str]:
@@ -119,7 +120,7 @@ def ceiling(broker: Mosquitto, ids: Sequence[str], total: int) -> dict[str, floa
 
 async def gateway_phase(tmp: Path, broker: Mosquitto, influx: Influxd, registry_path: Path,
                         ids: Sequence[str], total: int, receive_maximum: int,
-                        rate: float | None) -> dict[str, Any]:
+                        rate: float | None, alarms: bool) -> dict[str, Any]:
     latencies: list[float] = []
     delivered = {"n": 0, "last": 0.0, "first_ts_ms": float("inf")}
     all_in = asyncio.Event()
@@ -138,9 +139,11 @@ async def gateway_phase(tmp: Path, broker: Mosquitto, influx: Influxd, registry_
 
     settings = Settings(
         instance="bench", registry=registry_path, state_dir=tmp / "state",
+        rules=RULES,
         mqtt={"url": broker.url, "topic_root": "parks", "receive_maximum": receive_maximum},
         influx={"url": influx.url, "version": "1", "database": "bench"},
-        http={"enabled": False}, observe={"gateway_interval_s": 5})
+        http={"enabled": False}, observe={"gateway_interval_s": 5},
+        alarms={"enabled": alarms})
     gw = Gateway(settings=settings, registry=load_registry(registry_path),
                  on_delivered=on_delivered)
     stop = asyncio.Event()
@@ -188,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None,
                         help="offered load in msgs/s (default: as fast as the publisher can); "
                              "latency is only meaningful below saturation")
+    parser.add_argument("--no-alarms", action="store_true",
+                        help="run without the rule engine (to see what it adds)")
     parser.add_argument("--record", action="store_true", help="append the result to RESULTS.md")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmpname:
@@ -200,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids = _write_registry(registry_path, args.devices)
             print(f"bench: {args.messages} QoS 1 messages from {args.devices} devices", flush=True)
             gw = asyncio.run(gateway_phase(tmp, broker, influx, registry_path, ids,
-                                           args.messages, args.receive_maximum, args.rate))
+                                           args.messages, args.receive_maximum, args.rate,
+                                           not args.no_alarms))
             top = ceiling(broker, ids, args.messages)
         finally:
             influx.stop()
@@ -220,7 +226,8 @@ def _report(args: argparse.Namespace, gw: dict[str, Any], top: dict[str, float])
         f"### {when} — {args.messages} msgs, {args.devices} devices, {os.cpu_count()} cores",
         f"`python -m bench.throughput --devices {args.devices} --messages {args.messages} "
         f"--receive-maximum {args.receive_maximum}"
-        + (f" --rate {args.rate:.0f}" if args.rate else "") + "`",
+        + (f" --rate {args.rate:.0f}" if args.rate else "")
+        + (" --no-alarms" if args.no_alarms else "") + "`",
         "",
         "| measure | value |",
         "|---|---|",

@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
 from gateway.registry import Registry, load_registry
+from rules.alarm import iso
 
 log = logging.getLogger("parkwatch")
 
@@ -42,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(check)
     check.set_defaults(handler=_cmd_check)
 
+    rules = sub.add_parser("check-rules", help="validate alarm rules; dry-run them against a "
+                                               "recording of readings")
+    _config_arg(rules)
+    rules.add_argument("--rules", type=Path, default=None,
+                       help="rules file or folder (default: the config's `rules`)")
+    rules.add_argument("--recording", type=Path, default=None,
+                       help="JSON lines of readings/events/status to replay through the rules")
+    rules.set_defaults(handler=_cmd_check_rules)
+
     sim = sub.add_parser("simulate", help="publish simulated sensor traffic for the registry")
     _config_arg(sim)
     from gateway.simulator.runner import add_arguments
@@ -53,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--url", default="http://127.0.0.1:8080", help="gateway HTTP address")
     top.add_argument("--once", action="store_true", help="print one frame and exit")
     top.set_defaults(handler=_cmd_top)
+
+    from gateway.alarmcli import add_alarm_commands
+
+    add_alarm_commands(sub)
 
     demo = sub.add_parser("demo", help="start a broker, InfluxDB, the gateway and the simulator "
                                        "on project ports and show the live view")
@@ -104,6 +118,31 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"OK: {args.config or '(defaults)'}: {len(registry)} devices, {len(registry.parks())} "
           f"park(s), {len(buildings)} building(s), {len(kinds)} kinds; broker {settings.mqtt.url}, "
           f"InfluxDB {settings.influx.url}")
+    return 0
+
+
+def _cmd_check_rules(args: argparse.Namespace) -> int:
+    from rules.dryrun import dry_run, read_recording
+    from rules.loader import load_rules
+
+    try:
+        settings, registry = load_all(args.config)
+        ruleset = load_rules(args.rules or settings.rules)
+    except ConfigError as exc:
+        return _report(exc)
+    print(f"OK: {len(ruleset.rules)} rules from {args.rules or settings.rules} for "
+          f"{len(registry)} devices")
+    if args.recording is None:
+        return 0
+    transitions = dry_run(ruleset, registry, read_recording(args.recording))
+    shown = [t for t in transitions if t.published]
+    print(f"dry run of {args.recording}: {len(shown)} alarm change(s)")
+    for t in shown:
+        a = t.after
+        where = a.subject.device or (f"zone {a.subject.zone}" if a.subject.zone
+                                     else f"building {a.subject.building}")
+        print(f"  {iso(a.updated_at_ms)}  {a.state.value:<12} {a.severity.value:<8} "
+              f"{a.rule:<28} {where:<14} {a.message}")
     return 0
 
 

@@ -195,6 +195,18 @@ class ObserveSettings(_Section):
     log_format: Literal["logfmt", "json"] = "logfmt"
 
 
+class AlarmSettings(_Section):
+    """The rule engine (rules from ``rules:``); its state is in ``state_dir/alarms.sqlite3``."""
+
+    enabled: bool = True
+    lateness_s: float = Field(default=60.0, ge=0,
+                              description="readings older than this (device time) change no alarm")
+    tick_s: float = Field(default=1.0, gt=0, le=60,
+                          description="how often timers (for, silence, door open) are evaluated")
+    state_save_s: float = Field(default=5.0, gt=0,
+                                description="how often device last-seen times are saved")
+
+
 class NotifySettings(_Section):
     """Notification settings. Issue 4 grows this; the catch-all webhook is in the contract now."""
 
@@ -234,6 +246,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     http: HttpSettings = HttpSettings()
     observe: ObserveSettings = ObserveSettings()
+    alarms: AlarmSettings = AlarmSettings()
     notify: NotifySettings = NotifySettings()
 
     @classmethod

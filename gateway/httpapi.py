@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.alarmapi import add_alarm_routes
+from gateway.alarmservice import GatewayAlarmService
 from gateway.pipeline import Gateway
 
 CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
@@ -22,6 +24,8 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
+    if gateway.alarms is not None:
+        add_alarm_routes(app, GatewayAlarmService(gateway))
     return app
 
 

@@ -8,11 +8,13 @@
          │ batches of ≤ ingest.commit_batch
          ▼
       validate ── Router: topic → registry → spoofing guard → decoder → line protocol
+         │   │                                     └── observations ──▶ rule engine (pure)
          │   └── rejected ──▶ dead-letter publish ──PUBACK──▶ ack original
-         ▼
-      [commit queue]  bounded (4 batches; policy: block)
+         ▼                          alarm ticker (1 s) ──▶ rule engine timers ──┐
+      [commit queue]  bounded (4 batches; policy: block)  ◀── API acks ─────────┘
          │
-      commit ── WAL.append (fsync, one per batch) ──▶ ack every message of the batch
+      commit ── WAL.append (readings + `alarms` points, fsync) ──▶ alarm store (SQLite)
+         │      ──▶ ack every message of the batch ──▶ retained parkwatch/alarms/... documents
          │
       [write-ahead log on disk]  bounded by wal.max_bytes (policy: block → stop acking)
          │
@@ -36,6 +38,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import deadletter
+from gateway.alarms import AlarmBook, alarm_line, alarm_topic, retained_payload
+from gateway.alarms import now_ms as _now_ms
 from gateway.config import Settings
 from gateway.influx.factory import make_sink
 from gateway.influx.writer import InfluxWriter
@@ -46,6 +50,8 @@ from gateway.mqtt import Inbound, MqttSession, Will
 from gateway.registry import Registry
 from gateway.router import Routed, Router
 from gateway.wal import Wal
+from rules.alarm import Transition
+from rules.observation import Observation
 from sensors.base import Rejection
 
 log = logging.getLogger(__name__)
@@ -55,10 +61,16 @@ _TYPES = ("telemetry", "event", "status")
 
 @dataclass
 class _Committable:
+    """One unit of durability: lines for the WAL, alarm changes for SQLite, messages to ack."""
+
     lines: list[str]
     messages: list[Inbound]
     accepted_by_type: collections.Counter[str] = field(default_factory=collections.Counter)
     samples: int = 0
+    transitions: list[Transition] = field(default_factory=list)
+    save_state: bool = False
+    #: Resolved once everything above is durable (an API acknowledgement waits on it).
+    done: asyncio.Future[None] | None = None
 
 
 class Gateway:
@@ -90,6 +102,12 @@ class Gateway:
         self.wal: Wal | None = None
         self.writer: InfluxWriter | None = None
         self.ready = asyncio.Event()
+        self.alarms: AlarmBook | None = None
+        if settings.alarms.enabled:
+            self.alarms = AlarmBook.from_paths(rules_path=settings.rules, registry=registry,
+                                               state_dir=settings.state_dir,
+                                               lateness_s=settings.alarms.lateness_s)
+        self._state_saved_at = 0.0
         self._counters = {t: self.metrics.received.labels(type=t) for t in (*_TYPES, "other")}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -98,6 +116,8 @@ class Gateway:
         self.wal = Wal(s.state_dir / "wal", segment_bytes=s.wal.segment_bytes,
                        max_bytes=s.wal.max_bytes, fsync=s.wal.fsync, metrics=self.metrics)
         await self.wal.open()
+        if self.alarms is not None:
+            await self.alarms.open()
         sink = await _make_sink(s)
         # /healthz should tell the truth from the first second, not after the first write.
         self.metrics.influx_reachable.set(1 if await sink.ping() else 0)
@@ -109,6 +129,7 @@ class Gateway:
         writer_task = asyncio.create_task(self.writer.run(), name="influx-writer")
         commit_task = asyncio.create_task(self._commit_stage(), name="commit")
         stats_task = asyncio.create_task(self._stats_stage(), name="gateway-stats")
+        ticker_task = asyncio.create_task(self._alarm_ticker(), name="alarm-ticker")
         session = MqttSession(
             settings=s.mqtt, client_id=s.client_id, subscriptions=self.router.subscriptions(),
             metrics=self.metrics, will=Will(self.status_topic, b"offline"),
@@ -130,6 +151,13 @@ class Gateway:
                 if self._pending_deadletters:
                     await asyncio.wait(self._pending_deadletters, timeout=5)
         finally:
+            ticker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker_task
+            if self.alarms is not None and not commit_task.done():
+                # Last words: device last-seen times, so silence timers resume where they were.
+                await self._commit_q.put(_Committable(lines=[], messages=[], save_state=True))
+                await self._commit_q.join()
             commit_task.cancel()
             stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,6 +173,8 @@ class Gateway:
                 await writer_task
             await sink.close()
             await self.wal.close()
+            if self.alarms is not None:
+                await self.alarms.close()
             log.info("gateway stopped")
 
     # -- stages --------------------------------------------------------------------------------
@@ -153,6 +183,7 @@ class Gateway:
         async for batch in session.batches(self.settings.ingest.commit_batch):
             work = _Committable(lines=[], messages=[])
             received: collections.Counter[str] = collections.Counter()
+            observed: list[Observation] = []
             for msg in batch:
                 suffix = msg.topic.rpartition("/")[2]
                 received[suffix if suffix in _TYPES else "other"] += 1
@@ -172,6 +203,11 @@ class Gateway:
                 self.latest[routed.device.device] = routed
                 if routed.seq is not None:
                     self._track_seq(routed.device.device, routed.seq)
+                if self.alarms is not None and routed.observations:
+                    observed.extend(routed.observations)
+            if observed:
+                self._add_transitions(work, self.alarms.observe(observed, _now_ms())
+                                      if self.alarms is not None else [])
             for mtype, n in received.items():
                 self._counters[mtype].inc(n)
             self.metrics.queue_depth.labels(queue="commit").set(self._commit_q.qsize())
@@ -185,12 +221,43 @@ class Gateway:
             try:
                 if work.lines:
                     await self.wal.append(work.lines)
+                if self.alarms is not None and (work.transitions or work.save_state
+                                                or self._state_save_due()):
+                    await self.alarms.persist(work.transitions, with_state=True)
+                    self._state_saved_at = time.monotonic()
                 self.session.ack_all(work.messages)
                 for mtype, n in work.accepted_by_type.items():
                     self.metrics.accepted.labels(type=mtype).inc(n)
                 self.metrics.readings.inc(work.samples)
+                self._publish_alarms(work.transitions)
+                if work.done is not None and not work.done.done():
+                    work.done.set_result(None)
+            except BaseException as exc:
+                if work.done is not None and not work.done.done():
+                    work.done.set_exception(exc)
+                raise
             finally:
                 self._commit_q.task_done()
+
+    async def _alarm_ticker(self) -> None:
+        """Timers run on the clock, not on message arrival (for-durations, silence, doors)."""
+        if self.alarms is None:
+            return
+        while True:
+            await asyncio.sleep(self.settings.alarms.tick_s)
+            work = _Committable(lines=[], messages=[])
+            self._add_transitions(work, self.alarms.tick(_now_ms()))
+            if work.transitions or self._state_save_due():
+                await self._commit_q.put(work)
+
+    async def commit_transitions(self, transitions: list[Transition]) -> None:
+        """Make alarm changes from outside the message flow (API acks) durable and visible."""
+        work = _Committable(lines=[], messages=[], save_state=True,
+                            done=asyncio.get_running_loop().create_future())
+        self._add_transitions(work, transitions)
+        await self._commit_q.put(work)
+        assert work.done is not None
+        await work.done
 
     async def _stats_stage(self) -> None:
         assert self.wal is not None
@@ -204,6 +271,22 @@ class Gateway:
             await self.wal.append([line])
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _add_transitions(self, work: _Committable, transitions: list[Transition]) -> None:
+        work.transitions.extend(transitions)
+        work.lines.extend(alarm_line(t.after) for t in transitions if t.published)
+
+    def _state_save_due(self) -> bool:
+        return time.monotonic() - self._state_saved_at >= self.settings.alarms.state_save_s
+
+    def _publish_alarms(self, transitions: list[Transition]) -> None:
+        """Retained documents on parkwatch/alarms/...; paho resends them after a reconnect."""
+        if self.session is None:
+            return
+        for t in transitions:
+            if t.published:
+                self.session.publish(alarm_topic(t.after), retained_payload(t.after, None),
+                                     qos=1, retain=True)
 
     def _track_seq(self, device: str, seq: int) -> None:
         """Count drops (forward jumps) and repeats of a device's seq; readings are kept anyway."""

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.lineprotocol import encode_line, escape_measurement, tag_set
 from gateway.registry import Device, Registry, is_valid_id
+from rules.observation import DeviceEvent, Observation, Reading, StatusChange
 from sensors.base import EventType, Rejection, RejectReason, TimeContext
 from sensors.catalogue import KIND_BY_NAME
 from sensors.decode import decode_event, decode_status, decode_telemetry
@@ -37,6 +38,8 @@ class Routed:
     latest: Mapping[str, float | bool | str] = field(default_factory=dict)
     latest_ts_ms: int = 0
     seq: int | None = None
+    #: What the rule engine sees of this message (readings, an event or a status change).
+    observations: tuple[Observation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,7 @@ class Router:
         if tel.seq is not None:
             extra["seq"] = int(tel.seq)
         lines: list[str] = []
+        observations: list[Observation] = []
         untrusted = 0
         last = len(tel.samples) - 1
         for index, sample in enumerate(tel.samples):
@@ -148,10 +152,12 @@ class Router:
                 ts_ms -= last - index
             if fields:
                 lines.append(encode_line(wire.measurement, wire.tags, fields, ts_ms))
+            observations.append(Reading(dev.device, ts_ms, sample.values, received_at_ms,
+                                        sample.clock_trusted))
         newest = tel.samples[-1] if tel.samples else None
         return Routed(dev, MessageType.TELEMETRY, lines, len(tel.samples), untrusted,
                       dict(newest.values) if newest else {},
-                      newest.ts_ms if newest else received_at_ms, tel.seq)
+                      newest.ts_ms if newest else received_at_ms, tel.seq, tuple(observations))
 
     def _event(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Routed:
         ev = decode_event(payload, self._ctx(wire, received_at_ms), max_bytes=self._max_payload)
@@ -159,8 +165,11 @@ class Router:
         if ev.seq is not None:
             fields["seq"] = int(ev.seq)
         line = encode_line(self._events_measurement, wire.event_tags[ev.type], fields, ev.ts_ms)
+        obs = DeviceEvent(wire.device.device, ev.ts_ms, ev.type, received_at_ms, ev.point,
+                          ev.detail)
         return Routed(wire.device, MessageType.EVENT, [line], 0,
-                      0 if ev.clock_trusted else 1, {"event": ev.type.value}, ev.ts_ms, ev.seq)
+                      0 if ev.clock_trusted else 1, {"event": ev.type.value}, ev.ts_ms, ev.seq,
+                      (obs,))
 
     def _status(self, wire: _DeviceWire, payload: bytes, received_at_ms: int,
                 retained: bool) -> Routed:
@@ -169,6 +178,10 @@ class Router:
         fields: dict[str, float | int | bool | str] = {
             "online": status.online, "reason": "retained" if retained else "reported"}
         line = encode_line(self._status_measurement, wire.tags_with_kind, fields, received_at_ms)
+        # A retained "online" is an old announcement and must not make a dead device look alive;
+        # a retained "offline" (a Will) is still the truth about the device.
+        observations: tuple[Observation, ...] = () if retained and status.online else (
+            StatusChange(wire.device.device, status.online, received_at_ms),)
         return Routed(wire.device, MessageType.STATUS, [line], 0, 0,
-                      {"online": status.online}, received_at_ms)
+                      {"online": status.online}, received_at_ms, None, observations)
 

@@ -66,6 +66,7 @@ def make_settings(tmp_path: Path, *, mqtt_url: str, influx_url: str, **overrides
     data: dict[str, Any] = {
         "instance": name,
         "registry": str(SAMPLE_REGISTRY),
+        "rules": str(ROOT / "config" / "rules"),
         "state_dir": str(tmp_path / "state"),
         "mqtt": {"url": mqtt_url, "topic_root": f"{name}/parks", "reconnect_min_s": 0.1,
                  "reconnect_max_s": 1.0, "keepalive_s": 10},
