@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ALARM_TOPIC_ROOT = "parkwatch/alarms"
 _ALARMS = escape_measurement("alarms")
+_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def now_ms() -> int:
@@ -48,8 +50,14 @@ def new_alarm_id() -> str:
 
 
 def alarm_topic(alarm: Alarm) -> str:
+    """parkwatch/alarms/{park}/{building}/{device}/{rule}; a panel point's alarm adds
+    ``@{point}`` to the rule level, or its points would overwrite one another's document."""
     s = alarm.subject
-    return f"{ALARM_TOPIC_ROOT}/{s.park}/{s.building}/{s.topic_device}/{alarm.rule}"
+    rule = alarm.rule
+    point = alarm.labels.get("point")
+    if point:
+        rule += "@" + _TOPIC_UNSAFE.sub("_", point)
+    return f"{ALARM_TOPIC_ROOT}/{s.park}/{s.building}/{s.topic_device}/{rule}"
 
 
 def alarm_line(alarm: Alarm) -> str:

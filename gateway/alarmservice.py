@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.alarms import AlarmBook
+from gateway.alarms import AlarmBook, now_ms
 from gateway.pipeline import Gateway
-from rules.alarm import Alarm, Disposition, Maintenance
+from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
 
 
 class GatewayAlarmService:
@@ -33,10 +33,30 @@ class GatewayAlarmService:
 
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
                           channel: str) -> Alarm:
-        transition = self._book.acknowledge(alarm_id, by=by, disposition=disposition,
-                                            channel=channel)
+        try:
+            transition = self._book.acknowledge(alarm_id, by=by, disposition=disposition,
+                                                channel=channel)
+        except KeyError:
+            transition = await self._acknowledge_resolved(alarm_id, by=by,
+                                                          disposition=disposition,
+                                                          channel=channel)
         await self._gateway.commit_transitions([transition])
         return transition.after
+
+    async def _acknowledge_resolved(self, alarm_id: str, *, by: str, disposition: Disposition,
+                                    channel: str) -> Transition:
+        """An alarm that cleared before anyone answered still needs a human verdict (was it a
+        false alarm?) — and its retained document is cleared only once it has one."""
+        alarm = await self._book.store.get(alarm_id)
+        if alarm is None:
+            raise KeyError(alarm_id)
+        if alarm.state is not AlarmState.RESOLVED or alarm.acknowledged_by is not None:
+            raise ValueError(f"alarm {alarm_id} is {alarm.state.value} and was acknowledged by "
+                             f"{alarm.acknowledged_by}")
+        at = now_ms()
+        return Transition(alarm, alarm.evolve(acknowledged_by=by, acknowledged_at_ms=at,
+                                              ack_channel=channel, disposition=disposition,
+                                              updated_at_ms=at))
 
     async def set_maintenance(self, *, scope: str, target: str, mode: Maintenance,
                               until_ms: int | None, by: str) -> None:

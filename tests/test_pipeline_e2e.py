@@ -171,6 +171,7 @@ class _Collector:
 
     def __init__(self, port: int, topic: str) -> None:
         self.messages: list[tuple[str, bytes]] = []
+        self.first_seen: dict[str, float] = {}  # topic -> wall time of its first message
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("col"))
         self.client.on_message = self._on_message
@@ -181,6 +182,7 @@ class _Collector:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:
             self.messages.append((msg.topic, bytes(msg.payload)))
+            self.first_seen.setdefault(msg.topic, time.time())
 
     def snapshot(self) -> list[tuple[str, bytes]]:
         with self._lock:
