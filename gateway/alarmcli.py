@@ -309,7 +309,8 @@ def _add_alarms(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
 def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scope", required=True, choices=["device", "zone", "building"])
-    p.add_argument("--target", required=True, help="device id, zone or building")
+    p.add_argument("--target", required=True,
+                   help="device id; park/building/floor/zone for a zone; park/building")
     p.add_argument("--by", required=True, help="who (recorded)")
 
 

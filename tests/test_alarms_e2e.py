@@ -354,3 +354,72 @@ def test_check_rules_validates_the_pack_and_dry_runs_a_recording(
     assert main(["check-rules", "--config", str(config), "--rules", str(bad)]) == 2
     assert f"{bad}:" in capsys.readouterr().err
 
+
+
+async def test_ack_and_maintenance_through_the_api_show_everywhere(
+        tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
+        alarm_docs: _Collector, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.alarmcli import main as alarm_cli
+
+    settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url)
+    root = settings.mqtt.topic_root
+    gas = [d for d in sample_registry if d.kind == "gas"]
+    first, other = gas[0], next(d for d in gas if d.building != gas[0].building)
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    async with running_gateway(settings, sample_registry) as gw:
+        runner = await start_http(gw, "127.0.0.1", port)
+        try:
+            async with aiohttp.ClientSession() as http:
+                # Isolate the other gas detector's building for an hour.
+                async with http.post(f"{api}/maintenance", json={
+                        "scope": "building", "target": f"{other.park}/{other.building}",
+                        "mode": "isolated", "until":
+                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600)),
+                        "by": "alice"}) as resp:
+                    assert resp.status == 200, await resp.text()
+                async with MqttPublisher("127.0.0.1", mosquitto.port,
+                                         client_id=unique("m")) as pub:
+                    for d in (first, other):
+                        await pub.publish(f"{root}/{d.park}/{d.building}/{d.device}/telemetry",
+                                          json.dumps({"ts": time.time(),
+                                                      "values": {"lel_pct": 30.0}}).encode())
+                    await pub.flush(10)
+                await wait_for(lambda: len([a for a in _all_alarms(gw)
+                                            if a.rule == "gas_lel_high"]) == 2,
+                               timeout_s=10, what="two gas alarms")
+                alarms = {a.subject.device: a for a in _all_alarms(gw) if a.rule == "gas_lel_high"}
+                assert alarms[first.device].paged
+                assert alarms[other.device].maintenance.value == "isolated"
+                assert not alarms[other.device].paged
+
+                # Acknowledge the first one with the CLI, as a duty officer would.
+                target = alarms[first.device].alarm_id
+                code = await asyncio.to_thread(alarm_cli, [
+                    "alarms", "ack", target, "--by", "duty-officer", "--disposition", "real",
+                    "--url", api])
+                assert code == 0, capsys.readouterr()
+                async with http.get(f"{api}/alarms/{target}") as resp:
+                    shown = await resp.json()
+                assert shown["state"] == "acknowledged"
+                assert shown["acknowledged_by"] == "duty-officer"
+                assert shown["disposition"] == "real"
+            topic = (f"parkwatch/alarms/{first.park}/{first.building}/{first.device}/"
+                     "gas_lel_high")
+
+            def retained_state() -> str | None:
+                docs = [p for t, p in alarm_docs.snapshot() if t == topic and p]
+                return str(json.loads(docs[-1])["state"]) if docs else None
+
+            await wait_for(lambda: retained_state() == "acknowledged", timeout_s=5,
+                           what="retained document acknowledged")
+        finally:
+            await runner.cleanup()
+
+    def states_in_influx() -> list[str]:
+        rows = influx_rows(influxd, settings.influx.database,
+                           f"SELECT \"state\" FROM \"alarms\" WHERE \"alarm_id\" = '{target}'")
+        return [str(r[1]) for r in rows]
+
+    await wait_for(lambda: states_in_influx() == ["firing", "acknowledged"], timeout_s=10,
+                   what="alarms points firing then acknowledged")
