@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.alarmapi import add_alarm_routes
 from gateway.alarmservice import GatewayAlarmService
 from gateway.pipeline import Gateway
+from rules.alarm import AlarmState
 
 CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -81,7 +82,20 @@ async def _status(request: web.Request) -> web.Response:
         "points_written": _counter_map(gw, "parkwatch_points_written").get("total", 0),
         "untrusted_clock_devices": sorted(gw.untrusted_clock_devices),
         "latest": latest,
+        "alarms": _active_alarms(gw),
     })
+
+
+def _active_alarms(gw: Gateway, limit: int = 20) -> list[dict[str, Any]]:
+    """Firing and acknowledged alarms, worst first, for the live view."""
+    if gw.alarms is None or gw.alarms.engine is None:
+        return []
+    shown = [a for a in gw.alarms.engine.active() if a.state is not AlarmState.PENDING]
+    shown.sort(key=lambda a: (-a.severity.rank, -(a.fired_at_ms or 0)))
+    return [{"severity": a.severity.value, "state": a.state.value, "rule": a.rule,
+             "where": a.subject.device or a.subject.zone or a.subject.building,
+             "building": a.subject.building, "since_ms": a.fired_at_ms or a.started_at_ms,
+             "message": a.message, "paged": a.paged} for a in shown[:limit]]
 
 
 async def start_http(gateway: Gateway, host: str, port: int) -> web.AppRunner:

@@ -78,8 +78,16 @@ def render(status: dict[str, Any], previous: tuple[float, dict[str, Any]] | None
     if status.get("untrusted_clock_devices"):
         lines.append("untrusted device clocks: " + ", ".join(status["untrusted_clock_devices"]))
     lines.append("")
+    alarms = status.get("alarms", [])
+    lines.append(f"active alarms: {len(alarms)}" + ("" if alarms else " (none)"))
+    for a in alarms[:10]:
+        since = dt.datetime.fromtimestamp(a["since_ms"] / 1000, tz=dt.UTC).strftime("%H:%M:%S")
+        mark = "" if a["paged"] else " (not paged)"
+        lines.append(f"  {a['severity'].upper():<8} {a['state']:<12} {a['rule']:<24} "
+                     f"{a['building']:<4} {a['where']:<10} since {since}{mark}"[:width - 1])
+    lines.append("")
     lines.append(f"{'device':<10} {'kind':<18} {'bldg':<5} {'time (UTC)':<13} values")
-    for row in status["latest"][:25]:
+    for row in status["latest"][:15]:
         ts = dt.datetime.fromtimestamp(row["ts_ms"] / 1000, tz=dt.UTC).strftime("%H:%M:%S.%f")[:12]
         values = " ".join(f"{k}={_fmt(v)}" for k, v in row["values"].items())
         lines.append(f"{row['device']:<10} {row['kind']:<18} {row['building']:<5} {ts:<13} "
