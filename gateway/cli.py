@@ -15,7 +15,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.config import Settings, load_settings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ParkWatchError
 from gateway.registry import Registry, load_registry
 from rules.alarm import iso
 
@@ -176,6 +176,9 @@ async def _run(settings: Settings, registry: Registry) -> int:
     except ConfigError as exc:
         # Found only when connecting (e.g. InfluxDB version detection): same report as at start.
         return _report(exc)
+    except ParkWatchError as exc:
+        log.critical("gateway failed: %s", exc)
+        return 1
     finally:
         if runner is not None:
             await runner.cleanup()

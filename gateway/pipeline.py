@@ -42,6 +42,7 @@ from gateway import deadletter
 from gateway.alarms import AlarmBook, alarm_line, alarm_topic, retained_payload
 from gateway.alarms import now_ms as _now_ms
 from gateway.config import Settings
+from gateway.errors import ParkWatchError
 from gateway.influx.factory import make_sink
 from gateway.influx.writer import InfluxWriter
 from gateway.lineprotocol import encode_line, escape_measurement, tag_set
@@ -130,7 +131,10 @@ class Gateway:
         writer_task = asyncio.create_task(self.writer.run(), name="influx-writer")
         commit_task = asyncio.create_task(self._commit_stage(), name="commit")
         stats_task = asyncio.create_task(self._stats_stage(), name="gateway-stats")
-        ticker_task = asyncio.create_task(self._alarm_ticker(), name="alarm-ticker")
+        stages = [writer_task, commit_task, stats_task]
+        if self.alarms is not None:
+            stages.append(asyncio.create_task(self._alarm_ticker(), name="alarm-ticker"))
+        failed: list[asyncio.Task[None]] = []
         session = MqttSession(
             settings=s.mqtt, client_id=s.client_id, subscriptions=self.router.subscriptions(),
             metrics=self.metrics, will=Will(self.status_topic, b"offline"),
@@ -146,40 +150,38 @@ class Gateway:
                 self.ready.set()
                 log.info("gateway running: %d devices, broker %s, influx %s", len(self.registry),
                          s.mqtt.url, s.influx.url)
-                await stop.wait()
+                failed = await _until_stop_or_failure(stop, [*stages, validate_task])
                 log.info("stopping: draining in-flight messages")
                 validate_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await validate_task
-                await self._commit_q.join()
+                if not commit_task.done():
+                    await self._commit_q.join()
                 if self._pending_deadletters:
                     await asyncio.wait(self._pending_deadletters, timeout=5)
         finally:
-            ticker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker_task
+            for task in stages[3:]:
+                await _reap(task)
             if self.alarms is not None and not commit_task.done():
                 # Last words: device last-seen times, so silence timers resume where they were.
                 await self._commit_q.put(_Committable(lines=[], messages=[], save_state=True))
                 await self._commit_q.join()
-            commit_task.cancel()
-            stats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await commit_task
-            with contextlib.suppress(asyncio.CancelledError):
-                await stats_task
+            await _reap(commit_task)
+            await _reap(stats_task)
             flushed = await self.writer.flush(timeout_s=10)
             if not flushed:
                 log.warning("InfluxDB not reachable at shutdown; the WAL keeps the backlog "
                             "and replays it on the next start")
-            writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer_task
+            await _reap(writer_task)
             await sink.close()
             await self.wal.close()
             if self.alarms is not None:
                 await self.alarms.close()
             log.info("gateway stopped")
+        if failed:
+            # A dead stage must not leave a process that looks alive: exit, let the service
+            # manager restart us, and let the broker redeliver what was not acknowledged.
+            raise StageFailed(", ".join(t.get_name() for t in failed))
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -322,6 +324,36 @@ class Gateway:
 
         published.add_done_callback(_done)
 
+
+
+class StageFailed(ParkWatchError):
+    """A pipeline stage stopped on its own; the gateway shut down instead of limping on."""
+
+
+async def _reap(task: asyncio.Task[None]) -> None:
+    """Cancel and await a stage during shutdown, reporting (not re-raising) its failure so
+    the rest of the shutdown — flushing the WAL, closing the store — still happens."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - reported here, and run() raises StageFailed
+        log.error("stage %s ended with %r", task.get_name(), exc)
+
+
+async def _until_stop_or_failure(stop: asyncio.Event,
+                                 stages: list[asyncio.Task[None]]) -> list[asyncio.Task[None]]:
+    """Wait for a stop request or for any stage to end (which only happens on an error)."""
+    stopper = asyncio.create_task(stop.wait(), name="stop-request")
+    done, _ = await asyncio.wait([stopper, *stages], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    failed = [t for t in stages if t in done]
+    for task in failed:
+        exc = None if task.cancelled() else task.exception()
+        log.critical("pipeline stage %s stopped unexpectedly: %r; shutting down",
+                     task.get_name(), exc, exc_info=exc)
+    return failed
 
 
 async def _make_sink(s: Settings) -> Any:

@@ -381,3 +381,23 @@ async def test_gateway_status_is_retained_online_then_offline_on_stop_and_on_kil
         # SIGTERM: the gateway publishes offline itself; SIGKILL: the broker sends the Will.
         await wait_for(lambda: asyncio.to_thread(lambda: retained() == b"offline"),
                        timeout_s=30, what=f"retained offline status after {stop.name}")
+
+
+async def test_a_dead_stage_stops_the_gateway_instead_of_hanging(
+        tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry) -> None:
+    from gateway.pipeline import Gateway, StageFailed
+
+    settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url)
+    gateway = Gateway(settings=settings, registry=sample_registry)
+    broken = RuntimeError("disk on fire")
+
+    async def failing_append(lines: object) -> None:
+        raise broken
+
+    task = asyncio.create_task(gateway.run(asyncio.Event()))
+    await wait_for(lambda: gateway.ready.is_set(), timeout_s=20, what="gateway ready")
+    assert gateway.wal is not None
+    gateway.wal.append = failing_append  # type: ignore[method-assign]
+    await _publish(mosquitto.port, _plan(sample_registry, settings.mqtt.topic_root, 5))
+    with pytest.raises(StageFailed, match="commit"):
+        await asyncio.wait_for(task, timeout=30)
