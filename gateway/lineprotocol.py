@@ -58,6 +58,9 @@ def escape_measurement(s: str) -> str:
     """Escape a measurement name."""
     if not s:
         raise ValueError("a measurement name cannot be empty")
+    if s.startswith("#"):
+        # InfluxDB reads a line starting with '#' as a comment: the point would vanish.
+        raise ValueError(f"a measurement name cannot start with '#': {s!r}")
     return _escape(s, _MEASUREMENT_TABLE, _MEASUREMENT_SPECIAL)
 
 

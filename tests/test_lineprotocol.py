@@ -48,7 +48,11 @@ def ours(measurement: str, tags: dict[str, str], fields: dict[str, Any], ts_ms: 
     return encode_line(escape_measurement(measurement), tag_set(tags), fields, ts_ms)
 
 
-@given(measurement=name, tags=st.dictionaries(name, text, max_size=5),
+# A measurement starting with '#' would be a comment line; ours refuses it (tested below).
+measurement_name = name.filter(lambda s: not s.startswith("#"))
+
+
+@given(measurement=measurement_name, tags=st.dictionaries(name, text, max_size=5),
        keys=st.lists(name, min_size=4, max_size=4, unique=True),
        s=no_newline, f=finite_fraction, i=int64, b=st.booleans(), ts=timestamp)
 def test_matches_the_client_library(measurement: str, tags: dict[str, str], keys: list[str],
@@ -58,8 +62,9 @@ def test_matches_the_client_library(measurement: str, tags: dict[str, str], keys
     assert ours(measurement, tags, fields, ts) == oracle(measurement, tags, fields, ts)
 
 
-@given(measurement=st.text(min_size=1), tags=st.dictionaries(st.text(min_size=1), text),
-       key=st.text(min_size=1), value=text, ts=timestamp)
+@given(measurement=st.text(min_size=1).filter(lambda s: not s.startswith("#")),
+       tags=st.dictionaries(st.text(min_size=1), text), key=st.text(min_size=1), value=text,
+       ts=timestamp)
 def test_a_point_is_always_exactly_one_line(measurement: str, tags: dict[str, str], key: str,
                                             value: str, ts: int) -> None:
     line = ours(measurement, tags, {key: value, "v": 1.5}, ts)
@@ -165,3 +170,8 @@ def test_real_influxd_stores_what_we_mean(influxd: Influxd) -> None:
             " " if value.endswith("\\") else "")
         want_string = value.replace("\n", "\\n")
         assert stored[n] == (want_string, want_tag), value
+
+
+def test_a_measurement_that_would_be_a_comment_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot start with '#'"):
+        escape_measurement("#alarms")
