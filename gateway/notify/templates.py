@@ -1,0 +1,304 @@
+"""Message wording per channel kind and language (pure: time zone and ack link are passed in).
+
+``string.Template`` only: no Jinja, no ``eval``, nothing from the alarm is ever interpreted.
+zh-CN is the default language, en the other one.
+
+SMS is the tight one. Chinese carriers bill UCS-2 SMS at 70 characters for one message and 67
+per part once it is split (the rest carries the concatenation header), so "two segments" is 134
+characters, and the provider prepends the approved signature (``【园区消防】``) which counts too.
+We count as UCS-2 does (a character outside the BMP is a surrogate pair: 2) and shorten the text
+step by step — detail, park name, note, location, value — but never cut the ack link.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from string import Template
+from typing import Any
+
+from gateway.notify.routing import ChannelKind
+
+SMS_SEGMENT = 70                  # one UCS-2 SMS
+SMS_PART = 67                     # each part of a concatenated UCS-2 SMS
+SMS_MAX_UNITS = 2 * SMS_PART      # two parts: 134
+SIGNATURE_RESERVE = 10            # room for the provider's 【signature】, e.g. 【园区消防】 = 6
+TEMPLATE_PARAM_MAX = 20           # providers cap variable length (Aliyun: 35 for most types)
+
+Lang = str
+_LANGS = ("zh-CN", "en")
+
+#: A human name per rule. Unknown rules fall back to their id with spaces.
+RULE_NAMES: Mapping[str, tuple[str, str]] = {
+    "fire_alarm": ("火警", "Fire alarm"),
+    "fire_confirmed": ("确认火警", "Confirmed fire"),
+    "zone_pre_alarm": ("区域火灾预警", "Zone fire pre-alarm"),
+    "pre_alarm": ("火灾预警", "Fire pre-alarm"),
+    "heat_high": ("温度过高", "High heat"),
+    "smoke_obscuration_high": ("烟雾浓度过高", "Dense smoke"),
+    "gas_lel_high": ("可燃气体泄漏", "Combustible gas"),
+    "co_high": ("一氧化碳超标", "High CO"),
+    "water_pressure_low": ("消防水压过低", "Low water pressure"),
+    "water_pressure_high": ("消防水压过高", "High water pressure"),
+    "water_pressure_drop": ("消防水压骤降", "Water pressure drop"),
+    "water_level_low": ("消防水池水位过低", "Low water level"),
+    "water_level_high": ("消防水池水位过高", "High water level"),
+    "residual_current_high": ("剩余电流超限", "Residual current high"),
+    "cable_temp_l1_high": ("L1线缆温度过高", "Cable L1 overheating"),
+    "cable_temp_l2_high": ("L2线缆温度过高", "Cable L2 overheating"),
+    "cable_temp_l3_high": ("L3线缆温度过高", "Cable L3 overheating"),
+    "cable_temp_n_high": ("N线缆温度过高", "Cable N overheating"),
+    "fire_door_held_open": ("防火门常开", "Fire door held open"),
+    "environment_temperature_high": ("环境温度过高", "High room temperature"),
+    "environment_humidity_high": ("环境湿度过高", "High humidity"),
+    "power_voltage_low": ("电压过低", "Low voltage"),
+    "power_voltage_high": ("电压过高", "High voltage"),
+    "device_offline": ("设备离线", "Device offline"),
+    "building_silent": ("整栋设备失联", "Building silent"),
+    "device_fault": ("设备故障", "Device fault"),
+    "pressure_sensor_fault": ("压力传感器故障", "Pressure sensor fault"),
+    "supervisory": ("监管报警", "Supervisory"),
+    "tamper": ("设备被拆", "Tamper"),
+    "low_battery": ("电池电量低", "Low battery"),
+    "point_isolated": ("点位隔离", "Point isolated"),
+    "device_test": ("设备测试", "Device test"),
+    "device_mute": ("设备消音", "Device muted"),
+    "notify_test": ("通知测试", "Notification test"),
+}
+
+SEVERITY_NAMES: Mapping[str, tuple[str, str]] = {
+    "critical": ("严重", "Critical"), "major": ("重要", "Major"), "minor": ("次要", "Minor"),
+    "warning": ("警告", "Warning"), "info": ("提示", "Info"),
+}
+
+STATE_NAMES: Mapping[str, tuple[str, str]] = {
+    "firing": ("报警", "ALARM"), "acknowledged": ("已确认", "Acknowledged"),
+    "resolved": ("已恢复", "Resolved"),
+}
+
+#: Units by rule first (an electrical_fire device measures mA and °C), then by kind.
+UNITS: Mapping[str, str] = {
+    "residual_current_high": "mA", "environment_humidity_high": "%RH",
+    "environment_temperature_high": "°C", "power_voltage_low": "V", "power_voltage_high": "V",
+    "water_pressure_drop": "MPa",
+    "water_pressure": "MPa", "water_level": "m", "gas": "%LEL", "co": "ppm", "heat": "°C",
+    "smoke": "%/m", "electrical_fire": "°C", "power_meter": "V",
+}
+
+# Templates: $-placeholders only; ${x} where text follows directly.
+_SMS = {
+    "zh-CN": Template("[$severity]$rule$state_tag：$place$value，$time$note。$ack"),
+    "en": Template("[$severity] $rule$state_tag: $place$value, $time$note.$ack"),
+}
+_TITLE = {
+    "zh-CN": Template("[$severity]$rule$state_tag - $building_label"),
+    "en": Template("[$severity] $rule$state_tag - $building_label"),
+}
+_LABELS = {
+    "zh-CN": {"where": "位置", "value": "数值", "detail": "详情", "time": "时间",
+              "state": "状态", "ack": "确认处理", "ack_sms": "确认：", "zone": "{}区"},
+    "en": {"where": "Where", "value": "Value", "detail": "Detail", "time": "Time",
+           "state": "State", "ack": "Acknowledge", "ack_sms": " Ack: ", "zone": "zone {}"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    title: str
+    text: str
+    template_params: Mapping[str, str] = field(default_factory=dict)
+
+
+def sms_units(text: str) -> int:
+    """Length as an SMS counts it in UCS-2: characters outside the BMP take two units."""
+    return sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+
+
+def _pick(table: Mapping[str, tuple[str, str]], key: str, lang: Lang) -> str:
+    names = table.get(key)
+    if names is None:
+        return key.replace("_", " ")
+    return names[0] if lang == "zh-CN" else names[1]
+
+
+def _lang(lang: str) -> Lang:
+    return lang if lang in _LANGS else "zh-CN"
+
+
+def _local_time(doc: Mapping[str, Any], tz: dt.tzinfo) -> dt.datetime | None:
+    state = doc.get("state")
+    keys = {"resolved": ("resolved_at", "updated_at"),
+            "acknowledged": ("acknowledged_at", "updated_at")}.get(
+        str(state), ("fired_at", "started_at"))
+    for key in keys:
+        raw = doc.get(key)
+        if isinstance(raw, str) and raw:
+            return dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(tz)
+    return None
+
+
+def _value(doc: Mapping[str, Any]) -> str:
+    value = doc.get("value")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ""
+    unit = str(doc.get("unit") or UNITS.get(str(doc.get("rule")))
+               or UNITS.get(str(doc.get("kind")), ""))
+    return f"{value:g}{' ' if unit and unit[0].isalpha() else ''}{unit}"
+
+
+def _building(doc: Mapping[str, Any], lang: Lang) -> str:
+    b, f = str(doc.get("building") or ""), str(doc.get("floor") or "")
+    if lang == "zh-CN":
+        return f"{b}栋" + (f"{f}层" if f else "")
+    return f"bldg {b}" + (f" fl {f}" if f else "")
+
+
+def _state_tag(state: str, lang: Lang) -> str:
+    """Nothing for a firing alarm (the default), "(已恢复)" / " (Resolved)" otherwise."""
+    if state == "firing":
+        return ""
+    name = _pick(STATE_NAMES, state, lang)
+    return f"({name})" if lang == "zh-CN" else f" ({name})"
+
+
+def _fields(doc: Mapping[str, Any], lang: Lang, tz: dt.tzinfo, park_name: str) -> dict[str, str]:
+    when = _local_time(doc, tz)
+    state = str(doc.get("state") or "firing")
+    return {
+        "severity": _pick(SEVERITY_NAMES, str(doc.get("severity")), lang),
+        "rule": _pick(RULE_NAMES, str(doc.get("rule")), lang),
+        "state": _pick(STATE_NAMES, state, lang),
+        "state_tag": _state_tag(state, lang),
+        "park": park_name or str(doc.get("park") or ""),
+        "building_label": _building(doc, lang),
+        "location": str(doc.get("location") or ""),
+        "zone": str(doc.get("zone") or ""),
+        "value": _value(doc),
+        "message": str(doc.get("message") or ""),
+        "time_short": when.strftime("%m-%d %H:%M") if when else "",
+        "time_long": when.strftime("%Y-%m-%d %H:%M:%S %Z") if when else "",
+    }
+
+
+# ---- SMS ----------------------------------------------------------------------------------
+
+
+def _sms_variants(f: Mapping[str, str], note: str) -> Iterator[tuple[str, str, str, str, str]]:
+    """(park, location, value, detail, note) from most to least complete.
+
+    Order of sacrifice: the engine's detail message (the rule name and value say most of it),
+    the park name (the recipient knows their park), the note, then the location a character
+    at a time, then the value. The rule, the building and floor, the time and the ack link
+    always stay.
+    """
+    park, loc, value, detail = f["park"], f["location"], f["value"], f["message"]
+    yield park, loc, value, detail, note
+    yield park, loc, value, "", note
+    yield "", loc, value, "", note
+    yield "", loc, value, "", ""
+    for n in range(len(loc) - 1, -1, -1):
+        yield "", loc[:n] + "…" if n else "", value, "", ""
+    yield "", "", "", "", ""
+
+
+def _render_sms(f: Mapping[str, str], lang: Lang, ack_url: str | None, note: str,
+                limit: int) -> str:
+    ack = f"{_LABELS[lang]['ack_sms']}{ack_url}" if ack_url else ""
+    comma = ", " if lang == "en" else "，"
+    text = ""
+    for park, loc, value, detail, extra in _sms_variants(f, note):
+        place = f"{park} " if park else ""
+        place += f["building_label"] + (f"{', ' if lang == 'en' else ' '}{loc}" if loc else "")
+        text = _SMS[lang].substitute(
+            severity=f["severity"], rule=f["rule"], state_tag=f["state_tag"], place=place,
+            value=(f"{comma}{value}" if value else "") + (f" ({detail})" if detail else ""),
+            time=f["time_short"], note=f"{comma}{extra}" if extra else "", ack=ack)
+        if sms_units(text) <= limit:
+            return text
+    return text    # only an absurd ack link gets here; it is still never cut
+
+
+def _short(value: str) -> str:
+    return value if len(value) <= TEMPLATE_PARAM_MAX else value[:TEMPLATE_PARAM_MAX - 1] + "…"
+
+
+def _template_params(f: Mapping[str, str], ack_url: str | None) -> dict[str, str]:
+    """Variables for an approved provider template (Aliyun ${name} / Tencent {n} in this order)."""
+    params = {k: _short(f[src]) for k, src in (
+        ("park", "park"), ("building", "building_label"), ("location", "location"),
+        ("rule", "rule"), ("severity", "severity"), ("state", "state"), ("value", "value"),
+        ("time", "time_short"))}
+    params["ack"] = ack_url or ""      # links are never shortened
+    return params
+
+
+# ---- IM and email -------------------------------------------------------------------------
+
+
+def _lines(f: Mapping[str, str], lang: Lang, note: str) -> list[tuple[str, str]]:
+    labels = _LABELS[lang]
+    where = " · ".join(p for p in (f["park"], f["building_label"],
+                                   f["zone"] and labels["zone"].format(f["zone"]),
+                                   f["location"]) if p)
+    rows = [(labels["where"], where), (labels["value"], f["value"]),
+            (labels["detail"], f["message"]), (labels["time"], f["time_long"]),
+            (labels["state"], f["state"] + (f" — {note}" if note else ""))]
+    return [(k, v) for k, v in rows if v]
+
+
+def _render_im(f: Mapping[str, str], lang: Lang, ack_url: str | None, note: str) -> str:
+    head = f"### [{f['severity']}] {f['rule']}{f['state_tag']}"
+    body = [f"- **{k}**: {_md(v)}" for k, v in _lines(f, lang, note)]
+    link = [f"[{_LABELS[lang]['ack']}]({ack_url})"] if ack_url else []
+    return "\n".join([head, "", *body, "", *link]).rstrip() + "\n"
+
+
+def _md(text: str) -> str:
+    """Device-supplied text must not turn into markdown links or headings."""
+    return "".join("\\" + ch if ch in "\\`*_[]()#<>" else ch for ch in text)
+
+
+def _render_email(f: Mapping[str, str], lang: Lang, ack_url: str | None, note: str) -> str:
+    body = [f"{k}: {v}" for k, v in _lines(f, lang, note)]
+    link = [f"{_LABELS[lang]['ack']}: {ack_url}"] if ack_url else []
+    return "\n".join([f"{f['severity']} - {f['rule']}{f['state_tag']}", "", *body, "", *link]
+                     ).rstrip() + "\n"
+
+
+# ---- entry point --------------------------------------------------------------------------
+
+
+def render(kind: ChannelKind | str, lang: str, alarm_document: Mapping[str, Any], *,
+           ack_url: str | None, tz: dt.tzinfo, park_name: str = "", note: str = "",
+           sms_limit: int = SMS_MAX_UNITS - SIGNATURE_RESERVE) -> Rendered:
+    """Title, text and SMS template variables for one alarm document on one kind of channel."""
+    kind = ChannelKind(kind)
+    lang = _lang(lang)
+    if kind is ChannelKind.WEBHOOK:
+        # Machines get the contract §6 document verbatim; wording is for people.
+        doc = {**alarm_document, "ack_url": ack_url}
+        return Rendered(title=f"{doc.get('rule')} {doc.get('state')}",
+                        text=json.dumps(doc, ensure_ascii=False, sort_keys=True))
+    f = _fields(alarm_document, lang, tz, park_name)
+    title = _TITLE[lang].substitute(f)
+    renderers: dict[ChannelKind, Callable[[], str]] = {
+        ChannelKind.SMS: lambda: _render_sms(f, lang, ack_url, note, sms_limit),
+        ChannelKind.IM: lambda: _render_im(f, lang, ack_url, note),
+        ChannelKind.EMAIL: lambda: _render_email(f, lang, ack_url, note),
+    }
+    params = _template_params(f, ack_url) if kind is ChannelKind.SMS else {}
+    return Rendered(title=title, text=renderers[kind](), template_params=params)
+
+
+def escalation_note(lang: str, *, tier: int, repeat_n: int, unacked_s: float) -> str:
+    """Why a later message is sent: an escalation tier or a repeat of an unacknowledged alarm."""
+    minutes = max(1, round(unacked_s / 60))
+    if _lang(lang) == "zh-CN":
+        if repeat_n:
+            return f"第{repeat_n}次提醒，{minutes}分钟未确认"
+        return f"{minutes}分钟未确认，已升级" if tier else ""
+    if repeat_n:
+        return f"reminder {repeat_n}, unacknowledged {minutes} min"
+    return f"unacknowledged {minutes} min, escalated" if tier else ""

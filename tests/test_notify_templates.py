@@ -1,0 +1,175 @@
+"""Message templates: both languages, every channel kind, SMS length under any input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.notify.templates import (
+    RULE_NAMES,
+    SMS_MAX_UNITS,
+    escalation_note,
+    render,
+    sms_units,
+)
+from rules.alarm import Alarm, AlarmState, Severity, Subject
+
+ROOT = Path(__file__).resolve().parent.parent
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+ACK = "https://pw.example.cn/a/7Hq2xK9mPz"
+FIRED = 1_795_000_000_000          # 2026-11-18 11:06:40 UTC = 19:06 in Shanghai
+
+
+def default_rules() -> list[tuple[str, str]]:
+    """(rule, severity) of every rule the default pack can raise, derived alarms included."""
+    out: list[tuple[str, str]] = []
+    for path in sorted((ROOT / "config" / "rules").glob("*.yaml")):
+        for rule in yaml.safe_load(path.read_text(encoding="utf-8"))["rules"]:
+            levels = [t["severity"] for t in rule.get("tiers", [])] or [rule["severity"]]
+            out += [(rule["name"], sev) for sev in levels]
+            for extra in ("building", "single"):
+                if extra in rule:
+                    out.append((rule[extra]["rule"], rule[extra]["severity"]))
+    return out
+
+
+def doc(rule: str = "water_pressure_low", severity: str = "major", *,
+        location: str = "2F east riser", value: float | None = 0.08, kind: str = "water_pressure",
+        state: AlarmState = AlarmState.FIRING, message: str = "Hydrant pressure low",
+        **subject: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"park": "xz01", "building": "b3", "floor": "2", "zone": "east",
+                              "device": "wp-0017", "tenant": "hs-elec", "kind": kind,
+                              "location": location}
+    fields.update(subject)
+    a = Alarm(alarm_id="a1b2c3", fingerprint="f", rule=rule, severity=Severity(severity),
+              state=state, subject=Subject(**fields), message=message, started_at_ms=FIRED,
+              updated_at_ms=FIRED + 60_000, fired_at_ms=FIRED, value=value,
+              resolved_at_ms=FIRED + 600_000 if state is AlarmState.RESOLVED else None)
+    return a.document(ACK)
+
+
+def test_sms_units_count_surrogate_pairs_twice() -> None:
+    assert sms_units("火警 fire") == 7
+    assert sms_units("🔥") == 2
+
+
+def test_every_default_rule_has_a_human_name() -> None:
+    missing = {rule for rule, _ in default_rules()} - set(RULE_NAMES)
+    assert not missing
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+@pytest.mark.parametrize(("rule", "severity"), default_rules())
+def test_every_default_rule_sms_fits_two_segments(rule: str, severity: str, lang: str) -> None:
+    long_location = "3F 东侧 印刷车间 northeast corner by the solvent store, column C-17 " * 4
+    r = render("sms", lang, doc(rule, severity, location=long_location, value=123.456),
+               ack_url=ACK, tz=SHANGHAI, park_name="信州小微企业园")
+    assert sms_units(r.text) <= 140
+    assert r.text.endswith(ACK)                  # the link is never cut
+
+
+def test_sms_zh_reads_well() -> None:
+    r = render("sms", "zh-CN", doc(), ack_url=ACK, tz=SHANGHAI)
+    assert r.text == ("[重要]消防水压过低：xz01 b3栋2层 2F east riser，"
+                      f"0.08 MPa (Hydrant pressure low)，11-18 19:06。确认：{ACK}")
+    assert r.title == "[重要]消防水压过低 - b3栋2层"
+    assert r.template_params == {
+        "park": "xz01", "building": "b3栋2层", "location": "2F east riser",
+        "rule": "消防水压过低", "severity": "重要", "state": "报警", "value": "0.08 MPa",
+        "time": "11-18 19:06", "ack": ACK}
+
+
+def test_sms_en_in_another_time_zone() -> None:
+    r = render("sms", "en", doc("fire_confirmed", "critical", value=None, kind="zone"),
+               ack_url=ACK, tz=dt.UTC)
+    assert r.text.startswith("[Critical] Confirmed fire: xz01 bldg b3 fl 2, 2F east riser")
+    assert "11-18 11:06" in r.text
+    assert r.text.endswith(f"Ack: {ACK}")
+
+
+def test_sms_shortens_location_before_dropping_it() -> None:
+    r = render("sms", "zh-CN", doc(location="很长的位置描述" * 30), ack_url=ACK, tz=SHANGHAI)
+    assert "很长的位置描述很" in r.text
+    assert "…，0.08 MPa" in r.text                # shortened, the value kept
+    assert "(Hydrant" not in r.text              # the detail went first,
+    assert "xz01" not in r.text                  # then the park
+    assert sms_units(r.text) <= SMS_MAX_UNITS
+
+
+def test_resolved_sms_has_no_link_and_says_resolved() -> None:
+    r = render("sms", "zh-CN", doc(state=AlarmState.RESOLVED), ack_url=None, tz=SHANGHAI)
+    assert "(已恢复)" in r.text
+    assert "19:16" in r.text                     # the time it resolved
+    assert "http" not in r.text
+    r = render("sms", "en", doc(state=AlarmState.RESOLVED), ack_url=None, tz=SHANGHAI)
+    assert "(Resolved)" in r.text
+
+
+def test_unknown_rule_and_language_fall_back() -> None:
+    r = render("sms", "fr", doc("my_custom_rule"), ack_url=None, tz=SHANGHAI)
+    assert "my custom rule" in r.text
+    assert "[重要]" in r.text
+
+
+@pytest.mark.parametrize(("lang", "labels"), [
+    ("zh-CN", ("位置", "数值", "时间", "[确认处理]")),
+    ("en", ("Where", "Value", "Time", "[Acknowledge]"))])
+def test_im_markdown(lang: str, labels: tuple[str, ...]) -> None:
+    r = render("im", lang, doc(location="2F *east* [riser](x)"), ack_url=ACK, tz=SHANGHAI,
+               note="reminder 2")
+    assert r.text.startswith("### [")
+    assert all(label in r.text for label in labels)
+    assert f"({ACK})" in r.text
+    assert "2026-11-18 19:06:40" in r.text
+    assert r"\*east\* \[riser\]\(x\)" in r.text     # device text cannot inject markdown
+    assert "reminder 2" in r.text
+    assert r.template_params == {}
+
+
+def test_email_subject_and_text() -> None:
+    r = render("email", "en", doc(), ack_url=ACK, tz=SHANGHAI, park_name="Xinzhou Park")
+    assert r.title == "[Major] Low water pressure - bldg b3 fl 2"
+    assert "Where: Xinzhou Park · bldg b3 fl 2 · zone east · 2F east riser" in r.text
+    assert "Value: 0.08 MPa" in r.text
+    assert f"Acknowledge: {ACK}" in r.text
+
+
+def test_webhook_is_the_contract_document() -> None:
+    d = doc()
+    r = render("webhook", "zh-CN", d, ack_url=ACK, tz=SHANGHAI)
+    assert json.loads(r.text) == d
+    assert r.template_params == {}
+
+
+def test_escalation_notes() -> None:
+    assert escalation_note("zh-CN", tier=0, repeat_n=0, unacked_s=0) == ""
+    assert escalation_note("zh-CN", tier=1, repeat_n=0, unacked_s=300) == "5分钟未确认，已升级"
+    assert escalation_note("en", tier=2, repeat_n=3, unacked_s=900) == \
+        "reminder 3, unacknowledged 15 min"
+
+
+@settings(max_examples=200, deadline=None)
+@given(location=st.text(max_size=300),
+       value=st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+       rule=st.sampled_from(sorted({r for r, _ in default_rules()})),
+       lang=st.sampled_from(["zh-CN", "en"]),
+       building=st.text(alphabet="ab0123456789", min_size=1, max_size=4),
+       state=st.sampled_from([AlarmState.FIRING, AlarmState.RESOLVED]))
+def test_sms_always_fits_and_keeps_the_link(location: str, value: float | None, rule: str,
+                                            lang: str, building: str, state: AlarmState) -> None:
+    ack = ACK if state is AlarmState.FIRING else None
+    r = render("sms", lang, doc(rule, "critical", location=location, value=value,
+                                building=building, state=state),
+               ack_url=ack, tz=SHANGHAI, park_name="信州小微企业园", note="第3次提醒，15分钟未确认")
+    assert sms_units(r.text) <= SMS_MAX_UNITS
+    if ack:
+        assert r.text.endswith(ack)
+    assert all(len(v) <= 20 for k, v in r.template_params.items() if k != "ack")
