@@ -138,9 +138,11 @@ class AlarmBook:
         assert self.engine is not None
         return self.engine.state().to_json()
 
-    async def persist(self, transitions: Sequence[Transition], *, with_state: bool) -> None:
+    async def persist(self, transitions: Sequence[Transition], *, with_state: bool,
+                      outbox: Sequence[tuple[Any, ...]] = ()) -> None:
         await self.store.apply(transitions,
-                               engine_state_json=self.state_json() if with_state else None)
+                               engine_state_json=self.state_json() if with_state else None,
+                               outbox=outbox)
 
     def maintenance_rows(self) -> list[dict[str, Any]]:
         assert self.engine is not None

@@ -41,7 +41,7 @@ from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Severity, S
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates from version i to i + 1 (user_version counts applied entries).
 _MIGRATIONS: tuple[str, ...] = (
@@ -98,6 +98,26 @@ _MIGRATIONS: tuple[str, ...] = (
         id    INTEGER PRIMARY KEY CHECK (id = 1),
         state TEXT NOT NULL
     ) STRICT;
+    """,
+    # v2: the notification outbox lives in the same database, so an alarm change and the
+    # notifications it causes are committed in one transaction (gateway/notify/outbox.py).
+    """
+    CREATE TABLE outbox (
+        key           TEXT PRIMARY KEY,         -- idempotency key: one message, ever
+        channel       TEXT NOT NULL,
+        recipient     TEXT NOT NULL,
+        notification  TEXT NOT NULL,            -- JSON of the Notification
+        fire_class    INTEGER NOT NULL,         -- 1: never rate-limited, sent first
+        state         TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed', 'dead')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        created_at_ms INTEGER NOT NULL,
+        next_at_ms    INTEGER NOT NULL,
+        deadline_ms   INTEGER NOT NULL,
+        sent_at_ms    INTEGER,
+        last_error    TEXT NOT NULL DEFAULT '',
+        provider_id   TEXT
+    ) STRICT;
+    CREATE INDEX outbox_due ON outbox (state, next_at_ms);
     """,
 )
 
@@ -236,11 +256,18 @@ def _write_transition(conn: sqlite3.Connection, transition: Transition) -> None:
 
 
 def _apply_sync(conn: sqlite3.Connection, transitions: Sequence[Transition],
-                engine_state_json: str | None) -> None:
+                engine_state_json: str | None,
+                outbox: Sequence[tuple[Any, ...]] = ()) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for transition in transitions:
             _write_transition(conn, transition)
+        if outbox:
+            # OR IGNORE: the key is the idempotency key, a replayed transition enqueues nothing.
+            conn.executemany(
+                "INSERT OR IGNORE INTO outbox (key, channel, recipient, notification, fire_class,"
+                " state, created_at_ms, next_at_ms, deadline_ms)"
+                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)", outbox)
         if engine_state_json is not None:
             conn.execute("INSERT INTO engine_state (id, state) VALUES (1, ?)"
                          " ON CONFLICT (id) DO UPDATE SET state = excluded.state",
@@ -382,9 +409,16 @@ class AlarmStore:
                     await asyncio.wait({work})
 
     async def apply(self, transitions: Sequence[Transition], *,
-                    engine_state_json: str | None = None) -> None:
-        """Store ``transitions`` (in order) and the engine state, all or nothing, durably."""
-        await self._run(_apply_sync, list(transitions), engine_state_json)
+                    engine_state_json: str | None = None,
+                    outbox: Sequence[tuple[Any, ...]] = ()) -> None:
+        """Store ``transitions`` (in order), the engine state and the notifications they cause
+        (outbox rows, see gateway/notify/outbox.py), all or nothing, durably."""
+        await self._run(_apply_sync, list(transitions), engine_state_json, list(outbox))
+
+    async def execute(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(connection, *args)`` in the store's worker, serialised with everything else
+        (for modules that keep their tables in this database, like the outbox)."""
+        return await self._run(fn, *args)
 
     async def load_engine_state(self) -> str | None:
         def read(conn: sqlite3.Connection) -> str | None:

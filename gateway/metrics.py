@@ -60,6 +60,10 @@ class Metrics:
         self.write_latency = Histogram("parkwatch_write_seconds", "InfluxDB write request time",
                                        registry=r,
                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.notifications = Counter("parkwatch_notifications",
+                                     "Notification attempts by channel and outcome "
+                                     "(sent, retry, failed, dead)", ["channel", "outcome"],
+                                     registry=r)
         self.queue_depth = Gauge("parkwatch_queue_depth", "Items waiting in a pipeline queue",
                                  ["queue"], registry=r)
         self.inflight = Gauge("parkwatch_unacked_in_flight",

@@ -49,6 +49,7 @@ from gateway.lineprotocol import encode_line, escape_measurement, tag_set
 from gateway.logs import RateLimited
 from gateway.metrics import Metrics
 from gateway.mqtt import Inbound, MqttSession, Will
+from gateway.notify.notifier import Notifier
 from gateway.registry import Registry
 from gateway.router import Routed, Router
 from gateway.wal import Wal
@@ -70,6 +71,7 @@ class _Committable:
     accepted_by_type: collections.Counter[str] = field(default_factory=collections.Counter)
     samples: int = 0
     transitions: list[Transition] = field(default_factory=list)
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
     save_state: bool = False
     #: Resolved once everything above is durable (an API acknowledgement waits on it).
     done: asyncio.Future[None] | None = None
@@ -105,6 +107,7 @@ class Gateway:
         self.writer: InfluxWriter | None = None
         self.ready = asyncio.Event()
         self.alarms: AlarmBook | None = None
+        self.notifier: Notifier | None = None
         if settings.alarms.enabled:
             self.alarms = AlarmBook.from_paths(rules_path=settings.rules, registry=registry,
                                                state_dir=settings.state_dir,
@@ -120,6 +123,8 @@ class Gateway:
         await self.wal.open()
         if self.alarms is not None:
             await self.alarms.open()
+            self.notifier = Notifier.from_settings(s.notify, store=self.alarms.store,
+                                                   metrics=self.metrics, audit=self.wal.append)
         sink = await _make_sink(s)
         # /healthz should tell the truth from the first second, not after the first write.
         self.metrics.influx_reachable.set(1 if await sink.ping() else 0)
@@ -132,6 +137,8 @@ class Gateway:
         commit_task = asyncio.create_task(self._commit_stage(), name="commit")
         stats_task = asyncio.create_task(self._stats_stage(), name="gateway-stats")
         stages = [writer_task, commit_task, stats_task]
+        if self.notifier is not None:
+            self.notifier.start()
         if self.alarms is not None:
             stages.append(asyncio.create_task(self._alarm_ticker(), name="alarm-ticker"))
         failed: list[asyncio.Task[None]] = []
@@ -168,6 +175,8 @@ class Gateway:
                 await self._commit_q.join()
             await _reap(commit_task)
             await _reap(stats_task)
+            if self.notifier is not None:
+                await self.notifier.close()
             flushed = await self.writer.flush(timeout_s=10)
             if not flushed:
                 log.warning("InfluxDB not reachable at shutdown; the WAL keeps the backlog "
@@ -229,13 +238,16 @@ class Gateway:
                     await self.wal.append(work.lines)
                 if self.alarms is not None and (work.transitions or work.save_state
                                                 or self._state_save_due()):
-                    await self.alarms.persist(work.transitions, with_state=True)
+                    await self.alarms.persist(work.transitions, with_state=True,
+                                              outbox=work.outbox)
                     self._state_saved_at = time.monotonic()
                 self.session.ack_all(work.messages)
                 for mtype, n in work.accepted_by_type.items():
                     self.metrics.accepted.labels(type=mtype).inc(n)
                 self.metrics.readings.inc(work.samples)
                 self._publish_alarms(work.transitions)
+                if work.outbox and self.notifier is not None:
+                    self.notifier.wake()
                 if work.done is not None and not work.done.done():
                     work.done.set_result(None)
             except BaseException as exc:
@@ -280,6 +292,8 @@ class Gateway:
 
     def _add_transitions(self, work: _Committable, transitions: list[Transition]) -> None:
         work.transitions.extend(transitions)
+        if self.notifier is not None and transitions:
+            work.outbox.extend(self.notifier.plan(transitions, _now_ms()))
         work.lines.extend(alarm_line(t.after) for t in transitions if t.published)
 
     def _state_save_due(self) -> bool:

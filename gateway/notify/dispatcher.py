@@ -1,0 +1,169 @@
+"""The one retry stage: takes due rows from the outbox and hands them to their channels.
+
+- Each notification is sent at most once at a time and retried on its own schedule (capped
+  exponential backoff with jitter, or the provider's Retry-After) until its deadline; then it is
+  dead: counted, logged, and kept for the audit.
+- Channels run independently: a slow or failing SMS provider never delays a DingTalk message.
+- Rate limits per channel (robots allow ~20/min, SMS costs money) hold back ordinary messages
+  but never a fire-class one.
+- Every attempt becomes a point in the ``notifications`` measurement (channel, recipient hash,
+  outcome, latency) through the gateway's write-ahead log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from gateway.lineprotocol import encode_line, escape_measurement, tag_set
+from gateway.logs import RateLimited
+from gateway.metrics import Metrics
+from gateway.notify.base import Channel, Outcome, SendResult
+from gateway.notify.outbox import Outbox, Pending
+
+log = logging.getLogger(__name__)
+_MEASUREMENT = escape_measurement("notifications")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``count`` non-fire messages per ``per_s`` seconds on one channel."""
+
+    count: int
+    per_s: float
+
+
+class _Window:
+    def __init__(self, limit: RateLimit) -> None:
+        self._limit = limit
+        self._sent: list[float] = []
+
+    def allow(self, now: float) -> bool:
+        horizon = now - self._limit.per_s
+        self._sent = [t for t in self._sent if t > horizon]
+        return len(self._sent) < self._limit.count
+
+    def note(self, now: float) -> None:
+        self._sent.append(now)
+
+
+def recipient_hash(recipient: str) -> str:
+    """Phone numbers and addresses do not belong in a time-series database; a hash still lets
+    Grafana count per recipient."""
+    return hashlib.sha256(recipient.encode()).hexdigest()[:12] if recipient else "-"
+
+
+class Dispatcher:
+    def __init__(self, *, outbox: Outbox, channels: Mapping[str, Channel], metrics: Metrics,
+                 audit: Callable[[list[str]], Awaitable[None]],
+                 rate_limits: Mapping[str, RateLimit] | None = None,
+                 max_backoff_s: float = 300.0, clock: Callable[[], float] = time.time) -> None:
+        self._outbox = outbox
+        self._channels = channels
+        self._metrics = metrics
+        self._audit = audit
+        self._windows = {name: _Window(limit) for name, limit in (rate_limits or {}).items()}
+        self._max_backoff_s = max_backoff_s
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._warn = RateLimited(log, 30.0)
+
+    def wake(self) -> None:
+        """New rows were committed: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                now_ms = int(self._clock() * 1000)
+                for pending in await self._outbox.due(now_ms):
+                    self._start(pending, now_ms)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=await self._sleep_s())
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let sends under way finish (graceful shutdown)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout_s)
+
+    async def _sleep_s(self) -> float:
+        nxt = await self._outbox.next_due_ms()
+        if nxt is None:
+            return 5.0
+        return min(5.0, max(0.05, nxt / 1000 - self._clock()))
+
+    def _start(self, pending: Pending, now_ms: int) -> None:
+        n = pending.notification
+        if n.key in self._inflight:
+            return
+        channel = self._channels.get(n.channel)
+        if channel is None:
+            self._warn.warning(n.channel, "notification %s: no channel %r configured", n.key,
+                               n.channel)
+            return
+        window = self._windows.get(n.channel)
+        if window is not None and not pending.fire_class and not window.allow(now_ms / 1000):
+            return  # stays pending; the next pass sends it when the window has room
+        if window is not None:
+            window.note(now_ms / 1000)
+        self._inflight.add(n.key)
+        task = asyncio.create_task(self._send(channel, pending), name=f"notify-{n.channel}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, channel: Channel, pending: Pending) -> None:
+        n = pending.notification
+        started = self._clock()
+        try:
+            try:
+                result = await channel.send(n)
+            except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
+                result = SendResult.retry(f"channel error: {exc!r}")
+            now_ms = int(self._clock() * 1000)
+            dead = result.outcome is Outcome.RETRY and now_ms >= pending.deadline_ms
+            next_at = None
+            if result.outcome is Outcome.RETRY and not dead:
+                delay = result.retry_after_s or self._backoff(pending.attempts)
+                next_at = now_ms + int(delay * 1000)
+            await self._outbox.record(n.key, result, now_ms=now_ms, next_at_ms=next_at,
+                                      dead=dead)
+            outcome = "dead" if dead else result.outcome.value
+            self._metrics.notifications.labels(channel=n.channel, outcome=outcome).inc()
+            if result.outcome is not Outcome.SENT:
+                self._warn.warning(f"{n.channel}:{outcome}", "notification via %s %s: %s",
+                                   n.channel, outcome, result.detail)
+            await self._audit([self._line(n.channel, n.recipient, n.alarm, outcome,
+                                          now_ms, (self._clock() - started) * 1000,
+                                          pending.attempts + 1)])
+        finally:
+            self._inflight.discard(n.key)
+            self._wake.set()
+
+    def _backoff(self, attempts: int) -> float:
+        base = min(self._max_backoff_s, 2.0 ** min(attempts, 16))
+        return base * random.uniform(0.5, 1.0)  # jitter, not cryptography
+
+    @staticmethod
+    def _line(channel: str, recipient: str, alarm: Mapping[str, object], outcome: str,
+              now_ms: int, latency_ms: float, attempt: int) -> str:
+        tags = tag_set({"channel": channel, "outcome": outcome,
+                        "rule": str(alarm.get("rule") or ""),
+                        "severity": str(alarm.get("severity") or ""),
+                        "park": str(alarm.get("park") or ""),
+                        "building": str(alarm.get("building") or "")})
+        fields: dict[str, float | int | bool | str] = {
+            "recipient_hash": recipient_hash(recipient), "latency_ms": float(latency_ms),
+            "attempt": attempt, "alarm_id": str(alarm.get("alarm_id") or "")}
+        return encode_line(_MEASUREMENT, tags, fields, now_ms)

@@ -1,0 +1,100 @@
+"""The durable outbox: a notification is in SQLite before anyone tries to send it.
+
+Rows are written in the same transaction as the alarm change that caused them
+(``AlarmStore.apply(..., outbox=...)``), keyed by the notification's idempotency key, so a
+crash, a replay or a retry can never produce a second message. Each row is retried on its
+own schedule: one failing channel never delays or marks another (ElastAlert2 marks an alert
+sent when *any* channel succeeded — the counter-example).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.alarmstore import AlarmStore
+from gateway.notify.base import Notification, Outcome, SendResult
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A row due for sending."""
+
+    notification: Notification
+    attempts: int
+    created_at_ms: int
+    deadline_ms: int
+    fire_class: bool
+
+
+def outbox_row(n: Notification, *, now_ms: int, due_ms: int, deadline_ms: int,
+               fire_class: bool) -> tuple[Any, ...]:
+    """The row tuple ``AlarmStore.apply(outbox=...)`` inserts."""
+    doc = json.dumps(dataclasses.asdict(n), ensure_ascii=False, default=dict)
+    return (n.key, n.channel, n.recipient, doc, int(fire_class), now_ms, due_ms, deadline_ms)
+
+
+def _notification(doc: str) -> Notification:
+    data = json.loads(doc)
+    return Notification(**data)
+
+
+class Outbox:
+    """Reads and updates outbox rows in the alarm store's database."""
+
+    def __init__(self, store: AlarmStore) -> None:
+        self._store = store
+
+    async def due(self, now_ms: int, limit: int = 200) -> list[Pending]:
+        """Pending rows whose time has come, fire-class first, oldest first."""
+        def read(conn: sqlite3.Connection) -> list[Pending]:
+            rows = conn.execute(
+                "SELECT notification, attempts, created_at_ms, deadline_ms, fire_class"
+                " FROM outbox WHERE state = 'pending' AND next_at_ms <= ?"
+                " ORDER BY fire_class DESC, next_at_ms LIMIT ?", (now_ms, limit))
+            return [Pending(_notification(r[0]), r[1], r[2], r[3], bool(r[4])) for r in rows]
+        return await self._store.execute(read)
+
+    async def next_due_ms(self) -> int | None:
+        def read(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute("SELECT min(next_at_ms) FROM outbox WHERE state = 'pending'")
+            value = row.fetchone()[0]
+            return None if value is None else int(value)
+        return await self._store.execute(read)
+
+    async def record(self, key: str, result: SendResult, *, now_ms: int,
+                     next_at_ms: int | None = None, dead: bool = False) -> None:
+        """Store the outcome of one attempt: sent, failed for good, retry at ``next_at_ms``,
+        or dead (gave up at the deadline)."""
+        if result.outcome is Outcome.SENT:
+            state = "sent"
+        elif dead:
+            state = "dead"
+        elif result.outcome is Outcome.FAILED:
+            state = "failed"
+        else:
+            state = "pending"
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?,"
+                " provider_id = coalesce(?, provider_id), next_at_ms = coalesce(?, next_at_ms),"
+                " sent_at_ms = CASE WHEN ? = 'sent' THEN ? ELSE sent_at_ms END WHERE key = ?",
+                (state, result.detail[:500], result.provider_id, next_at_ms, state, now_ms, key))
+            conn.commit()
+        await self._store.execute(write)
+
+    async def counts(self) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT state, count(*) FROM outbox GROUP BY state")
+            return {str(r[0]): int(r[1]) for r in rows}
+        return await self._store.execute(read)
+
+    async def sent_keys(self, prefix: str) -> set[str]:
+        def read(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute("SELECT key FROM outbox WHERE key LIKE ? || '%'", (prefix,))
+            return {str(r[0]) for r in rows}
+        return await self._store.execute(read)
