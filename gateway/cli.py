@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the gateway")
     _config_arg(run)
+    run.add_argument("--dry-run", action="store_true",
+                     help="log notifications (through the outbox and audit) instead of sending")
     run.set_defaults(handler=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate config and registry without connecting")
@@ -63,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--url", default="http://127.0.0.1:8080", help="gateway HTTP address")
     top.add_argument("--once", action="store_true", help="print one frame and exit")
     top.set_defaults(handler=_cmd_top)
+
+    notify = sub.add_parser("notify", help="notification tools")
+    notify_sub = notify.add_subparsers(required=True, metavar="ACTION")
+    ntest = notify_sub.add_parser("test", help="send a test message through one channel")
+    ntest.add_argument("--channel", required=True, help="channel name from the routing file")
+    ntest.add_argument("--config", "-c", type=Path, default=None,
+                       help="gateway config (its notify.config) or a routing file itself")
+    ntest.add_argument("--to", default=None,
+                       help="recipient (phone or email; robots and webhooks need none)")
+    ntest.set_defaults(handler=_cmd_notify_test)
 
     from gateway.alarmcli import add_alarm_commands
 
@@ -153,8 +165,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _report(exc)
     from gateway.logs import setup_logging
 
+    if getattr(args, "dry_run", False):
+        settings = settings.model_copy(
+            update={"notify": settings.notify.model_copy(update={"dry_run": True})})
     setup_logging(settings.observe.log_level, settings.observe.log_format)
     return asyncio.run(_run(settings, registry))
+
+
+def _cmd_notify_test(args: argparse.Namespace) -> int:
+    from gateway.notify.testsend import send_test
+
+    try:
+        result = asyncio.run(send_test(args.config, args.channel, to=args.to))
+    except ConfigError as exc:
+        return _report(exc)
+    print(f"{args.channel}: {result.outcome.value}"
+          + (f" ({result.detail})" if result.detail else "")
+          + (f" provider id {result.provider_id}" if result.provider_id else ""))
+    return 0 if result.outcome.value == "sent" else 1
 
 
 async def _run(settings: Settings, registry: Registry) -> int:

@@ -208,10 +208,13 @@ class AlarmSettings(_Section):
 
 
 class NotifySettings(_Section):
-    """Notification settings. Issue 4 grows this; the catch-all webhook is in the contract now."""
+    """Notifications: the catch-all webhook of contract §7 and, optionally, a routing file
+    (channels, contacts, routing tree, escalation; see docs/notifications.md)."""
 
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    config: Path | None = Field(default=None, description="routing file (notify.example.yaml)")
+    dry_run: bool = Field(default=False, description="log notifications instead of sending")
 
 
 class ParkSettings(_Section):

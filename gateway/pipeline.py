@@ -53,7 +53,7 @@ from gateway.notify.notifier import Notifier
 from gateway.registry import Registry
 from gateway.router import Routed, Router
 from gateway.wal import Wal
-from rules.alarm import Transition
+from rules.alarm import Alarm, Transition
 from rules.observation import Observation
 from sensors.base import Rejection
 
@@ -123,8 +123,7 @@ class Gateway:
         await self.wal.open()
         if self.alarms is not None:
             await self.alarms.open()
-            self.notifier = Notifier.from_settings(s.notify, store=self.alarms.store,
-                                                   metrics=self.metrics, audit=self.wal.append)
+            self.notifier = await self._open_notifier(self.alarms, self.wal)
         sink = await _make_sink(s)
         # /healthz should tell the truth from the first second, not after the first write.
         self.metrics.influx_reachable.set(1 if await sink.ping() else 0)
@@ -192,6 +191,15 @@ class Gateway:
             # manager restart us, and let the broker redeliver what was not acknowledged.
             raise StageFailed(", ".join(t.get_name() for t in failed))
 
+    async def _open_notifier(self, book: AlarmBook, wal: Wal) -> Notifier | None:
+        def active() -> list[Alarm]:
+            return book.engine.active() if book.engine is not None else []
+        notifier = Notifier.from_settings(self.settings, store=book.store, metrics=self.metrics,
+                                          audit=wal.append, active=active)
+        if notifier is not None:
+            await notifier.open()
+        return notifier
+
     # -- stages --------------------------------------------------------------------------------
 
     async def _validate_stage(self, session: MqttSession) -> None:
@@ -236,8 +244,8 @@ class Gateway:
             try:
                 if work.lines:
                     await self.wal.append(work.lines)
-                if self.alarms is not None and (work.transitions or work.save_state
-                                                or self._state_save_due()):
+                if self.alarms is not None and (work.transitions or work.outbox
+                                                or work.save_state or self._state_save_due()):
                     await self.alarms.persist(work.transitions, with_state=True,
                                               outbox=work.outbox)
                     self._state_saved_at = time.monotonic()
@@ -264,8 +272,12 @@ class Gateway:
         while True:
             await asyncio.sleep(self.settings.alarms.tick_s)
             work = _Committable(lines=[], messages=[])
-            self._add_transitions(work, self.alarms.tick(_now_ms()))
-            if work.transitions or self._state_save_due():
+            now = _now_ms()
+            self._add_transitions(work, self.alarms.tick(now))
+            if self.notifier is not None:
+                # Escalation tiers and fire-class repeats that fell due (no I/O: cheap).
+                work.outbox.extend(self.notifier.tick(now))
+            if work.transitions or work.outbox or self._state_save_due():
                 await self._commit_q.put(work)
 
     async def commit_transitions(self, transitions: list[Transition]) -> None:

@@ -6,6 +6,8 @@
 - Channels run independently: a slow or failing SMS provider never delays a DingTalk message.
 - Rate limits per channel (robots allow ~20/min, SMS costs money) hold back ordinary messages
   but never a fire-class one.
+- A notification that fails for good (or goes dead at its deadline) on a channel with a
+  ``fallback`` is enqueued once more on the fallback channel, key suffixed ``:fallback``.
 - Every attempt becomes a point in the ``notifications`` measurement (channel, recipient hash,
   outcome, latency) through the gateway's write-ahead log.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -25,10 +28,12 @@ from gateway.lineprotocol import encode_line, escape_measurement, tag_set
 from gateway.logs import RateLimited
 from gateway.metrics import Metrics
 from gateway.notify.base import Channel, Outcome, SendResult
-from gateway.notify.outbox import Outbox, Pending
+from gateway.notify.outbox import Outbox, Pending, outbox_row
 
 log = logging.getLogger(__name__)
 _MEASUREMENT = escape_measurement("notifications")
+FALLBACK_SUFFIX = ":fallback"
+FALLBACK_DEADLINE_MS = 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +68,14 @@ class Dispatcher:
     def __init__(self, *, outbox: Outbox, channels: Mapping[str, Channel], metrics: Metrics,
                  audit: Callable[[list[str]], Awaitable[None]],
                  rate_limits: Mapping[str, RateLimit] | None = None,
+                 fallbacks: Mapping[str, str] | None = None,
                  max_backoff_s: float = 300.0, clock: Callable[[], float] = time.time) -> None:
         self._outbox = outbox
         self._channels = channels
         self._metrics = metrics
         self._audit = audit
         self._windows = {name: _Window(limit) for name, limit in (rate_limits or {}).items()}
+        self._fallbacks = dict(fallbacks or {})
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._wake = asyncio.Event()
@@ -140,6 +147,8 @@ class Dispatcher:
             await self._outbox.record(n.key, result, now_ms=now_ms, next_at_ms=next_at,
                                       dead=dead)
             outcome = "dead" if dead else result.outcome.value
+            if dead or result.outcome is Outcome.FAILED:
+                await self._fall_back(pending, now_ms)
             self._metrics.notifications.labels(channel=n.channel, outcome=outcome).inc()
             if result.outcome is not Outcome.SENT:
                 self._warn.warning(f"{n.channel}:{outcome}", "notification via %s %s: %s",
@@ -150,6 +159,20 @@ class Dispatcher:
         finally:
             self._inflight.discard(n.key)
             self._wake.set()
+
+    async def _fall_back(self, pending: Pending, now_ms: int) -> None:
+        """The same message once more on the channel's fallback (one level: no loops)."""
+        n = pending.notification
+        target = self._fallbacks.get(n.channel)
+        if target is None or n.key.endswith(FALLBACK_SUFFIX):
+            return
+        copy = dataclasses.replace(n, key=n.key + FALLBACK_SUFFIX, channel=target)
+        row = outbox_row(copy, now_ms=now_ms, due_ms=now_ms,
+                         deadline_ms=max(pending.deadline_ms, now_ms + FALLBACK_DEADLINE_MS),
+                         fire_class=pending.fire_class)
+        if await self._outbox.enqueue([row]):
+            log.warning("notification %s failed on %s: falling back to %s", n.key, n.channel,
+                        target)
 
     def _backoff(self, attempts: int) -> float:
         base = min(self._max_backoff_s, 2.0 ** min(attempts, 16))

@@ -1,58 +1,193 @@
 """From alarm transitions to outbox rows, and the dispatcher that sends them.
 
-This release wires the catch-all generic webhook of contract §7
-(``PARKWATCH_NOTIFY__WEBHOOK_URL`` / ``__WEBHOOK_SECRET``): every published alarm state change
-is delivered to it, signed per Standard Webhooks, exactly once. The routing tree, escalation and
-the other channels plug into :meth:`Notifier.plan` and the channel map.
+Two sources of notifications, both written to the durable outbox in the same SQLite
+transaction as the alarm change (or ticker pass) that caused them:
+
+- the catch-all generic webhook of contract §7 (``PARKWATCH_NOTIFY__WEBHOOK_URL`` /
+  ``__WEBHOOK_SECRET``): every published alarm state change, signed per Standard Webhooks;
+- the routing tree of ``notify.config`` (:mod:`gateway.notify.routing`): tier 0 when an alarm
+  changes (:meth:`Notifier.plan`), later escalation tiers and fire-class repeats when they fall
+  due (:meth:`Notifier.tick`, called by the gateway's alarm ticker every second).
+
+Both :meth:`plan` and :meth:`tick` run inside the pipeline, so they are synchronous and do no
+I/O: the keys already in the outbox are kept in memory (loaded by :meth:`open`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import datetime as dt
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.alarmstore import AlarmStore
-from gateway.config import NotifySettings
+from gateway.config import NotifySettings, Settings
+from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.notify.base import Channel, Notification
-from gateway.notify.dispatcher import Dispatcher
+from gateway.notify.channels import LoggingChannel, build_channels
+from gateway.notify.dispatcher import Dispatcher, RateLimit
 from gateway.notify.outbox import Outbox, outbox_row
+from gateway.notify.plan import Context, Planned, due_escalations, next_due_ms
+from gateway.notify.plan import plan as plan_transition
+from gateway.notify.routing import NotifyConfig, load_notify_config
 from gateway.notify.webhook import WebhookChannel
-from rules.alarm import Severity, Transition
+from rules.alarm import Alarm, AlarmState, Severity, Transition
 
 #: How long ParkWatch keeps trying one notification before it is declared dead.
 DEADLINE_MS = 24 * 3600 * 1000
+#: The catch-all webhook's channel name (contract §7).
+CATCH_ALL = "webhook"
+_NEVER = 2**62
+
+ActiveAlarms = Callable[[], Iterable[Alarm]]
+ContextFor = Callable[[str], Context]
+
+
+def _no_alarms() -> list[Alarm]:
+    return []
+
+
+def _default_context(park: str) -> Context:
+    return Context()
 
 
 class Notifier:
     def __init__(self, *, store: AlarmStore, metrics: Metrics,
                  audit: Callable[[list[str]], Awaitable[None]],
-                 channels: dict[str, Channel]) -> None:
+                 channels: dict[str, Channel], config: NotifyConfig | None = None,
+                 active: ActiveAlarms = _no_alarms, context: ContextFor = _default_context,
+                 catch_all: bool | None = None) -> None:
         self._channels = channels
+        self.config = config
+        self._active = active
+        self._context = context
+        self._catch_all = CATCH_ALL in channels if catch_all is None else catch_all
         self.outbox = Outbox(store)
+        rate_limits: dict[str, RateLimit] = {}
+        fallbacks: dict[str, str] = {}
+        if config is not None:
+            for name, ch in config.channels.items():
+                if ch.rate_limit_per_min:
+                    rate_limits[name] = RateLimit(ch.rate_limit_per_min, 60.0)
+                if ch.fallback:
+                    fallbacks[name] = ch.fallback
         self.dispatcher = Dispatcher(outbox=self.outbox, channels=channels, metrics=metrics,
-                                     audit=audit)
+                                     audit=audit, rate_limits=rate_limits, fallbacks=fallbacks)
         self._task: asyncio.Task[None] | None = None
+        # Every outbox key per alarm id: what plan() and tick() must not enqueue again.
+        self._keys: dict[str, set[str]] = {}
+        # When the ticker next needs to look at an alarm (escalation schedule), per alarm id.
+        self._next_check: dict[str, int] = {}
 
     @classmethod
-    def from_settings(cls, settings: NotifySettings, *, store: AlarmStore, metrics: Metrics,
-                      audit: Callable[[list[str]], Awaitable[None]]) -> Notifier | None:
+    def from_settings(cls, settings: Settings | NotifySettings, *, store: AlarmStore,
+                      metrics: Metrics, audit: Callable[[list[str]], Awaitable[None]],
+                      active: ActiveAlarms = _no_alarms,
+                      env: Mapping[str, str] | None = None) -> Notifier | None:
+        """The notifier the settings ask for, or None when no notification is configured.
+
+        Raises ConfigError for a bad routing file or a channel secret missing from the
+        environment."""
+        full = settings if isinstance(settings, Settings) else None
+        ns = settings.notify if isinstance(settings, Settings) else settings
+        env = os.environ if env is None else env
         channels: dict[str, Channel] = {}
-        if settings.webhook_url:
-            secret = (settings.webhook_secret.get_secret_value()
-                      if settings.webhook_secret else None)
-            channels["webhook"] = WebhookChannel(url=settings.webhook_url, secret=secret)
+        config: NotifyConfig | None = None
+        if ns.config is not None:
+            config = load_notify_config(ns.config)
+            if ns.webhook_url and CATCH_ALL in config.channels:
+                raise ConfigError(str(ns.config), [
+                    f"{ns.config}: notify.channels.{CATCH_ALL}: the name is taken by the "
+                    "catch-all notify.webhook_url; rename the channel"])
+            channels.update(build_channels(config, env=env, source=str(ns.config),
+                                           dry_run=ns.dry_run))
+        if ns.webhook_url:
+            if ns.dry_run:
+                channels[CATCH_ALL] = LoggingChannel(name=CATCH_ALL, kind="webhook")
+            else:
+                secret = ns.webhook_secret.get_secret_value() if ns.webhook_secret else None
+                channels[CATCH_ALL] = WebhookChannel(url=ns.webhook_url, secret=secret)
         if not channels:
             return None
-        return cls(store=store, metrics=metrics, audit=audit, channels=channels)
+        context = _contexts(full) if full is not None else _default_context
+        return cls(store=store, metrics=metrics, audit=audit, channels=channels, config=config,
+                   active=active, context=context, catch_all=bool(ns.webhook_url))
+
+    @property
+    def channels(self) -> Mapping[str, Channel]:
+        return self._channels
+
+    async def open(self) -> None:
+        """Load the keys already in the outbox, so a restart never enqueues a message twice."""
+        for key in await self.outbox.sent_keys(""):
+            self._remember(key)
+
+    def _remember(self, key: str) -> None:
+        alarm_id = key.split(":", 1)[0]
+        self._keys.setdefault(alarm_id, set()).add(key)
+
+    # -- planning (synchronous: runs inside the pipeline) ---------------------------------------
 
     def plan(self, transitions: Sequence[Transition], now_ms: int) -> list[tuple[Any, ...]]:
         """Outbox rows for these transitions (committed with them, in one transaction)."""
         rows: list[tuple[Any, ...]] = []
-        if "webhook" not in self._channels:
+        if self._catch_all:
+            rows.extend(self._catch_all_rows(transitions, now_ms))
+        if self.config is None:
             return rows
+        published = [t for t in transitions if t.published]
+        if not published:
+            return rows
+        active = list(self._active())
+        for t in published:
+            alarm = t.after
+            self._next_check.pop(alarm.alarm_id, None)    # its schedule may have changed
+            sent = self._keys.setdefault(alarm.alarm_id, set())
+            planned = plan_transition(self.config, t, now_ms, already_sent=sent,
+                                      active=active, ctx=self._context(alarm.subject.park))
+            rows.extend(self._rows(planned, now_ms))
+            if alarm.state is not AlarmState.FIRING:
+                self._next_check[alarm.alarm_id] = _NEVER
+        return rows
+
+    def tick(self, now_ms: int) -> list[tuple[Any, ...]]:
+        """Escalation tiers and fire-class repeats that fell due, as outbox rows."""
+        if self.config is None:
+            return []
+        active = list(self._active())
+        rows: list[tuple[Any, ...]] = []
+        live = set()
+        for alarm in active:
+            live.add(alarm.alarm_id)
+            if alarm.state is not AlarmState.FIRING:
+                continue
+            if now_ms < self._next_check.get(alarm.alarm_id, 0):
+                continue
+            sent = self._keys.setdefault(alarm.alarm_id, set())
+            planned = due_escalations(self.config, alarm, now_ms, sent, active=active,
+                                      ctx=self._context(alarm.subject.park))
+            rows.extend(self._rows(planned, now_ms))
+            nxt = next_due_ms(self.config, alarm, now_ms)
+            self._next_check[alarm.alarm_id] = _NEVER if nxt is None else nxt
+        for gone in [k for k in self._next_check if k not in live]:
+            del self._next_check[gone]
+        return rows
+
+    def _rows(self, planned: Iterable[Planned], now_ms: int) -> list[tuple[Any, ...]]:
+        rows = []
+        for p in planned:
+            self._remember(p.notification.key)
+            rows.append(outbox_row(p.notification, now_ms=now_ms, due_ms=p.due_ms,
+                                   deadline_ms=max(now_ms, p.due_ms) + DEADLINE_MS,
+                                   fire_class=p.fire_class))
+        return rows
+
+    def _catch_all_rows(self, transitions: Sequence[Transition],
+                        now_ms: int) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
         for t in transitions:
             if not t.published:
                 continue
@@ -61,12 +196,14 @@ class Notifier:
             # One key per state change of one alarm: a replayed transition maps to the same
             # key and the outbox ignores it.
             key = f"{a.alarm_id}:{a.updated_at_ms}:{a.state.value}:{a.severity.value}:webhook"
-            n = Notification(key=key, channel="webhook", recipient="", title=a.rule,
+            n = Notification(key=key, channel=CATCH_ALL, recipient="", title=a.rule,
                              text=a.message, alarm=doc)
             rows.append(outbox_row(n, now_ms=now_ms, due_ms=now_ms,
                                    deadline_ms=now_ms + DEADLINE_MS,
                                    fire_class=a.severity is Severity.CRITICAL))
         return rows
+
+    # -- running ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.dispatcher.run(), name="notify-dispatcher")
@@ -82,3 +219,17 @@ class Notifier:
                 await self._task
         for channel in self._channels.values():
             await channel.close()
+
+
+def _contexts(settings: Settings) -> ContextFor:
+    """Per park: its time zone and display name (ack links are added by the ack-link module)."""
+    cache: dict[str, Context] = {}
+
+    def context(park: str) -> Context:
+        ctx = cache.get(park)
+        if ctx is None:
+            ps = settings.parks.get(park)
+            tz: dt.tzinfo = settings.timezone_for(park)
+            ctx = cache[park] = Context(tz=tz, park_name=(ps.name if ps else "") or park)
+        return ctx
+    return context

@@ -98,3 +98,16 @@ class Outbox:
             rows = conn.execute("SELECT key FROM outbox WHERE key LIKE ? || '%'", (prefix,))
             return {str(r[0]) for r in rows}
         return await self._store.execute(read)
+
+    async def enqueue(self, rows: list[tuple[Any, ...]]) -> int:
+        """Insert rows made by :func:`outbox_row` outside an alarm transaction (fallbacks);
+        a key already present is ignored. Returns how many rows were new."""
+        def write(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO outbox (key, channel, recipient, notification, fire_class,"
+                " state, created_at_ms, next_at_ms, deadline_ms)"
+                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)", rows)
+            conn.commit()
+            return conn.total_changes - before
+        return await self._store.execute(write)
