@@ -1,0 +1,263 @@
+"""Routing, escalation, fallback, dry run and ``notify test`` wired into the running gateway.
+
+The end-to-end test runs the real gateway on a real broker and InfluxDB, with the tenant's
+contact on a DingTalk robot and the duty officer / park manager on webhooks, all served by the
+local provider fakes of tests/notify_servers.py (which check signatures like the real APIs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.alarmservice import GatewayAlarmService
+from gateway.alarmstore import AlarmStore
+from gateway.cli import main
+from gateway.devservices import Influxd, Mosquitto
+from gateway.errors import ConfigError
+from gateway.metrics import Metrics
+from gateway.notify.base import Notification, SendResult
+from gateway.notify.channels import LoggingChannel, build_channels
+from gateway.notify.dispatcher import Dispatcher
+from gateway.notify.notifier import DEADLINE_MS, Notifier
+from gateway.notify.outbox import Outbox, outbox_row
+from gateway.notify.routing import NotifyConfig, load_notify_config
+from gateway.notify.testsend import send_test
+from gateway.registry import Registry
+from gateway.simulator.publisher import MqttPublisher
+from rules.alarm import AlarmState, Disposition
+from tests.conftest import make_settings, running_gateway, unique, wait_for
+from tests.notify_servers import DINGTALK_URL, ProviderServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DT_SECRET = "SEC000000000000000000000000000000000000000000000000000000000000000"
+WH_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def routing(base_url: str, *, escalate_after_s: float = 2.0) -> dict[str, Any]:
+    """A park with a tenant: hs-elec's safety officer on the ops DingTalk robot, the duty
+    officer on a webhook; the park manager (a second webhook) if nobody acknowledges."""
+    return {"notify": {
+        "channels": {
+            "robot": {"type": "dingtalk", "settings": {"base_url": base_url},
+                      "secret_env": {"url": "T_DT_URL", "signing": "T_DT_SECRET"},
+                      "rate_limit_per_min": 20},
+            "duty_hook": {"type": "webhook",
+                          "secret_env": {"url": "T_DUTY_URL", "signing": "T_WH_SECRET"}},
+            "mgr_hook": {"type": "webhook",
+                         "secret_env": {"url": "T_MGR_URL", "signing": "T_WH_SECRET"}},
+        },
+        "contacts": {
+            "li-hs": {"name": "李安全", "channels": ["robot"]},
+            "wang-duty": {"name": "王值班", "channels": ["duty_hook"]},
+            "zhao-manager": {"name": "赵经理", "channels": ["mgr_hook"]},
+        },
+        "tenants": {"hs-elec": ["li-hs"]},
+        "park_manager": "zhao-manager",
+        "route": {"receivers": [], "routes": [
+            {"name": "fire", "match": {"rule": ["fire_alarm"]},
+             "receivers": ["tenant", "wang-duty"]}]},
+        "escalation": {"min_severity": "critical", "tiers": [
+            {"after_s": 0, "receivers": ["tenant"]},
+            {"after_s": escalate_after_s, "receivers": ["park_manager"]}]},
+    }}
+
+
+def _env(monkeypatch: pytest.MonkeyPatch, srv: ProviderServer) -> None:
+    monkeypatch.setenv("T_DT_URL", DINGTALK_URL)
+    monkeypatch.setenv("T_DT_SECRET", DT_SECRET)
+    monkeypatch.setenv("T_DUTY_URL", f"{srv.url}/duty")
+    monkeypatch.setenv("T_MGR_URL", f"{srv.url}/manager")
+    monkeypatch.setenv("T_WH_SECRET", WH_SECRET)
+
+
+def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
+    path = tmp_path / "notify.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _hook(srv: ProviderServer, path: str) -> list[dict[str, Any]]:
+    return [r.json() for r in srv.of("webhook") if r.path == path]
+
+
+@pytest.mark.integration
+async def test_fire_reaches_tenant_robot_and_duty_webhook_once_escalates_and_ack_stops_it(
+        tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async with ProviderServer(dingtalk_secret=DT_SECRET, webhook_secret=WH_SECRET) as srv:
+        _env(monkeypatch, srv)
+        config = _write(tmp_path, routing(srv.url))
+        settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url,
+                                 notify={"config": str(config)})
+        smoke = next(d for d in sample_registry if d.tenant == "hs-elec" and d.kind == "smoke")
+        topic = f"{settings.mqtt.topic_root}/{smoke.park}/{smoke.building}/{smoke.device}/event"
+        async with running_gateway(settings, sample_registry) as gw, \
+                MqttPublisher("127.0.0.1", mosquitto.port, client_id=unique("n")) as pub:
+            for _ in range(2):  # the same fire alarm twice: one alarm, one message per channel
+                await pub.publish(topic, json.dumps(
+                    {"ts": time.time(), "type": "fire_alarm", "point": "1-01-001"}).encode())
+            await pub.flush(10)
+            await wait_for(lambda: len(srv.of("dingtalk")) >= 1 and bool(_hook(srv, "/duty")),
+                           timeout_s=10, what="tenant robot and duty webhook paged")
+            # Nobody acknowledges: the park manager is paged after escalate_after_s.
+            await wait_for(lambda: bool(_hook(srv, "/manager")), timeout_s=10,
+                           what="escalation to the park manager")
+            robot = srv.of("dingtalk")
+            assert len(robot) == 1
+            assert robot[0].problem is None
+            assert "li-hs" not in robot[0].body.decode()      # names stay out of the text
+            duty, manager = _hook(srv, "/duty"), _hook(srv, "/manager")
+            assert [(d["rule"], d["state"]) for d in duty] == [("fire_alarm", "firing")]
+            assert [(d["rule"], d["state"]) for d in manager] == [("fire_alarm", "firing")]
+            assert all(r.problem is None for r in srv.of("webhook"))
+            alarm_id = duty[0]["alarm_id"]
+
+            # Acknowledge through the service (as the API and the ack page do).
+            acked = await GatewayAlarmService(gw).acknowledge(
+                alarm_id, by="li-hs", disposition=Disposition.REAL, channel="api")
+            assert acked.state is AlarmState.ACKNOWLEDGED
+            # Webhooks (systems) hear of the acknowledgement; people are not paged again.
+            await wait_for(lambda: len(_hook(srv, "/duty")) >= 2
+                           and len(_hook(srv, "/manager")) >= 2,
+                           timeout_s=10, what="acknowledgement delivered to the webhooks")
+            assert gw.notifier is not None
+            # Escalation stopped: nothing falls due however long nobody else answers.
+            assert gw.notifier.tick(int(time.time() * 1000) + 3_600_000) == []
+            counts = await gw.notifier.outbox.counts()
+        assert counts == {"sent": 5}
+        assert len(srv.of("dingtalk")) == 1
+        assert [d["state"] for d in _hook(srv, "/duty")] == ["firing", "acknowledged"]
+        assert [d["state"] for d in _hook(srv, "/manager")] == ["firing", "acknowledged"]
+
+
+def test_channel_secrets_come_from_the_environment_and_a_missing_one_is_named(
+        tmp_path: Path) -> None:
+    cfg = load_notify_config(ROOT / "config" / "notify.example.yaml")
+    with pytest.raises(ConfigError) as err:
+        build_channels(cfg, env={}, source="notify.yaml")
+    text = "\n".join(err.value.problems)
+    assert "channel 'ops_dingtalk'" in text
+    assert "PARKWATCH_DINGTALK_OPS_URL" in text
+    assert "PARKWATCH_SMS_ALIYUN_ACCESS_KEY_SECRET" in text
+    env = {"PARKWATCH_SMS_ALIYUN_ACCESS_KEY_ID": "id",
+           "PARKWATCH_SMS_ALIYUN_ACCESS_KEY_SECRET": "s",
+           "PARKWATCH_SMS_TENCENT_SECRET_ID": "id", "PARKWATCH_SMS_TENCENT_SECRET_KEY": "k",
+           "PARKWATCH_DINGTALK_OPS_URL": DINGTALK_URL, "PARKWATCH_DINGTALK_OPS_SECRET": DT_SECRET,
+           "PARKWATCH_SMTP_USER": "u", "PARKWATCH_SMTP_PASSWORD": "p",
+           "PARKWATCH_BMS_WEBHOOK_URL": "http://127.0.0.1:9/bms",
+           "PARKWATCH_BMS_WEBHOOK_SECRET": WH_SECRET}
+    channels = build_channels(cfg, env=env)
+    assert set(channels) == set(cfg.channels)
+    assert {type(c).__name__ for c in channels.values()} == {
+        "AliyunSms", "TencentSms", "DingTalkChannel", "EmailChannel", "WebhookChannel"}
+    dry = build_channels(cfg, env={}, dry_run=True)
+    assert all(isinstance(c, LoggingChannel) for c in dry.values())
+
+
+class _Failing:
+    name = "primary"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, notification: Notification) -> SendResult:
+        self.calls += 1
+        return SendResult.failed("number blocked")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_permanent_failure_goes_to_the_fallback_channel_once(tmp_path: Path) -> None:
+    primary, backup = _Failing(), LoggingChannel(name="backup")
+    audit: list[str] = []
+
+    async def write(lines: list[str]) -> None:
+        audit.extend(lines)
+
+    async with AlarmStore(tmp_path / "alarms.db") as store:
+        outbox = Outbox(store)
+        dispatcher = Dispatcher(outbox=outbox, channels={"primary": primary, "backup": backup},
+                                metrics=Metrics(), audit=write, fallbacks={"primary": "backup"})
+        now = int(time.time() * 1000)
+        n = Notification(key="a1:firing:0:0:li:primary", channel="primary",
+                         recipient="+8613800000011", title="t", text="fire")
+        await store.apply([], outbox=[outbox_row(n, now_ms=now, due_ms=now,
+                                                 deadline_ms=now + DEADLINE_MS,
+                                                 fire_class=True)])
+        task = asyncio.create_task(dispatcher.run())
+        try:
+            await wait_for(lambda: len(backup.sent) == 1, timeout_s=5, what="fallback sent")
+            await wait_for(lambda: _counts_are(outbox, {"failed": 1, "sent": 1}),
+                           timeout_s=5, what="outbox settled")
+        finally:
+            task.cancel()
+            await dispatcher.drain(1)
+    assert primary.calls == 1
+    assert backup.sent[0].key == "a1:firing:0:0:li:primary:fallback"
+    assert backup.sent[0].recipient == "+8613800000011"
+    assert len(audit) == 2
+
+
+async def _counts_are(outbox: Outbox, want: dict[str, int]) -> bool:
+    return await outbox.counts() == want
+
+
+async def test_notifier_without_routing_file_keeps_only_the_catch_all(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, mqtt_url="mqtt://127.0.0.1:1", influx_url="http://x:1",
+                             notify={"webhook_url": "http://127.0.0.1:9/hook", "dry_run": True})
+    async with AlarmStore(tmp_path / "alarms.db") as store:
+        notifier = Notifier.from_settings(settings, store=store, metrics=Metrics(),
+                                          audit=_noop_audit)
+        assert notifier is not None
+        assert notifier.config is None
+        assert list(notifier.channels) == ["webhook"]
+        assert isinstance(notifier.channels["webhook"], LoggingChannel)
+        await notifier.open()
+        assert notifier.tick(0) == []
+        assert Notifier.from_settings(make_settings(tmp_path, mqtt_url="mqtt://127.0.0.1:1",
+                                                    influx_url="http://x:1"),
+                                      store=store, metrics=Metrics(), audit=_noop_audit) is None
+
+
+async def _noop_audit(lines: list[str]) -> None:
+    return None
+
+
+async def test_notify_test_sends_through_one_channel(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    async with ProviderServer(dingtalk_secret=DT_SECRET, webhook_secret=WH_SECRET) as srv:
+        _env(monkeypatch, srv)
+        config = _write(tmp_path, routing(srv.url))
+        result = await send_test(config, "robot")
+        assert result.outcome.value == "sent", result.detail
+        assert len(srv.of("dingtalk")) == 1
+        assert srv.of("dingtalk")[0].problem is None
+        with pytest.raises(ConfigError, match="no channel 'nope'"):
+            await send_test(config, "nope")
+        monkeypatch.delenv("T_DUTY_URL")
+        with pytest.raises(ConfigError, match="T_DUTY_URL"):
+            await send_test(config, "duty_hook")
+
+
+def test_notify_test_cli_reports_a_missing_secret(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write(tmp_path, routing("http://127.0.0.1:9"))
+    assert main(["notify", "test", "--channel", "robot", "--config", str(config)]) == 2
+    assert "T_DT_URL" in capsys.readouterr().err
+
+
+def test_run_accepts_dry_run() -> None:
+    from gateway.cli import _parser
+
+    args = _parser().parse_args(["run", "--dry-run"])
+    assert args.dry_run is True
+    assert NotifyConfig().channels == {}
