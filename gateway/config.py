@@ -15,7 +15,6 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,7 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.errors import ConfigError
 from gateway.registry import ID_PATTERN
-from gateway.yamlsource import LineMap, line_for, load_yaml_with_lines
+from gateway.yamlsource import LineMap, line_for, load_config_file
 
 ENV_PREFIX = "PARKWATCH_"
 ENV_NESTING = "__"
@@ -300,12 +299,7 @@ def load_settings(path: str | Path | None) -> Settings:
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(source, [f"{path}: file not found"])
-        try:
-            doc, lines = load_yaml_with_lines(path)
-        except yaml.YAMLError as exc:
-            raise ConfigError(source, [f"{path}: not valid YAML: {exc}"]) from exc
+        doc, lines = load_config_file(path)
         if doc is None:
             doc = {}
         if not isinstance(doc, dict):

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import RegistryError
-from gateway.yamlsource import load_yaml_with_lines
+from gateway.yamlsource import load_config_file
 from sensors.catalogue import KIND_BY_NAME
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -140,10 +139,7 @@ def _format_errors(source: str, line: int, row: Mapping[str, Any],
 
 
 def _yaml_rows(path: Path) -> list[tuple[int, Mapping[str, Any]]]:
-    try:
-        doc, lines = load_yaml_with_lines(path)
-    except yaml.YAMLError as exc:
-        raise RegistryError(str(path), [f"{path}: not valid YAML: {exc}"]) from exc
+    doc, lines = load_config_file(path, RegistryError)
     if not isinstance(doc, dict) or not isinstance(doc.get("devices"), list):
         raise RegistryError(str(path), [f"{path}:1: expected a mapping with a 'devices:' list"])
     extra = [k for k in doc if k != "devices"]

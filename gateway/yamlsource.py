@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from gateway.errors import ConfigError
+
 #: Path inside the document (keys and list indexes) -> 1-based line number.
 LineMap = dict[tuple[str | int, ...], int]
 
@@ -24,6 +26,17 @@ def load_yaml_with_lines(path: Path) -> tuple[Any, LineMap]:
     finally:
         loader.dispose()
     return doc, lines
+
+
+def load_config_file(path: Path, error: type[ConfigError] = ConfigError) -> tuple[Any, LineMap]:
+    """Like :func:`load_yaml_with_lines`, but a missing file or broken YAML becomes ``error``
+    (a ConfigError) naming the file, as every config-like file of ParkWatch reports it."""
+    if not path.is_file():
+        raise error(str(path), [f"{path}: file not found"])
+    try:
+        return load_yaml_with_lines(path)
+    except yaml.YAMLError as exc:
+        raise error(str(path), [f"{path}: not valid YAML: {exc}"]) from exc
 
 
 def _walk(node: yaml.Node, path: tuple[str | int, ...], lines: LineMap) -> None:

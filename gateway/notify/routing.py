@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -32,7 +31,7 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
-from gateway.yamlsource import LineMap, line_for, load_yaml_with_lines
+from gateway.yamlsource import LineMap, line_for, load_config_file
 from rules.alarm import Alarm, AlarmState, Maintenance, Severity
 
 # Names end up inside notification keys ("alarm:state:tier:n:contact:channel"), so no colons.
@@ -296,12 +295,7 @@ def load_notify_config(path: str | Path) -> NotifyConfig:
     """Load the ``notify:`` section of a YAML file; every problem is reported as file:line: key."""
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise ConfigError(source, [f"{path}: file not found"])
-    try:
-        doc, lines = load_yaml_with_lines(path)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"{path}: not valid YAML: {exc}"]) from exc
+    doc, lines = load_config_file(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("notify"), dict):
         raise ConfigError(source, [f"{path}:1: expected a top-level 'notify:' mapping"])
     try:
