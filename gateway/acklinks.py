@@ -27,7 +27,7 @@ import hmac
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.alarmstore import AlarmStore
@@ -155,6 +155,15 @@ def _insert(conn: sqlite3.Connection, grant: AckGrant) -> bool:
     return cur.rowcount == 1
 
 
+def insert_grants(conn: sqlite3.Connection, grants: Sequence[AckGrant]) -> None:
+    """Write minted grants inside the caller's open transaction (no commit here)."""
+    conn.executemany(
+        "INSERT INTO ack_tokens (token_id, alarm_id, contact, channel, issued_at_ms,"
+        " expires_at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_id) DO NOTHING",
+        [(g.token_id, g.alarm_id, g.contact, g.channel, g.issued_at_ms, g.expires_at_ms)
+         for g in grants])
+
+
 def _check(conn: sqlite3.Connection, secret: bytes, token: str, now_ms: int,
            consume: bool) -> AckGrant:
     token_id, tag = decode_token(token)
@@ -222,6 +231,21 @@ class AckLinks:
         if not self._schema_ready:
             await self._store.execute(_ensure_schema)
             self._schema_ready = True
+
+    async def open(self) -> None:
+        """Create the token table now, so grants can be written inside other transactions."""
+        await self._ensure_schema()
+
+    def mint(self, alarm_id: str, *, contact: str, channel: str) -> tuple[str, AckGrant]:
+        """A link and its row, without touching the database: the caller writes the row with
+        :func:`insert_grants` in the same transaction as the message that carries the link."""
+        now = self.now_ms()
+        expires = now + int(self.ttl_s * 1000)
+        token_id = secrets.token_bytes(TOKEN_ID_BYTES)
+        grant = AckGrant(token_id=_b64(token_id), alarm_id=alarm_id, contact=contact,
+                         channel=channel, issued_at_ms=now, expires_at_ms=expires)
+        tag = sign(self._secret, token_id, alarm_id, contact, channel, expires)
+        return self.url(encode_token(token_id, tag)), grant
 
     async def issue(self, alarm_id: str, *, contact: str, channel: str) -> str:
         """A new link for ``contact`` on ``channel``; the full URL ``{base_url}/ack/{token}``."""

@@ -16,6 +16,7 @@ so a crash can neither lose an alarm nor, thanks to one-active-alarm-per-fingerp
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.acklinks import AckGrant, insert_grants
 from gateway.alarmstore import AlarmStore
 from gateway.lineprotocol import encode_line, escape_measurement, tag_set
 from gateway.registry import Registry
@@ -139,10 +141,13 @@ class AlarmBook:
         return self.engine.state().to_json()
 
     async def persist(self, transitions: Sequence[Transition], *, with_state: bool,
-                      outbox: Sequence[tuple[Any, ...]] = ()) -> None:
+                      outbox: Sequence[tuple[Any, ...]] = (),
+                      grants: Sequence[AckGrant] = ()) -> None:
+        # Ack-link rows go in the same transaction as the messages that carry the links.
+        also = [functools.partial(insert_grants, grants=list(grants))] if grants else []
         await self.store.apply(transitions,
                                engine_state_json=self.state_json() if with_state else None,
-                               outbox=outbox)
+                               outbox=outbox, also=also)
 
     def maintenance_rows(self) -> list[dict[str, Any]]:
         assert self.engine is not None

@@ -257,7 +257,8 @@ def _write_transition(conn: sqlite3.Connection, transition: Transition) -> None:
 
 def _apply_sync(conn: sqlite3.Connection, transitions: Sequence[Transition],
                 engine_state_json: str | None,
-                outbox: Sequence[tuple[Any, ...]] = ()) -> None:
+                outbox: Sequence[tuple[Any, ...]] = (),
+                also: Sequence[Callable[[sqlite3.Connection], None]] = ()) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for transition in transitions:
@@ -268,6 +269,8 @@ def _apply_sync(conn: sqlite3.Connection, transitions: Sequence[Transition],
                 "INSERT OR IGNORE INTO outbox (key, channel, recipient, notification, fire_class,"
                 " state, created_at_ms, next_at_ms, deadline_ms)"
                 " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)", outbox)
+        for write in also:
+            write(conn)
         if engine_state_json is not None:
             conn.execute("INSERT INTO engine_state (id, state) VALUES (1, ?)"
                          " ON CONFLICT (id) DO UPDATE SET state = excluded.state",
@@ -410,10 +413,13 @@ class AlarmStore:
 
     async def apply(self, transitions: Sequence[Transition], *,
                     engine_state_json: str | None = None,
-                    outbox: Sequence[tuple[Any, ...]] = ()) -> None:
+                    outbox: Sequence[tuple[Any, ...]] = (),
+                    also: Sequence[Callable[[sqlite3.Connection], None]] = ()) -> None:
         """Store ``transitions`` (in order), the engine state and the notifications they cause
-        (outbox rows, see gateway/notify/outbox.py), all or nothing, durably."""
-        await self._run(_apply_sync, list(transitions), engine_state_json, list(outbox))
+        (outbox rows, see gateway/notify/outbox.py), plus ``also`` writes by sibling modules
+        (ack-link grants), all or nothing, durably."""
+        await self._run(_apply_sync, list(transitions), engine_state_json, list(outbox),
+                        list(also))
 
     async def execute(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(connection, *args)`` in the store's worker, serialised with everything else

@@ -214,6 +214,19 @@ class NotifySettings(_Section):
     webhook_secret: SecretStr | None = None
     config: Path | None = Field(default=None, description="routing file (notify.example.yaml)")
     dry_run: bool = Field(default=False, description="log notifications instead of sending")
+    ack_secret: SecretStr | None = Field(
+        default=None, description="signs ack links (>= 16 bytes); no secret, no ack links")
+    public_url: str | None = Field(
+        default=None, description="how phones reach the gateway, e.g. https://pw.park.example;"
+                                  " default http://{http.host}:{http.port}")
+    ack_ttl_s: float = Field(default=24 * 3600.0, gt=0, description="ack links expire after")
+
+    @field_validator("ack_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("must be at least 16 bytes")
+        return value
 
 
 class ParkSettings(_Section):

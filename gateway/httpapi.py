@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.ackpage import add_ack_routes
 from gateway.alarmapi import add_alarm_routes
 from gateway.alarmservice import GatewayAlarmService
 from gateway.pipeline import Gateway
@@ -26,7 +27,11 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
     if gateway.alarms is not None:
-        add_alarm_routes(app, GatewayAlarmService(gateway))
+        service = GatewayAlarmService(gateway)
+        add_alarm_routes(app, service)
+        if gateway.ack_links is not None:
+            add_ack_routes(app, links=gateway.ack_links, service=service,
+                           tz=gateway.settings.timezone_for)
     return app
 
 

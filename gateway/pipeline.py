@@ -39,6 +39,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import deadletter
+from gateway.acklinks import AckGrant, AckLinks
 from gateway.alarms import AlarmBook, alarm_line, alarm_topic, retained_payload
 from gateway.alarms import now_ms as _now_ms
 from gateway.config import Settings
@@ -72,6 +73,7 @@ class _Committable:
     samples: int = 0
     transitions: list[Transition] = field(default_factory=list)
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    grants: list[AckGrant] = field(default_factory=list)
     save_state: bool = False
     #: Resolved once everything above is durable (an API acknowledgement waits on it).
     done: asyncio.Future[None] | None = None
@@ -108,10 +110,17 @@ class Gateway:
         self.ready = asyncio.Event()
         self.alarms: AlarmBook | None = None
         self.notifier: Notifier | None = None
+        self.ack_links: AckLinks | None = None
         if settings.alarms.enabled:
             self.alarms = AlarmBook.from_paths(rules_path=settings.rules, registry=registry,
                                                state_dir=settings.state_dir,
                                                lateness_s=settings.alarms.lateness_s)
+        if self.alarms is not None and settings.notify.ack_secret is not None:
+            http = settings.http
+            self.ack_links = AckLinks(
+                secret=settings.notify.ack_secret.get_secret_value().encode(),
+                base_url=settings.notify.public_url or f"http://{http.host}:{http.port}",
+                store=self.alarms.store, ttl_s=settings.notify.ack_ttl_s)
         self._state_saved_at = 0.0
         self._counters = {t: self.metrics.received.labels(type=t) for t in (*_TYPES, "other")}
 
@@ -194,8 +203,11 @@ class Gateway:
     async def _open_notifier(self, book: AlarmBook, wal: Wal) -> Notifier | None:
         def active() -> list[Alarm]:
             return book.engine.active() if book.engine is not None else []
+        if self.ack_links is not None:
+            await self.ack_links.open()
         notifier = Notifier.from_settings(self.settings, store=book.store, metrics=self.metrics,
-                                          audit=wal.append, active=active)
+                                          audit=wal.append, active=active,
+                                          ack_links=self.ack_links)
         if notifier is not None:
             await notifier.open()
         return notifier
@@ -247,7 +259,7 @@ class Gateway:
                 if self.alarms is not None and (work.transitions or work.outbox
                                                 or work.save_state or self._state_save_due()):
                     await self.alarms.persist(work.transitions, with_state=True,
-                                              outbox=work.outbox)
+                                              outbox=work.outbox, grants=work.grants)
                     self._state_saved_at = time.monotonic()
                 self.session.ack_all(work.messages)
                 for mtype, n in work.accepted_by_type.items():
@@ -277,6 +289,7 @@ class Gateway:
             if self.notifier is not None:
                 # Escalation tiers and fire-class repeats that fell due (no I/O: cheap).
                 work.outbox.extend(self.notifier.tick(now))
+                work.grants.extend(self.notifier.take_grants())
             if work.transitions or work.outbox or self._state_save_due():
                 await self._commit_q.put(work)
 
@@ -306,6 +319,7 @@ class Gateway:
         work.transitions.extend(transitions)
         if self.notifier is not None and transitions:
             work.outbox.extend(self.notifier.plan(transitions, _now_ms()))
+            work.grants.extend(self.notifier.take_grants())
         work.lines.extend(alarm_line(t.after) for t in transitions if t.published)
 
     def _state_save_due(self) -> bool:

@@ -261,3 +261,58 @@ def test_run_accepts_dry_run() -> None:
     args = _parser().parse_args(["run", "--dry-run"])
     assert args.dry_run is True
     assert NotifyConfig().channels == {}
+
+
+@pytest.mark.integration
+async def test_the_ack_link_in_a_robot_message_acknowledges_once(
+        tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    import aiohttp
+
+    from gateway.devservices import free_port
+    from gateway.httpapi import start_http
+
+    async with ProviderServer(dingtalk_secret=DT_SECRET, webhook_secret=WH_SECRET) as srv:
+        _env(monkeypatch, srv)
+        config = _write(tmp_path, routing(srv.url, escalate_after_s=600))
+        port = free_port()
+        settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url,
+                                 notify={"config": str(config),
+                                         "ack_secret": "s3cret-s3cret-s3cret"},
+                                 http={"enabled": True, "port": port})
+        smoke = next(d for d in sample_registry if d.tenant == "hs-elec" and d.kind == "smoke")
+        topic = f"{settings.mqtt.topic_root}/{smoke.park}/{smoke.building}/{smoke.device}/event"
+        async with running_gateway(settings, sample_registry) as gw:
+            runner = await start_http(gw, "127.0.0.1", port)
+            try:
+                async with MqttPublisher("127.0.0.1", mosquitto.port,
+                                         client_id=unique("a")) as pub:
+                    await pub.publish(topic, json.dumps(
+                        {"ts": time.time(), "type": "fire_alarm"}).encode())
+                    await pub.flush(10)
+                await wait_for(lambda: len(srv.of("dingtalk")) >= 1, timeout_s=10,
+                               what="robot message")
+                text = srv.of("dingtalk")[0].body.decode()
+                found = re.search(rf"http://127\.0\.0\.1:{port}/ack/[A-Za-z0-9_-]{{24}}", text)
+                assert found is not None, text
+                link = found.group(0)
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(link) as resp:
+                        page = await resp.text()
+                    assert resp.status == 200
+                    assert smoke.location in page
+                    form = {"disposition": "false_alarm", "name": "李安全"}
+                    async with http.post(link, data=form) as resp:
+                        assert resp.status == 200, await resp.text()
+                    async with http.post(link, data=form) as resp:
+                        assert resp.status == 410      # single use
+                alarm = next(a for a in await gw.alarms.store.list(active=None)  # type: ignore[union-attr]
+                             if a.rule == "fire_alarm")
+                assert alarm.state is AlarmState.ACKNOWLEDGED
+                assert alarm.acknowledged_by == "李安全"
+                assert alarm.ack_channel == "robot"
+                assert alarm.disposition is Disposition.FALSE_ALARM
+            finally:
+                await runner.cleanup()

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from gateway.acklinks import AckGrant, AckLinks
 from gateway.alarmstore import AlarmStore
 from gateway.config import NotifySettings, Settings
 from gateway.errors import ConfigError
@@ -59,8 +61,13 @@ class Notifier:
                  audit: Callable[[list[str]], Awaitable[None]],
                  channels: dict[str, Channel], config: NotifyConfig | None = None,
                  active: ActiveAlarms = _no_alarms, context: ContextFor = _default_context,
-                 catch_all: bool | None = None) -> None:
+                 catch_all: bool | None = None, ack_links: AckLinks | None = None) -> None:
         self._channels = channels
+        self._ack_links = ack_links
+        # Ack-link rows minted while planning, written with the outbox rows that carry them.
+        self._grants: list[AckGrant] = []
+        if ack_links is not None:
+            context = _with_ack_links(context, self._ack_link)
         self.config = config
         self._active = active
         self._context = context
@@ -86,7 +93,8 @@ class Notifier:
     def from_settings(cls, settings: Settings | NotifySettings, *, store: AlarmStore,
                       metrics: Metrics, audit: Callable[[list[str]], Awaitable[None]],
                       active: ActiveAlarms = _no_alarms,
-                      env: Mapping[str, str] | None = None) -> Notifier | None:
+                      env: Mapping[str, str] | None = None,
+                      ack_links: AckLinks | None = None) -> Notifier | None:
         """The notifier the settings ask for, or None when no notification is configured.
 
         Raises ConfigError for a bad routing file or a channel secret missing from the
@@ -114,11 +122,23 @@ class Notifier:
             return None
         context = _contexts(full) if full is not None else _default_context
         return cls(store=store, metrics=metrics, audit=audit, channels=channels, config=config,
-                   active=active, context=context, catch_all=bool(ns.webhook_url))
+                   active=active, context=context, catch_all=bool(ns.webhook_url),
+                   ack_links=ack_links)
 
     @property
     def channels(self) -> Mapping[str, Channel]:
         return self._channels
+
+    def _ack_link(self, alarm: Alarm, contact: str, channel: str) -> str:
+        assert self._ack_links is not None
+        url, grant = self._ack_links.mint(alarm.alarm_id, contact=contact, channel=channel)
+        self._grants.append(grant)
+        return url
+
+    def take_grants(self) -> list[AckGrant]:
+        """Ack-link rows minted since the last call (they go into the same transaction)."""
+        grants, self._grants = self._grants, []
+        return grants
 
     async def open(self) -> None:
         """Load the keys already in the outbox, so a restart never enqueues a message twice."""
@@ -219,6 +239,13 @@ class Notifier:
                 await self._task
         for channel in self._channels.values():
             await channel.close()
+
+
+def _with_ack_links(context: ContextFor,
+                    link: Callable[[Alarm, str, str], str]) -> ContextFor:
+    def with_links(park: str) -> Context:
+        return dataclasses.replace(context(park), ack_link=link)
+    return with_links
 
 
 def _contexts(settings: Settings) -> ContextFor:
