@@ -32,6 +32,8 @@ from gateway.notify.outbox import Outbox, Pending, outbox_row
 
 log = logging.getLogger(__name__)
 _MEASUREMENT = escape_measurement("notifications")
+#: Retry interval cap for fire-class notifications while a provider is failing.
+FIRE_MAX_BACKOFF_S = 5.0
 FALLBACK_SUFFIX = ":fallback"
 FALLBACK_DEADLINE_MS = 3600 * 1000
 
@@ -142,7 +144,8 @@ class Dispatcher:
             dead = result.outcome is Outcome.RETRY and now_ms >= pending.deadline_ms
             next_at = None
             if result.outcome is Outcome.RETRY and not dead:
-                delay = result.retry_after_s or self._backoff(pending.attempts)
+                delay = result.retry_after_s or self._backoff(pending.attempts,
+                                                              pending.fire_class)
                 next_at = now_ms + int(delay * 1000)
             await self._outbox.record(n.key, result, now_ms=now_ms, next_at_ms=next_at,
                                       dead=dead)
@@ -174,8 +177,10 @@ class Dispatcher:
             log.warning("notification %s failed on %s: falling back to %s", n.key, n.channel,
                         target)
 
-    def _backoff(self, attempts: int) -> float:
-        base = min(self._max_backoff_s, 2.0 ** min(attempts, 16))
+    def _backoff(self, attempts: int, fire_class: bool = False) -> float:
+        # A fire alarm must go out within seconds of the provider coming back, not minutes.
+        cap = min(self._max_backoff_s, FIRE_MAX_BACKOFF_S) if fire_class else self._max_backoff_s
+        base = min(cap, 2.0 ** min(attempts, 16))
         return base * random.uniform(0.5, 1.0)  # jitter, not cryptography
 
     @staticmethod
