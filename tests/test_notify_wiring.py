@@ -32,8 +32,9 @@ from gateway.notify.testsend import send_test
 from gateway.registry import Registry
 from gateway.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
-from tests.conftest import make_settings, running_gateway, unique, wait_for
+from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
 from tests.notify_servers import DINGTALK_URL, ProviderServer
+from tests.test_pipeline_e2e import _Collector
 
 ROOT = Path(__file__).resolve().parent.parent
 DT_SECRET = "SEC000000000000000000000000000000000000000000000000000000000000000"
@@ -314,5 +315,24 @@ async def test_the_ack_link_in_a_robot_message_acknowledges_once(
                 assert alarm.acknowledged_by == "李安全"
                 assert alarm.ack_channel == "robot"
                 assert alarm.disposition is Disposition.FALSE_ALARM
+                # ... and it shows as acknowledged everywhere: the retained document and
+                # the alarms measurement (the API read above is the store).
+                topic = (f"parkwatch/alarms/{smoke.park}/{smoke.building}/{smoke.device}/"
+                         "fire_alarm")
+                retained = _Collector(mosquitto.port, topic)
+                try:
+                    await wait_for(lambda: any(p and json.loads(p)["state"] == "acknowledged"
+                                               for _, p in retained.snapshot()),
+                                   timeout_s=10, what="retained document acknowledged")
+                finally:
+                    retained.close()
+
+                def states() -> list[str]:
+                    rows = influx_rows(influxd, settings.influx.database,
+                                       'SELECT "state" FROM "alarms" WHERE "alarm_id" = '
+                                       f"'{alarm.alarm_id}'")
+                    return [str(r[1]) for r in rows]
+                await wait_for(lambda: states() == ["firing", "acknowledged"], timeout_s=10,
+                               what="alarms points firing, acknowledged")
             finally:
                 await runner.cleanup()
