@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from gateway.lineprotocol import encode_line, escape_measurement, tag_set
 from gateway.logs import RateLimited
 from gateway.metrics import Metrics
-from gateway.notify.base import Channel, Outcome, SendResult
+from gateway.notify.base import Channel, Notification, Outcome, SendResult
 from gateway.notify.outbox import Outbox, Pending, outbox_row
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,27 @@ class _Window:
 
     def note(self, now: float) -> None:
         self._sent.append(now)
+
+
+#: How many alarms a digest lists before "+N more".
+DIGEST_ITEMS = 10
+
+
+def digest(batch: list[Pending]) -> Notification:
+    """One message for several pending ones to the same recipient on the same channel.
+
+    The first message keeps its key (the provider's dedup id), alarm document and SMS template
+    parameters (an SMS template names one alarm; the count is in the text); the text lists up
+    to DIGEST_ITEMS messages, each with its own acknowledge link."""
+    first = batch[0].notification
+    if len(batch) == 1:
+        return first
+    shown = [p.notification for p in batch[:DIGEST_ITEMS]]
+    more = len(batch) - len(shown)
+    text = "\n\n".join(n.text for n in shown)
+    if more:
+        text += f"\n\n(+{more}: 另有{more}条 / {more} more)"
+    return dataclasses.replace(first, title=f"[{len(batch)}] {first.title}", text=text)
 
 
 def recipient_hash(recipient: str) -> str:
@@ -93,8 +114,18 @@ class Dispatcher:
         try:
             while True:
                 now_ms = int(self._clock() * 1000)
+                # Fire-class messages go one by one, at once. The rest is grouped per channel
+                # and recipient: what piled up behind a rate limit (or group_wait) leaves as
+                # one digest instead of two hundred messages.
+                groups: dict[tuple[str, str], list[Pending]] = {}
                 for pending in await self._outbox.due(now_ms):
-                    self._start(pending, now_ms)
+                    if pending.fire_class:
+                        self._start([pending], now_ms)
+                    else:
+                        n = pending.notification
+                        groups.setdefault((n.channel, n.recipient), []).append(pending)
+                for batch in groups.values():
+                    self._start(batch, now_ms)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=await self._sleep_s())
@@ -113,55 +144,64 @@ class Dispatcher:
             return 5.0
         return min(5.0, max(0.05, nxt / 1000 - self._clock()))
 
-    def _start(self, pending: Pending, now_ms: int) -> None:
-        n = pending.notification
-        if n.key in self._inflight:
+    def _start(self, batch: list[Pending], now_ms: int) -> None:
+        batch = [p for p in batch if p.notification.key not in self._inflight]
+        if not batch:
             return
+        fire_class = any(p.fire_class for p in batch)
+        n = batch[0].notification
         channel = self._channels.get(n.channel)
         if channel is None:
             self._warn.warning(n.channel, "notification %s: no channel %r configured", n.key,
                                n.channel)
             return
         window = self._windows.get(n.channel)
-        if window is not None and not pending.fire_class and not window.allow(now_ms / 1000):
+        if window is not None and not fire_class and not window.allow(now_ms / 1000):
             return  # stays pending; the next pass sends it when the window has room
         if window is not None:
             window.note(now_ms / 1000)
-        self._inflight.add(n.key)
-        task = asyncio.create_task(self._send(channel, pending), name=f"notify-{n.channel}")
+        self._inflight.update(p.notification.key for p in batch)
+        task = asyncio.create_task(self._send(channel, batch), name=f"notify-{n.channel}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, channel: Channel, pending: Pending) -> None:
-        n = pending.notification
+    async def _send(self, channel: Channel, batch: list[Pending]) -> None:
+        message = digest(batch)
         started = self._clock()
         try:
             try:
-                result = await channel.send(n)
+                result = await channel.send(message)
             except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
                 result = SendResult.retry(f"channel error: {exc!r}")
             now_ms = int(self._clock() * 1000)
-            dead = result.outcome is Outcome.RETRY and now_ms >= pending.deadline_ms
-            next_at = None
-            if result.outcome is Outcome.RETRY and not dead:
-                delay = result.retry_after_s or self._backoff(pending.attempts,
-                                                              pending.fire_class)
-                next_at = now_ms + int(delay * 1000)
-            await self._outbox.record(n.key, result, now_ms=now_ms, next_at_ms=next_at,
-                                      dead=dead)
-            outcome = "dead" if dead else result.outcome.value
-            if dead or result.outcome is Outcome.FAILED:
-                await self._fall_back(pending, now_ms)
-            self._metrics.notifications.labels(channel=n.channel, outcome=outcome).inc()
+            lines = []
+            for pending in batch:   # every row the message carried gets the same outcome
+                outcome = await self._record(pending, result, now_ms)
+                n = pending.notification
+                lines.append(self._line(n.channel, n.recipient, n.alarm, outcome, now_ms,
+                                        (self._clock() - started) * 1000, pending.attempts + 1))
             if result.outcome is not Outcome.SENT:
-                self._warn.warning(f"{n.channel}:{outcome}", "notification via %s %s: %s",
-                                   n.channel, outcome, result.detail)
-            await self._audit([self._line(n.channel, n.recipient, n.alarm, outcome,
-                                          now_ms, (self._clock() - started) * 1000,
-                                          pending.attempts + 1)])
+                self._warn.warning(f"{message.channel}:{result.outcome.value}",
+                                   "notification via %s %s: %s", message.channel,
+                                   result.outcome.value, result.detail)
+            await self._audit(lines)
         finally:
-            self._inflight.discard(n.key)
+            self._inflight.difference_update(p.notification.key for p in batch)
             self._wake.set()
+
+    async def _record(self, pending: Pending, result: SendResult, now_ms: int) -> str:
+        n = pending.notification
+        dead = result.outcome is Outcome.RETRY and now_ms >= pending.deadline_ms
+        next_at = None
+        if result.outcome is Outcome.RETRY and not dead:
+            delay = result.retry_after_s or self._backoff(pending.attempts, pending.fire_class)
+            next_at = now_ms + int(delay * 1000)
+        await self._outbox.record(n.key, result, now_ms=now_ms, next_at_ms=next_at, dead=dead)
+        outcome = "dead" if dead else result.outcome.value
+        if dead or result.outcome is Outcome.FAILED:
+            await self._fall_back(pending, now_ms)
+        self._metrics.notifications.labels(channel=n.channel, outcome=outcome).inc()
+        return outcome
 
     async def _fall_back(self, pending: Pending, now_ms: int) -> None:
         """The same message once more on the channel's fallback (one level: no loops)."""
