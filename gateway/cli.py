@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_alarm_commands(sub)
 
+    from gateway.grafana.command import add_grafana_commands
+
+    add_grafana_commands(sub)
+
     demo = sub.add_parser("demo", help="start a broker, InfluxDB, the gateway and the simulator "
                                        "on project ports and show the live view")
     demo.add_argument("--data-dir", type=Path, default=Path(".demo"))
