@@ -7,6 +7,7 @@ silently ignored. Secrets are ``SecretStr`` (never printed), and validation does
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -46,6 +47,17 @@ class TlsSettings(_Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file without cert_file: set both for client-certificate login")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return (self.ca_file, self.cert_file, self.key_file) != (None, None, None) \
+            or self.insecure_skip_verify
 
 
 class MqttSettings(_Section):
@@ -107,6 +119,15 @@ class MqttSettings(_Section):
             raise ValueError("the URL has no host")
         return value
 
+    @model_validator(mode="after")
+    def _tls_needs_mqtts(self) -> MqttSettings:
+        if self.tls.configured and not self.tls_enabled:
+            # Otherwise the CA and client certificate are silently unused and the password
+            # crosses the network in clear text.
+            raise ValueError("tls is set but the URL is not mqtts://; use mqtts://host:8883 "
+                             "(or remove the tls section)")
+        return self
+
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or "127.0.0.1"
@@ -166,6 +187,12 @@ class WalSettings(_Section):
     max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     segment_bytes: int = Field(default=64 << 20, ge=1 << 16)
     fsync: bool = True
+    # What happens when telemetry has filled its share of max_bytes (docs/reliability.md):
+    # block = stop acknowledging (the broker holds messages); drop_oldest_telemetry = delete
+    # the oldest unsent telemetry, counted. Alarms, events and status are never dropped.
+    full_policy: Literal["block", "drop_oldest_telemetry"] = "block"
+    priority_share: float = Field(default=0.1, ge=0.01, le=0.5,
+                                  description="share of max_bytes kept for alarms and events")
 
 
 class IngestSettings(_Section):
@@ -181,11 +208,39 @@ class IngestSettings(_Section):
 
 
 class HttpSettings(_Section):
-    """The status endpoints (/metrics, /healthz). Loopback unless you choose otherwise."""
+    """The HTTP API (status, metrics, alarms, maintenance, ack pages). Loopback unless you choose
+    otherwise; anywhere else it needs a bearer token (docs/security.md)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     enabled: bool = True
+    token: SecretStr | None = Field(default=None, description="bearer token for the API")
+    token_file: Path | None = Field(default=None, description="file holding the token (read at "
+                                                              "start)")
+
+    @model_validator(mode="after")
+    def _exposed_needs_token(self) -> HttpSettings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set token or token_file, not both")
+        if self.token is not None and len(self.token.get_secret_value().strip()) < 16:
+            raise ValueError("token must be at least 16 characters (e.g. openssl rand -hex 32)")
+        if self.enabled and not is_loopback(self.host) and self.token is None \
+                and self.token_file is None:
+            raise ValueError(f"host {self.host!r} is not loopback, so the API would be open "
+                             "to the network: set http.token (PARKWATCH_HTTP__TOKEN) or "
+                             "http.token_file, or keep host 127.0.0.1")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach; a name other than localhost is not trusted
+    to resolve to loopback."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ObserveSettings(_Section):
@@ -346,4 +401,5 @@ def _describe(err: Mapping[str, Any], source: str, lines: LineMap, env: Mapping[
 
 
 def _secretish(loc: tuple[Any, ...]) -> bool:
-    return any(str(p) in ("password", "token", "webhook_secret", "url") for p in loc)
+    return any(str(p) in ("password", "token", "webhook_secret", "ack_secret", "url")
+               for p in loc)

@@ -72,6 +72,27 @@ class Metrics:
                                registry=r)
         self.wal_pending_bytes = Gauge("parkwatch_wal_pending_bytes",
                                        "WAL bytes not yet written to InfluxDB", registry=r)
+        # Long outages (docs/reliability.md): per stream (priority, bulk) and what the
+        # wal.full_policy did about a full log.
+        self.wal_stream_pending_bytes = Gauge("parkwatch_wal_stream_pending_bytes",
+                                              "WAL bytes not yet in InfluxDB, by stream",
+                                              ["stream"], registry=r)
+        self.wal_full = Gauge("parkwatch_wal_full",
+                              "1 while appends to this WAL stream wait for space", ["stream"],
+                              registry=r)
+        self.wal_full_events = Counter("parkwatch_wal_full_events",
+                                       "Times a WAL stream filled up and appends had to wait "
+                                       "(acknowledgements stop)", ["stream"], registry=r)
+        self.wal_evicted_lines = Counter("parkwatch_wal_evicted_lines",
+                                         "Lines deleted unsent by wal.full_policy "
+                                         "drop_oldest_telemetry", ["stream"], registry=r)
+        self.wal_evicted_bytes = Counter("parkwatch_wal_evicted_bytes",
+                                         "WAL bytes deleted unsent by wal.full_policy "
+                                         "drop_oldest_telemetry", ["stream"], registry=r)
+        self.duplicate_events = Counter("parkwatch_duplicate_events",
+                                        "Device events seen before (same device, seq and "
+                                        "payload): acknowledged, not evaluated or stored again",
+                                        registry=r)
         self.broker_connected = Gauge("parkwatch_broker_connected", "1 when connected to MQTT",
                                       registry=r)
         self.influx_reachable = Gauge("parkwatch_influx_reachable",

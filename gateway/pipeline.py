@@ -16,9 +16,10 @@
       commit ── WAL.append (readings + `alarms` points, fsync) ──▶ alarm store (SQLite)
          │      ──▶ ack every message of the batch ──▶ retained parkwatch/alarms/... documents
          │
-      [write-ahead log on disk]  bounded by wal.max_bytes (policy: block → stop acking)
+      [write-ahead log on disk]  priority + bulk streams under wal.max_bytes
+         │      (wal.full_policy: block → stop acking, or drop_oldest_telemetry)
          │
-      writer ── InfluxWriter: batch by size/interval → InfluxDB → advance checkpoint
+      writer ── InfluxWriter: priority stream first, batch by size/interval → InfluxDB
       stats  ── every observe.gateway_interval_s: the `gateway` measurement, via the WAL
 
 Stages start downstream-first and stop upstream-first, so in-flight data drains into the WAL
@@ -53,7 +54,7 @@ from gateway.mqtt import Inbound, MqttSession, Will
 from gateway.notify.notifier import Notifier
 from gateway.registry import Registry
 from gateway.router import Routed, Router
-from gateway.wal import Wal
+from gateway.walstreams import WalStreams
 from rules.alarm import Alarm, Transition
 from rules.observation import Observation
 from sensors.base import Rejection
@@ -105,7 +106,7 @@ class Gateway:
         self._reject_log = RateLimited(log)
         self._pending_deadletters: set[asyncio.Future[None]] = set()
         self.session: MqttSession | None = None
-        self.wal: Wal | None = None
+        self.wal: WalStreams | None = None
         self.writer: InfluxWriter | None = None
         self.ready = asyncio.Event()
         self.alarms: AlarmBook | None = None
@@ -127,8 +128,11 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and shut down in order."""
         s = self.settings
-        self.wal = Wal(s.state_dir / "wal", segment_bytes=s.wal.segment_bytes,
-                       max_bytes=s.wal.max_bytes, fsync=s.wal.fsync, metrics=self.metrics)
+        # Priority (alarms, events, status) and bulk telemetry streams under one disk cap.
+        self.wal = WalStreams(s.state_dir / "wal", segment_bytes=s.wal.segment_bytes,
+                              max_bytes=s.wal.max_bytes, fsync=s.wal.fsync,
+                              full_policy=s.wal.full_policy,
+                              priority_share=s.wal.priority_share, metrics=self.metrics)
         await self.wal.open()
         if self.alarms is not None:
             await self.alarms.open()
@@ -200,7 +204,7 @@ class Gateway:
             # manager restart us, and let the broker redeliver what was not acknowledged.
             raise StageFailed(", ".join(t.get_name() for t in failed))
 
-    async def _open_notifier(self, book: AlarmBook, wal: Wal) -> Notifier | None:
+    async def _open_notifier(self, book: AlarmBook, wal: WalStreams) -> Notifier | None:
         def active() -> list[Alarm]:
             return book.engine.active() if book.engine is not None else []
         if self.ack_links is not None:

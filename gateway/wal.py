@@ -29,6 +29,13 @@ writer commits (ingest then stops acknowledging and the broker holds the message
 visible as :attr:`Wal.full` and in the ``wal_pending_bytes`` gauge, and logged on each change.
 Disk use is bounded by ``max_bytes`` plus one segment (the consumed part of the oldest segment,
 deleted when the reader leaves it) plus one group of records.
+
+Eviction (``full_policy="drop_oldest"``, used for bulk telemetry only, see
+:mod:`gateway.walstreams`): instead of waiting, an append that finds the log full deletes the
+oldest *sealed* segments, counting their lines and bytes. The segment holding the checkpoint and
+every segment the writer's in-flight batch touches are never evicted, so what the writer is
+sending stays exactly accounted for: a line is either delivered or counted as evicted, never both.
+The reader skips the gap because it only ever walks the segment files that exist.
 """
 
 from __future__ import annotations
@@ -40,11 +47,11 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from gateway.errors import WalError
 from gateway.metrics import Metrics
@@ -58,6 +65,8 @@ _SEGMENT_NAME = re.compile(r"^(\d{12})\.wal$")
 _CHECKPOINT = "checkpoint"
 _READ_BUFFER = 1 << 20
 
+FullPolicy = Literal["block", "drop_oldest"]
+
 
 @dataclass(frozen=True, order=True, slots=True)
 class WalPosition:
@@ -65,6 +74,15 @@ class WalPosition:
 
     segment: int
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """What one eviction removed: whole segments' worth of lines and record bytes."""
+
+    segments: int
+    lines: int
+    bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +128,28 @@ class Wal:
 
     def __init__(self, directory: Path, *, segment_bytes: int = 64 << 20,
                  max_bytes: int = 1 << 30, fsync: bool = True,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, name: str = "wal",
+                 full_policy: FullPolicy = "block",
+                 others_bytes: Callable[[], int] | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
+        """``others_bytes`` counts bytes of sibling logs against this one's ``max_bytes`` (a
+        shared disk cap); ``on_change`` is called after every durable append, commit and
+        eviction, and takes over the whole-log gauges (the owner of several logs sums them)."""
         if segment_bytes <= 0 or max_bytes <= 0:
             raise ValueError("segment_bytes and max_bytes must be positive")
         self.directory = directory
+        self.name = name
         self._segment_bytes = segment_bytes
         self._max_bytes = max_bytes
         self._fsync = fsync
         self._metrics = metrics
+        self._policy = full_policy
+        self._others_bytes = others_bytes
+        self._on_change = on_change
+        # End of the batch the reader holds (read, not yet committed): never evicted.
+        self._inflight: WalPosition | None = None
+        self.evicted_lines = 0
+        self.evicted_bytes = 0
         # Durable size of every segment, oldest first; only the event loop touches it.
         self._sizes: dict[int, int] = {}
         self._checkpoint = WalPosition(1, 0)
@@ -262,10 +294,26 @@ class Wal:
         cp = self._checkpoint
         return sum(size for seg, size in self._sizes.items() if seg >= cp.segment) - cp.offset
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes handed to :meth:`append` and not yet durable."""
+        return self._queued_bytes
+
+    @property
+    def streams(self) -> tuple[Wal, ...]:
+        """The logs a reader drains, in order: just this one (see :mod:`gateway.walstreams`)."""
+        return (self,)
+
     def _update_metrics(self) -> None:
         if self._metrics is not None:
-            self._metrics.wal_bytes.set(self.total_bytes)
-            self._metrics.wal_pending_bytes.set(self.pending_bytes)
+            self._metrics.wal_stream_pending_bytes.labels(stream=self.name).set(
+                self.pending_bytes)
+            self._metrics.wal_full.labels(stream=self.name).set(1 if self._full else 0)
+            if self._on_change is None:
+                self._metrics.wal_bytes.set(self.total_bytes)
+                self._metrics.wal_pending_bytes.set(self.pending_bytes)
+        if self._on_change is not None:
+            self._on_change()
 
     # ---- append side -------------------------------------------------------------------------
 
@@ -300,11 +348,22 @@ class Wal:
         if self._broken is not None:
             raise WalError(self._broken)
 
+    def _used(self) -> int:
+        others = self._others_bytes() if self._others_bytes is not None else 0
+        return self.pending_bytes + self._queued_bytes + others
+
     async def _wait_for_space(self) -> None:
-        while self.pending_bytes + self._queued_bytes >= self._max_bytes:
+        while self._used() >= self._max_bytes:
+            if self._policy == "drop_oldest":
+                evicted = await self.evict_oldest(self._used() - self._max_bytes + 1)
+                if evicted.segments:
+                    continue
             if not self._full:
                 self._full = True
-                log.warning("WAL %s is full (%d bytes wait for InfluxDB): ingest is paused "
+                if self._metrics is not None:
+                    self._metrics.wal_full_events.labels(stream=self.name).inc()
+                self._update_metrics()
+                log.warning("WAL %s is full (%d bytes wait for InfluxDB): appends wait "
                             "until the writer catches up", self.directory, self.pending_bytes)
             self._committed.clear()
             await self._committed.wait()
@@ -413,6 +472,7 @@ class Wal:
             if not any(off < size for _, off, size in plan):
                 return None
             lines, end = await asyncio.to_thread(self._read_sync, plan, max_lines)
+            self._inflight = end
             return WalBatch(lines=tuple(lines), start=start, end=end)
 
     def _read_sync(self, plan: list[tuple[int, int, int]],
@@ -464,6 +524,8 @@ class Wal:
         """Advance the checkpoint past ``batch`` and delete the segments left behind."""
         self._check_usable()
         async with self._read_lock:
+            if self._inflight is not None and batch.end >= self._inflight:
+                self._inflight = None
             if batch.end <= self._checkpoint:
                 return
             new = self._normalize(batch.end)
@@ -471,11 +533,74 @@ class Wal:
             self._checkpoint = new
             for seg in [s for s in self._sizes if s < new.segment]:
                 del self._sizes[seg]
-            self._update_metrics()
-            if self._full and self.pending_bytes + self._queued_bytes < self._max_bytes:
-                self._full = False
-                log.info("WAL %s has room again: ingest resumes", self.directory)
-            self._committed.set()
+            self._space_freed()
+
+    def _space_freed(self) -> None:
+        if self._full and self._used() < self._max_bytes:
+            self._full = False
+            log.info("WAL %s has room again: appends resume", self.directory)
+        self._update_metrics()
+        self._committed.set()
+
+    def wake(self) -> None:
+        """Re-check for space now (a sibling log sharing the cap freed some)."""
+        self._committed.set()
+
+    # ---- eviction (bulk telemetry under full_policy="drop_oldest") ----------------------------
+
+    def _evictable(self) -> list[int]:
+        """Sealed segments, oldest first, that neither the checkpoint nor the reader touch."""
+        protected = self._checkpoint.segment
+        if self._inflight is not None:
+            protected = max(protected, self._inflight.segment)
+        return sorted(s for s in self._sizes if protected < s < self._wseg)
+
+    async def evict_oldest(self, min_bytes: int) -> Eviction:
+        """Delete the oldest evictable segments until ``min_bytes`` are freed (or none is left).
+
+        Counts exactly what was deleted in ``evicted_lines``/``evicted_bytes`` and the
+        ``wal_evicted_*`` metrics, and logs it: this is data the operator chose to lose.
+        """
+        self._check_usable()
+        async with self._read_lock:
+            chosen: list[int] = []
+            freed = 0
+            for seg in self._evictable():
+                if freed >= min_bytes:
+                    break
+                chosen.append(seg)
+                freed += self._sizes[seg]
+            if not chosen:
+                return Eviction(0, 0, 0)
+            lines = await asyncio.to_thread(self._evict_sync, chosen)
+            for seg in chosen:
+                del self._sizes[seg]
+            self.evicted_lines += lines
+            self.evicted_bytes += freed
+            if self._metrics is not None:
+                self._metrics.wal_evicted_lines.labels(stream=self.name).inc(lines)
+                self._metrics.wal_evicted_bytes.labels(stream=self.name).inc(freed)
+            log.warning("WAL %s is full: evicted the %d oldest segment(s), %d lines (%d bytes) "
+                        "that will never reach InfluxDB (wal.full_policy drops old telemetry)",
+                        self.directory, len(chosen), lines, freed)
+            self._space_freed()
+            return Eviction(len(chosen), lines, freed)
+
+    def _evict_sync(self, segments: list[int]) -> int:
+        lines = 0
+        for seg in segments:
+            path = _segment_path(self.directory, seg)
+            size = self._sizes[seg]
+            with path.open("rb", buffering=_READ_BUFFER) as f:
+                offset = 0
+                while offset < size:
+                    payload = self._read_record(f, path, offset, size)
+                    lines += payload.count(b"\n") + 1
+                    offset += HEADER_SIZE + len(payload)
+            path.unlink()
+        if self._fsync:
+            _fsync_dir(self.directory)
+        return lines
 
     def _normalize(self, pos: WalPosition) -> WalPosition:
         """Move a position at the very end of a segment to the start of the next one."""

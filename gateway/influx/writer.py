@@ -12,6 +12,12 @@ data first appeared, whichever comes first. The checkpoint moves only once every
 batch was accepted or refused as bad (400/422, counted in ``points_rejected``): anything else
 keeps the batch and retries, forever, with capped backoff. A crash replays from the checkpoint,
 which is harmless because a point with the same series and timestamp overwrites itself.
+
+Several streams (:class:`gateway.walstreams.WalStreams`): before every batch the writer looks at
+the streams in order, so priority lines (alarms, events, status) never wait behind more than
+one telemetry batch. After an outage the backlog is read in batches ``backlog_factor`` times
+larger (fewer, bigger requests: replay runs several times faster than the live rate) while new
+data is appended behind it, so each stream still reaches InfluxDB in the order it was accepted.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gateway.influx.classify import Outcome, Verdict, classify, rejected_points
 from gateway.influx.sink import Sink, SinkResponse, SinkUnreachable
@@ -31,15 +38,26 @@ from gateway.wal import Wal
 log = logging.getLogger(__name__)
 
 
+class WalSource(Protocol):
+    """A :class:`Wal` or a :class:`gateway.walstreams.WalStreams`: logs drained in order."""
+
+    @property
+    def streams(self) -> tuple[Wal, ...]: ...
+
+    async def wait_for_data(self, timeout_s: float | None, *, min_bytes: int = 1) -> bool: ...
+
+
 class InfluxWriter:
     """Moves lines from the WAL into InfluxDB and advances the WAL checkpoint."""
 
-    def __init__(self, *, wal: Wal, sink: Sink, metrics: Metrics, batch_lines: int = 5000,
+    def __init__(self, *, wal: WalSource, sink: Sink, metrics: Metrics, batch_lines: int = 5000,
                  flush_interval_s: float = 0.2, max_backoff_s: float = 30.0,
-                 on_delivered: Callable[[Sequence[bytes]], None] | None = None) -> None:
-        if batch_lines < 1:
-            raise ValueError("batch_lines must be at least 1")
+                 on_delivered: Callable[[Sequence[bytes]], None] | None = None,
+                 backlog_factor: int = 4) -> None:
+        if batch_lines < 1 or backlog_factor < 1:
+            raise ValueError("batch_lines and backlog_factor must be at least 1")
         self._wal = wal
+        self._backlog_factor = backlog_factor
         self._sink = sink
         self._metrics = metrics
         self._batch_lines = batch_lines
@@ -59,21 +77,37 @@ class InfluxWriter:
             await self._wal.wait_for_data(
                 self._flush_interval_s,
                 min_bytes=int(self._batch_lines * self._bytes_per_line))
-            batch = await self._wal.read_batch(self._batch_lines)
-            if batch is None:
-                continue
-            lines = list(batch.lines)
-            for start in range(0, len(lines), self._batch_lines):
-                await self._send(lines[start:start + self._batch_lines])
-            await self._wal.commit(batch)
-            if self._on_delivered is not None:
-                self._on_delivered(lines)
-            size = sum(map(len, lines)) + len(lines)
-            self._bytes_per_line = 0.8 * self._bytes_per_line + 0.2 * size / len(lines)
+            for stream in self._wal.streams:
+                # One batch, then look at the higher-priority streams again.
+                if stream.pending_bytes and await self._deliver_one(stream):
+                    break
+
+    async def _deliver_one(self, stream: Wal) -> bool:
+        """Send one batch of ``stream`` and commit it; False if it had nothing."""
+        backlog = stream.pending_bytes > 2 * self._batch_lines * self._bytes_per_line
+        limit = self._batch_lines * (self._backlog_factor if backlog else 1)
+        batch = await stream.read_batch(limit)
+        if batch is None:
+            return False
+        lines = list(batch.lines)
+        # A backlog batch goes out in bigger requests (a 413 splits them again).
+        for start in range(0, len(lines), limit):
+            await self._send(lines[start:start + limit])
+        await stream.commit(batch)
+        if self._on_delivered is not None:
+            self._on_delivered(lines)
+        size = sum(map(len, lines)) + len(lines)
+        self._bytes_per_line = 0.8 * self._bytes_per_line + 0.2 * size / len(lines)
+        return True
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until everything appended so far is in InfluxDB; False on timeout."""
-        return await self._wal.wait_committed(self._wal.end, timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for stream in self._wal.streams:
+            if not await stream.wait_committed(stream.end, max(0.0, deadline - loop.time())):
+                return False
+        return True
 
     async def _send(self, lines: list[bytes]) -> None:
         """Deliver ``lines``, halving on 413, until every part is accepted or rejected."""
