@@ -205,6 +205,16 @@ class IngestSettings(_Section):
                         description="received-but-unprocessed messages before reading pauses")
     commit_batch: int = Field(default=2000, ge=1,
                               description="messages made durable with one fsync")
+    max_batch: int = Field(default=1000, ge=1, le=100_000,
+                           description="readings in one batch message (and items in any array)")
+    # Generous on purpose: a device reporting every second, or uploading a batch a minute, never
+    # comes near it; a runaway loop does. A backlog the broker held replays in full (ratelimit.py).
+    device_rate_per_s: float = Field(default=20.0, ge=0,
+                                     description="telemetry+status messages per second per "
+                                                 "device; 0 = no limit; events are never limited")
+    device_burst: int = Field(default=200, ge=1,
+                              description="messages a device may send at once before the rate "
+                                          "applies")
 
 
 class HttpSettings(_Section):

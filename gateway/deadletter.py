@@ -10,7 +10,7 @@ import base64
 import datetime as dt
 import json
 
-from sensors.base import Rejection
+from sensors.base import Rejection, RejectReason
 
 DEADLETTER_ROOT = "parkwatch/deadletter"
 #: A 10 MB garbage message must not become a 13 MB dead letter: keep the head, say it was cut.
@@ -18,7 +18,9 @@ MAX_DEADLETTER_PAYLOAD = 64 * 1024
 
 
 def deadletter_topic(rejection: Rejection) -> str:
-    return f"{DEADLETTER_ROOT}/{rejection.reason.value}"
+    # Only the reason (a fixed vocabulary) goes into the topic, never anything the device sent:
+    # a device ID with '+', '#' or '/' must not be able to steer where the dead letter goes.
+    return f"{DEADLETTER_ROOT}/{RejectReason(rejection.reason).value}"
 
 
 def deadletter_document(*, rejection: Rejection, topic: str, payload: bytes,
@@ -35,4 +37,6 @@ def deadletter_document(*, rejection: Rejection, topic: str, payload: bytes,
         "payload_truncated": len(kept) < len(payload),
         "instance": instance,
     }
-    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    # A str topic can only hold a lone surrogate if a caller built it so, but a dead letter must
+    # never fail to encode: the message it carries would otherwise be redelivered forever.
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8", "backslashreplace")

@@ -100,7 +100,10 @@ class Gateway:
             timezones={p: ZoneInfo(s.timezone) for p, s in settings.parks.items()},
             default_timezone=ZoneInfo(settings.default_timezone),
             max_payload_bytes=settings.ingest.max_payload_bytes,
-            max_age_s=settings.ingest.max_age_s, max_future_s=settings.ingest.max_future_s)
+            max_age_s=settings.ingest.max_age_s, max_future_s=settings.ingest.max_future_s,
+            max_batch=settings.ingest.max_batch,
+            device_rate_per_s=settings.ingest.device_rate_per_s,
+            device_burst=settings.ingest.device_burst)
         self.status_topic = f"parkwatch/gateway/{settings.instance}/status"
         self._commit_q: asyncio.Queue[_Committable] = asyncio.Queue(maxsize=4)
         self._reject_log = RateLimited(log)

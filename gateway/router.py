@@ -1,8 +1,12 @@
 """From (topic, payload) to InfluxDB lines, or to a rejection with a reason.
 
 The router knows the topic layout (contract §2), the device registry and the spoofing guard, and
-hands the payload to the sensor kind's decoder. It is pure: time comes in with the message, and
-nothing here does I/O, so it is tested without a broker.
+hands the payload to the sensor kind's decoder, then applies the per-device rate limit. It does
+no I/O and reads no clock: time comes in with the message, so it is tested without a broker. Its
+only state is the rate limiter's buckets.
+
+Whatever the bytes, :meth:`Router.route` returns :class:`Routed` or raises :class:`Rejection`;
+any other exception is a bug (tests/test_decoders_fuzz.py and tests/test_fuzz_corpus.py).
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from gateway.lineprotocol import encode_line, escape_measurement, tag_set
+from gateway.ratelimit import DeviceRateLimiter
 from gateway.registry import Device, Registry, is_valid_id
 from rules.observation import DeviceEvent, Observation, Reading, StatusChange
 from sensors.base import EventType, Rejection, RejectReason, TimeContext
 from sensors.catalogue import KIND_BY_NAME
-from sensors.decode import decode_event, decode_status, decode_telemetry
+from sensors.decode import MAX_BATCH_READINGS, decode_event, decode_status, decode_telemetry
+
+#: What paho puts in a topic it could not decode (gateway/mqtt.py decodes with "replace").
+_REPLACEMENT = "\ufffd"
 
 
 class MessageType(enum.StrEnum):
@@ -59,9 +67,12 @@ class Router:
 
     def __init__(self, *, registry: Registry, root: str, timezones: Mapping[str, ZoneInfo],
                  default_timezone: ZoneInfo, max_payload_bytes: int, max_age_s: float,
-                 max_future_s: float) -> None:
+                 max_future_s: float, max_batch: int = MAX_BATCH_READINGS,
+                 device_rate_per_s: float = 0.0, device_burst: int = 0) -> None:
         self._prefix = root.rstrip("/") + "/"
         self._max_payload = max_payload_bytes
+        self._max_batch = max_batch
+        self.limiter = DeviceRateLimiter(rate_per_s=device_rate_per_s, burst=device_burst)
         self._max_age_s = max_age_s
         self._max_future_s = max_future_s
         self._wires: dict[str, _DeviceWire] = {}
@@ -84,20 +95,34 @@ class Router:
         # mistyped topic must show up as a counted bad_topic, not vanish unseen.
         return [f"{self._prefix}#"]
 
-    def route(self, topic: str, payload: bytes, received_at_ms: int,
+    def route(self, topic: str | bytes, payload: bytes, received_at_ms: int,
               retained: bool = False) -> Routed:
         """Decode one message or raise :class:`Rejection`."""
-        wire, mtype = self._resolve(topic)
+        wire, mtype = self._resolve(_topic_text(topic))
         if len(payload) > self._max_payload:
             raise Rejection(RejectReason.OVERSIZE,
                             f"{len(payload)} bytes > limit {self._max_payload}")
-        if mtype is MessageType.TELEMETRY:
-            return self._telemetry(wire, payload, received_at_ms)
         if mtype is MessageType.EVENT:
+            # Never rate-limited (contract §4): a panel or detector in a real fire bursts, and
+            # a fire alarm held back is worse than any flood.
             return self._event(wire, payload, received_at_ms)
-        return self._status(wire, payload, received_at_ms, retained)
+        if mtype is MessageType.TELEMETRY:
+            routed = self._telemetry(wire, payload, received_at_ms)
+        else:
+            routed = self._status(wire, payload, received_at_ms, retained)
+        # After decoding: a broken message is reported for what it is, and the device's own
+        # (trusted) time is known, which lets a replayed backlog through (gateway/ratelimit.py).
+        if not self.limiter.allow(wire.device.device, received_ms=received_at_ms,
+                                  device_ms=routed.latest_ts_ms):
+            raise Rejection(RejectReason.RATE_LIMITED,
+                            f"device {wire.device.device!r} sends more than "
+                            f"{self.limiter.rate_per_s:g} messages/s (burst "
+                            f"{self.limiter.burst})")
+        return routed
 
     def _resolve(self, topic: str) -> tuple[_DeviceWire, MessageType]:
+        if _REPLACEMENT in topic:
+            raise Rejection(RejectReason.BAD_UTF8, "topic is not valid UTF-8")
         if not topic.startswith(self._prefix):
             raise Rejection(RejectReason.BAD_TOPIC, "topic outside the configured root")
         parts = topic[len(self._prefix):].split("/")
@@ -108,7 +133,8 @@ class Router:
         try:
             mtype = MessageType(suffix)
         except ValueError:
-            raise Rejection(RejectReason.BAD_TOPIC, f"unknown message type {suffix!r}") from None
+            raise Rejection(RejectReason.BAD_TOPIC,
+                            f"unknown message type {suffix[:40]!r}") from None
         for label, value in (("park", park), ("building", building), ("device", device_id)):
             if not is_valid_id(value):
                 raise Rejection(RejectReason.BAD_ID, f"{label} id {value[:80]!r} is not a valid ID")
@@ -130,7 +156,8 @@ class Router:
     def _telemetry(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Routed:
         dev = wire.device
         tel = decode_telemetry(payload, KIND_BY_NAME[dev.kind], self._ctx(wire, received_at_ms),
-                               limits=dev.limits, max_bytes=self._max_payload)
+                               limits=dev.limits, max_bytes=self._max_payload,
+                               max_readings=self._max_batch)
         extra: dict[str, float | int | bool | str] = {}
         if tel.battery_pct is not None:
             extra["battery_pct"] = float(tel.battery_pct)
@@ -185,3 +212,12 @@ class Router:
         return Routed(wire.device, MessageType.STATUS, [line], 0, 0,
                       {"online": status.online}, received_at_ms, None, observations)
 
+
+
+def _topic_text(topic: str | bytes) -> str:
+    if isinstance(topic, str):
+        return topic
+    try:
+        return topic.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejection(RejectReason.BAD_UTF8, "topic is not valid UTF-8") from None

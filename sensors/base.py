@@ -31,12 +31,22 @@ class RejectReason(enum.StrEnum):
     UNIT = "unit"
     RANGE = "range"
     NAN = "nan"
+    #: The device sent more than its share (ingest.device_rate_per_s): decided by the router,
+    #: never by a decoder, and never applied to events (a detector in a fire may burst).
+    RATE_LIMITED = "rate_limited"
+
+
+#: A detail goes into logs and dead letters; whatever a hostile payload makes a decoder quote,
+#: it stays a short line.
+MAX_DETAIL_CHARS = 300
 
 
 class Rejection(Exception):  # no "Error" suffix: it is a verdict, not an unexpected error
     """A message ParkWatch refuses, with a machine-readable reason and a human-readable detail."""
 
     def __init__(self, reason: RejectReason, detail: str) -> None:
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[:MAX_DETAIL_CHARS - 3] + "..."
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail

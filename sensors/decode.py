@@ -41,8 +41,11 @@ from sensors.timestamps import resolve_ts
 
 __all__ = [
     "MAX_BATCH_READINGS",
+    "MAX_DETAIL_CHARS",
     "MAX_JSON_DEPTH",
+    "MAX_OBJECT_KEYS",
     "MAX_PAYLOAD_BYTES",
+    "MAX_POINT_CHARS",
     "decode_event",
     "decode_status",
     "decode_telemetry",
@@ -50,13 +53,18 @@ __all__ = [
 ]
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+#: Default for the batch form's ``readings`` and for any other JSON array (ingest.max_batch).
 MAX_BATCH_READINGS = 1000
 #: Deeper than any legitimate payload (canonical batch is 4), shallow enough to stop abuse.
 MAX_JSON_DEPTH = 32
+#: Keys in any one JSON object. The widest legitimate object (a power meter's flat shape with
+#: its envelope) has about ten; a payload with thousands of keys only makes validation slow.
+MAX_OBJECT_KEYS = 64
+#: Event text reaching InfluxDB as string fields (contract §4).
+MAX_POINT_CHARS = 64
+MAX_DETAIL_CHARS = 256
 
 _MAX_SEQ = 2**63 - 1  # stored as an InfluxDB integer field (int64)
-_MAX_POINT_CHARS = 64
-_MAX_DETAIL_CHARS = 256
 _MAX_STATUS_BYTES = 64
 
 _SINGLE_KEYS = frozenset({"ts", "seq", "values", "battery_pct", "rssi_dbm"})
@@ -89,8 +97,13 @@ def _reject_constant(name: str) -> NoReturn:
     raise Rejection(RejectReason.NAN, f"{name} is not a number ParkWatch accepts")
 
 
-def parse_json_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
-    """Decode a UTF-8 JSON object, refusing what no sensor legitimately sends."""
+def parse_json_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES,
+                      max_items: int = MAX_BATCH_READINGS) -> dict[str, Any]:
+    """Decode a UTF-8 JSON object, refusing what no sensor legitimately sends.
+
+    Everything "too big" is ``oversize``: the bytes, the nesting depth, an array longer than
+    ``max_items``, an object with more than :data:`MAX_OBJECT_KEYS` keys.
+    """
     if len(payload) > max_bytes:
         raise Rejection(RejectReason.OVERSIZE, f"{len(payload)} bytes > {max_bytes}")
     try:
@@ -100,26 +113,37 @@ def parse_json_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> 
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
     except RecursionError as exc:  # the C scanner recurses per nesting level
-        raise Rejection(RejectReason.SCHEMA, f"nested deeper than {MAX_JSON_DEPTH}") from exc
+        raise Rejection(RejectReason.OVERSIZE, f"nested deeper than {MAX_JSON_DEPTH}") from exc
     except json.JSONDecodeError as exc:
         raise Rejection(RejectReason.BAD_JSON, f"{exc.msg} at char {exc.pos}") from exc
     except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
         raise Rejection(RejectReason.BAD_JSON, str(exc)[:80]) from exc
     if not isinstance(obj, dict):
         raise Rejection(RejectReason.SCHEMA, f"top level is {_json_type(obj)}, not an object")
-    # A container needs one bracket per level, so few brackets means shallow: skip the walk.
-    if text.count("{") + text.count("[") > MAX_JSON_DEPTH:
-        _check_depth(obj)
+    # Each level needs a bracket, each key a colon, each further array item a comma: a payload
+    # with few of them cannot break a limit, so the common small message skips the walk.
+    if (text.count("{") + text.count("[") > MAX_JSON_DEPTH or text.count(":") > MAX_OBJECT_KEYS
+            or text.count(",") >= max_items):
+        _check_shape_limits(obj, max_items)
     return obj
 
 
-def _check_depth(root: dict[str, Any]) -> None:
+def _check_shape_limits(root: dict[str, Any], max_items: int) -> None:
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
-            raise Rejection(RejectReason.SCHEMA, f"nested deeper than {MAX_JSON_DEPTH}")
-        children = node.values() if isinstance(node, dict) else node
+            raise Rejection(RejectReason.OVERSIZE, f"nested deeper than {MAX_JSON_DEPTH}")
+        if isinstance(node, dict):
+            if len(node) > MAX_OBJECT_KEYS:
+                raise Rejection(RejectReason.OVERSIZE,
+                                f"an object has {len(node)} keys > {MAX_OBJECT_KEYS}")
+            children: Any = node.values()
+        else:
+            if len(node) > max_items:
+                raise Rejection(RejectReason.OVERSIZE,
+                                f"an array has {len(node)} items > {max_items}")
+            children = node
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
@@ -186,21 +210,23 @@ def decode_telemetry(
     *,
     limits: Mapping[str, float] | None = None,
     max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_readings: int = MAX_BATCH_READINGS,
 ) -> Telemetry:
     """Decode one telemetry message of ``kind``.
 
     ``limits`` (per-device overrides from the registry) is reserved: physical ranges are the
-    kind's; alarm thresholds are the rules' business.
+    kind's; alarm thresholds are the rules' business. ``max_readings`` bounds the batch form
+    (and any array in the payload).
     """
     plan = _plan_for(kind)
-    obj = parse_json_object(payload, max_bytes=max_bytes)
+    obj = parse_json_object(payload, max_bytes=max_bytes, max_items=max_readings)
     if "values" not in obj and "readings" not in obj:
         obj = _vendor_shape(obj, plan)
     if "readings" in obj:
         _check_keys(obj, _BATCH_KEYS, "batch")
         if "values" in obj:
             raise Rejection(RejectReason.SCHEMA, "both 'values' and 'readings' present")
-        samples = _readings(obj["readings"], plan, ctx)
+        samples = _readings(obj["readings"], plan, ctx, max_readings)
     else:
         _check_keys(obj, _SINGLE_KEYS, "telemetry")
         samples = (_sample(obj.get("ts"), obj.get("values"), plan, ctx),)
@@ -236,13 +262,15 @@ def _check_keys(obj: Mapping[str, Any], allowed: frozenset[str], what: str) -> N
         raise Rejection(RejectReason.SCHEMA, f"unknown {what} key(s) [{unknown:.200}]")
 
 
-def _readings(raw: object, plan: _Plan, ctx: TimeContext) -> tuple[Sample, ...]:
+def _readings(raw: object, plan: _Plan, ctx: TimeContext,
+              max_readings: int) -> tuple[Sample, ...]:
     if not isinstance(raw, list):
         raise Rejection(RejectReason.SCHEMA, f"readings is {_json_type(raw)}, not an array")
-    if not 1 <= len(raw) <= MAX_BATCH_READINGS:
-        raise Rejection(
-            RejectReason.SCHEMA, f"readings has {len(raw)} items, not 1..{MAX_BATCH_READINGS}"
-        )
+    if not raw:
+        raise Rejection(RejectReason.SCHEMA, "readings is empty")
+    if len(raw) > max_readings:
+        # Unreachable through parse_json_object today; kept so the limit does not depend on it.
+        raise Rejection(RejectReason.OVERSIZE, f"readings has {len(raw)} items > {max_readings}")
     samples: list[Sample] = []
     for index, reading in enumerate(raw):
         if not isinstance(reading, dict):
@@ -365,8 +393,8 @@ def decode_event(payload: bytes, ctx: TimeContext, *,
         ts_ms=ts_ms,
         type=event_type,
         seq=_seq(obj.get("seq")),
-        point=_text(obj, "point", _MAX_POINT_CHARS),
-        detail=_text(obj, "detail", _MAX_DETAIL_CHARS),
+        point=_text(obj, "point", MAX_POINT_CHARS),
+        detail=_text(obj, "detail", MAX_DETAIL_CHARS),
         clock_trusted=trusted,
     )
 
@@ -378,7 +406,8 @@ def _text(obj: Mapping[str, Any], key: str, max_chars: int) -> str:
     if not isinstance(raw, str):
         raise Rejection(RejectReason.TYPE, f"{key}={_short(raw)} is not a string")
     if len(raw) > max_chars:
-        raise Rejection(RejectReason.SCHEMA, f"{key} has {len(raw)} characters > {max_chars}")
+        # Cut, not refused: a fire alarm must not be lost over the length of its description.
+        raw = raw[:max_chars - 1] + "\u2026"
     try:
         # A lone surrogate from a "\ud800" escape would only fail later, in the writer.
         raw.encode("utf-8")

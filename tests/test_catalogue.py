@@ -41,6 +41,7 @@ DECODER_REASONS = frozenset(RejectReason) - {
     RejectReason.BAD_ID,
     RejectReason.UNKNOWN_DEVICE,
     RejectReason.TOPIC_MISMATCH,
+    RejectReason.RATE_LIMITED,
 }
 
 MIN_CASES_EACH = 2
