@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from gateway.httpauth import client_headers
 from rules.alarm import iso
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -66,7 +67,7 @@ def call(base_url: str, method: str, path: str, *, query: Mapping[str, Any] | No
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json",
-                                              "Accept": "application/json"})
+                                              "Accept": "application/json", **client_headers()})
     try:
         with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
             raw = response.read()
@@ -80,6 +81,8 @@ def call(base_url: str, method: str, path: str, *, query: Mapping[str, Any] | No
             message = str(json.loads(raw)["error"])
         except (ValueError, KeyError, TypeError):
             message = raw.decode(errors="replace").strip() or exc.reason
+        if exc.code == 401:
+            message += "; set PARKWATCH_HTTP__TOKEN to the gateway's http.token"
         code = EXIT_USAGE if exc.code == 400 else EXIT_FAILED
         raise CliError(code, f"{message} (HTTP {exc.code})") from None
     except (urllib.error.URLError, OSError) as exc:

@@ -199,11 +199,12 @@ async def _run(settings: Settings, registry: Registry) -> int:
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(settings=settings, registry=registry)
     runner: web.AppRunner | None = None
-    if settings.http.enabled:
-        runner = await start_http(gateway, settings.http.host, settings.http.port)
-        log.info("status endpoints on http://%s:%d/ (metrics, healthz, status)",
-                 settings.http.host, settings.http.port)
     try:
+        if settings.http.enabled:
+            # Inside the try: an unreadable http.token_file is reported as a config problem.
+            runner = await start_http(gateway, settings.http.host, settings.http.port)
+            log.info("status endpoints on http://%s:%d/ (metrics, healthz, status)",
+                     settings.http.host, settings.http.port)
         await gateway.run(stop)
     except ConfigError as exc:
         # Found only when connecting (e.g. InfluxDB version detection): same report as at start.

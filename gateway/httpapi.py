@@ -1,6 +1,9 @@
-"""Status endpoints: ``/metrics`` (Prometheus), ``/healthz``, ``/status`` (JSON, for `top`).
+"""Status endpoints: ``/metrics`` (Prometheus), ``/healthz``, ``/status`` (JSON, for `top`),
+plus the alarm API and the ack pages.
 
-Bound to loopback by default: they reveal the park's layout and are not authenticated yet.
+Bound to loopback by default: the API reveals the park's layout and acknowledges alarms. With
+``http.token`` set (required off loopback) every route but ``/healthz`` and ``/ack/…`` needs
+``Authorization: Bearer <token>`` (:mod:`gateway.httpauth`, docs/security.md).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from aiohttp import web
 from gateway.ackpage import add_ack_routes
 from gateway.alarmapi import add_alarm_routes
 from gateway.alarmservice import GatewayAlarmService
+from gateway.config import is_loopback
+from gateway.errors import ConfigError
+from gateway.httpauth import bearer_middleware, load_token
 from gateway.pipeline import Gateway
 from rules.alarm import AlarmState
 
@@ -21,7 +27,9 @@ GATEWAY = web.AppKey("gateway", Gateway)
 
 
 def build_app(gateway: Gateway) -> web.Application:
-    app = web.Application()
+    """The API app; ConfigError if ``http.token_file`` cannot be read."""
+    token = load_token(gateway.settings.http)
+    app = web.Application(middlewares=[bearer_middleware(token)] if token is not None else [])
     app[GATEWAY] = gateway
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
@@ -104,7 +112,12 @@ def _active_alarms(gw: Gateway, limit: int = 20) -> list[dict[str, Any]]:
 
 
 async def start_http(gateway: Gateway, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(build_app(gateway), access_log=None)
+    app = build_app(gateway)
+    if not app.middlewares and not is_loopback(host):
+        # The settings refuse this already; host may come from elsewhere than the settings.
+        raise ConfigError("http", [f"http.host: {host!r} is not loopback and no http.token is "
+                                   "set: refusing to serve the API to the network"])
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -41,6 +41,40 @@ from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+_RC_BAD_LOGIN = 134      # MQTT 5 CONNACK "Bad user name or password"
+_RC_NOT_AUTHORIZED = 135  # "Not authorized": mosquitto's answer to a wrong password or user
+
+
+def connect_hint(exc: BaseException, *, tls: bool) -> str:
+    """A pointer to the likely fix for a failed TCP/TLS connect, or ""."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (" (the broker's certificate is not trusted: set mqtt.tls.ca_file to the CA that "
+                "signed it, and connect by a name or IP the certificate lists)")
+    # A plain listener answers a TLS ClientHello with garbage or by resetting the connection.
+    if tls and isinstance(exc, ssl.SSLError | ConnectionResetError | ConnectionAbortedError):
+        return (" (TLS handshake failed: is the port a TLS listener, and does the broker want a "
+                "client certificate?)")
+    return ""
+
+
+class _TrackingContext(ssl.SSLContext):
+    """An SSLContext that remembers the last socket it wrapped, so a failed connect can close it."""
+
+    _last: ssl.SSLSocket | None = None
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock = super().wrap_socket(*args, **kwargs)
+        self._last = sock
+        return sock
+
+    def forget(self) -> None:
+        self._last = None
+
+    def close_last(self) -> None:
+        sock, self._last = self._last, None
+        if sock is not None:
+            sock.close()
+
 
 @dataclass(slots=True)
 class Inbound:
@@ -93,6 +127,8 @@ class MqttSession:
         metrics.inflight.set_function(lambda: self._unacked)
         self._tasks: list[asyncio.Task[None]] = []
         self._sock: Any = None
+        self._answered = False  # a CONNACK arrived on the current attempt
+        self._tls_context: _TrackingContext | None = None
         self._client = self._make_client(client_id, will)
 
     # -- public surface ------------------------------------------------------------------------
@@ -213,8 +249,12 @@ class MqttSession:
 
     def _configure_tls(self, client: paho.Client) -> None:
         tls = self._settings.tls
+        ctx = _TrackingContext(ssl.PROTOCOL_TLS_CLIENT)   # verifies certificate and host name
         try:
-            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.ca_file:
+                ctx.load_verify_locations(cafile=str(tls.ca_file))
+            else:
+                ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
             if tls.cert_file:
                 ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
         except (OSError, ssl.SSLError) as exc:
@@ -222,7 +262,11 @@ class MqttSession:
         if tls.insecure_skip_verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+        self._tls_context = ctx
         client.tls_set_context(ctx)
+        if tls.insecure_skip_verify:
+            # Else paho checks the host name itself against the (unverified, empty) certificate.
+            client.tls_insecure_set(True)
 
     async def _connection_loop(self) -> None:
         """Connect, wait for the connection to drop, back off, repeat — forever."""
@@ -231,12 +275,13 @@ class MqttSession:
         while not self._closing:
             self._disconnected.clear()
             started = time.monotonic()
+            self._answered = False
             try:
                 await asyncio.to_thread(self._blocking_connect)
                 await self._disconnected.wait()
             except (OSError, ssl.SSLError, ValueError) as exc:
-                log.warning("mqtt connect to %s failed: %s; retrying in %.1fs",
-                            s.url, exc, delay)
+                log.warning("mqtt connect to %s failed: %s%s; retrying in %.1fs",
+                            s.url, exc, connect_hint(exc, tls=s.tls_enabled), delay)
                 self._remove_socket()
             if self._closing:
                 return
@@ -252,13 +297,23 @@ class MqttSession:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = s.session_expiry_s
         props.ReceiveMaximum = s.receive_maximum
-        self._client.connect(s.host, s.port, keepalive=s.keepalive_s, clean_start=False,
-                             properties=props)
+        if self._tls_context is not None:
+            self._tls_context.forget()  # the previous connection's socket is paho's to close
+        try:
+            self._client.connect(s.host, s.port, keepalive=s.keepalive_s, clean_start=False,
+                                 properties=props)
+        except BaseException:
+            # paho leaves a socket whose TLS handshake failed open; one leaked per retry adds up.
+            if self._tls_context is not None:
+                self._tls_context.close_last()
+            raise
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
                     reason: ReasonCode, properties: Properties | None) -> None:
+        self._answered = True
         if reason.is_failure:
-            log.error("mqtt broker refused the connection: %s", reason)
+            log.error("mqtt broker %s refused the connection: %s%s; retrying",
+                      self._settings.url, reason, self._refusal_hint(reason))
             return
         self._generation += 1
         self._connected.set()
@@ -276,11 +331,26 @@ class MqttSession:
                        reason: ReasonCode, properties: Properties | None) -> None:
         self._in_loop(self._handle_disconnect, reason)
 
+    def _refusal_hint(self, reason: ReasonCode) -> str:
+        if reason.value in (_RC_BAD_LOGIN, _RC_NOT_AUTHORIZED):
+            who = repr(self._settings.username) if self._settings.username else "no username"
+            return (f" (login as {who}; check mqtt.username/mqtt.password or the client "
+                    "certificate, and the broker's password file and ACL)")
+        return ""
+
     def _handle_disconnect(self, reason: ReasonCode) -> None:
         if self._closing:
             log.info("mqtt disconnected (shutting down)")
         elif self._connected.is_set():
             log.warning("mqtt disconnected: %s", reason)
+        elif not self._answered:
+            # Without a CONNACK the broker never understood us: the classic cause is speaking
+            # plain MQTT to a TLS listener (or the broker rejecting our client certificate).
+            hint = ("; is the port a TLS listener? then use mqtts://" if not
+                    self._settings.tls_enabled else
+                    "; does the broker require a client certificate (mqtt.tls.cert_file)?")
+            log.warning("mqtt connection to %s closed before the broker answered (%s)%s",
+                        self._settings.url, reason, hint)
         self._connected.clear()
         self._metrics.broker_connected.set(0)
         # Everything received on the old connection can no longer be acked (see ack()).

@@ -14,15 +14,21 @@ from typing import Any
 
 import aiohttp
 
+from gateway.httpauth import client_headers
+
 CLEAR = "\x1b[H\x1b[2J"
 
 
 async def run_top(url: str, *, once: bool = False, interval: float = 1.0) -> int:
     previous: tuple[float, dict[str, Any]] | None = None
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3),
+                                     headers=client_headers()) as http:
         while True:
             try:
                 async with http.get(f"{url.rstrip('/')}/status") as resp:
+                    if resp.status == 401:
+                        sys.stdout.write(f"{url} wants a token: set PARKWATCH_HTTP__TOKEN\n")
+                        return 1
                     status: dict[str, Any] = await resp.json()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 name = exc.__class__.__name__
