@@ -32,10 +32,11 @@ import asyncio
 import collections
 import contextlib
 import gc
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -56,7 +57,7 @@ from gateway.registry import Registry
 from gateway.router import Routed, Router
 from gateway.walstreams import WalStreams
 from rules.alarm import Alarm, Transition
-from rules.observation import Observation
+from rules.observation import DeviceEvent, Observation
 from sensors.base import Rejection
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ class Gateway:
             work = _Committable(lines=[], messages=[])
             received: collections.Counter[str] = collections.Counter()
             observed: list[Observation] = []
+            event_keys: set[str] = set()
             for msg in batch:
                 suffix = msg.topic.rpartition("/")[2]
                 received[suffix if suffix in _TYPES else "other"] += 1
@@ -235,6 +237,13 @@ class Gateway:
                 except Rejection as rejection:
                     self._reject(session, msg, rejection)
                     continue
+                if routed.seq is not None and routed.type.value == "event" \
+                        and self.alarms is not None:
+                    deduped = self._dedup_event(routed, msg.payload, event_keys)
+                    if deduped is None:   # a repeat: acknowledged once durable, nothing else
+                        work.messages.append(msg)
+                        continue
+                    routed = deduped
                 work.lines.extend(routed.lines)
                 work.messages.append(msg)
                 work.accepted_by_type[routed.type.value] += 1
@@ -328,6 +337,22 @@ class Gateway:
             work.outbox.extend(self.notifier.plan(transitions, _now_ms()))
             work.grants.extend(self.notifier.take_grants())
         work.lines.extend(alarm_line(t.after) for t in transitions if t.published)
+
+    def _dedup_event(self, routed: Routed, payload: bytes, batch_keys: set[str]) -> Routed | None:
+        """None for an event already evaluated (broker redelivery after a lost ack, or a device
+        resending its publish): a second alarm transition or notification must not follow. The
+        key is (device, seq, payload hash); the engine remembers it with its saved state, so
+        the check survives a restart. Events without a seq are never treated as repeats."""
+        digest = hashlib.blake2b(payload, digest_size=8).hexdigest()
+        key = f"{routed.device.device}|{routed.seq}|{digest}"
+        engine = self.alarms.engine if self.alarms is not None else None
+        if key in batch_keys or (engine is not None and engine.seen_event(key)):
+            self.metrics.duplicate_events.inc()
+            return None
+        batch_keys.add(key)
+        return replace(routed, observations=tuple(
+            replace(o, dedup_key=key) if isinstance(o, DeviceEvent) else o
+            for o in routed.observations))
 
     def _state_save_due(self) -> bool:
         return time.monotonic() - self._state_saved_at >= self.settings.alarms.state_save_s

@@ -17,6 +17,7 @@ for its device, or older than ``now - lateness``, is late and neither fires nor 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
 
@@ -31,6 +32,11 @@ from rules.model import RuleSet
 from rules.observation import DeviceEvent, Observation, Reading
 
 __all__ = ["Engine", "EngineState"]
+
+#: Event dedup keys remembered. A redelivery comes from the messages in flight when an ack was
+#: lost (at most mqtt.receive_maximum, default 1000) or a device resending its last publish, so
+#: a few thousand recent keys cover it while the saved state stays small.
+SEEN_EVENTS = 4096
 
 
 class Engine:
@@ -52,6 +58,11 @@ class Engine:
         self._started_ms: int | None = None
         self._last_now: int | None = None
         self._resume_from: int | None = None
+        # Redelivered events (same dedup key) must not open a second alarm: once an alarm was
+        # opened and resolved (auto_resolve, or reset), the repeat would fire it again and
+        # notify people twice. Saved with the state, so it survives a restart.
+        self._seen_events: OrderedDict[str, None] = OrderedDict()
+        self.duplicate_events = 0
         if restored is not None:
             self._restore(restored)
 
@@ -68,6 +79,11 @@ class Engine:
             self._heard(plan, obs.received_at_ms)
             self._reading(plan, obs, now_ms)
         elif isinstance(obs, DeviceEvent):
+            if obs.dedup_key is not None:
+                if obs.dedup_key in self._seen_events:
+                    self.duplicate_events += 1
+                    return out
+                self._remember_event(obs.dedup_key)
             self._heard(plan, obs.received_at_ms)
             for check in (plan.events or {}).get(obs.type, ()):
                 check.on_event(obs.type, obs.point, obs.detail, obs.ts_ms, self._book)
@@ -79,6 +95,15 @@ class Engine:
         if out and self._listeners:
             self._coincide()
         return out
+
+    def seen_event(self, dedup_key: str) -> bool:
+        """True when an event with this key was already evaluated (a redelivery)."""
+        return dedup_key in self._seen_events
+
+    def _remember_event(self, dedup_key: str) -> None:
+        self._seen_events[dedup_key] = None
+        if len(self._seen_events) > SEEN_EVENTS:
+            self._seen_events.popitem(last=False)
 
     def _reading(self, plan: Plan, obs: Reading, now_ms: int) -> None:
         clock, ts = plan.clock, obs.ts_ms
@@ -207,7 +232,7 @@ class Engine:
             clocks={d: (c.newest_ts, c.last_rx) for d, c in self._clocks.items()
                     if c.newest_ts is not None or c.last_rx is not None},
             memory=memory, maintenance=tuple(self._maintenance.dump()),
-            late_readings=self.late_readings)
+            late_readings=self.late_readings, seen_events=tuple(self._seen_events))
 
     def _restore(self, st: EngineState) -> None:
         for alarm in st.alarms:
@@ -224,6 +249,8 @@ class Engine:
                     self._timers.add(target)
         self._maintenance.load([dict(m) for m in st.maintenance])
         self.late_readings = st.late_readings
+        for key in st.seen_events[-SEEN_EVENTS:]:
+            self._seen_events[key] = None
         self._started_ms = st.started_at_ms
         self._last_now = self._resume_from = st.saved_at_ms
 

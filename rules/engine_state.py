@@ -25,6 +25,8 @@ class EngineState:
     memory: Mapping[str, Any] = field(default_factory=dict)
     maintenance: tuple[Mapping[str, Any], ...] = ()
     late_readings: int = 0
+    #: Recently seen event dedup keys, oldest first (see Engine.seen_event).
+    seen_events: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps({
@@ -32,7 +34,7 @@ class EngineState:
             "alarms": [alarm_to_dict(a) for a in self.alarms],
             "clocks": {k: list(v) for k, v in self.clocks.items()},
             "memory": dict(self.memory), "maintenance": [dict(m) for m in self.maintenance],
-            "late_readings": self.late_readings,
+            "late_readings": self.late_readings, "seen_events": list(self.seen_events),
         }, sort_keys=True, ensure_ascii=False)
 
     @classmethod
@@ -44,7 +46,9 @@ class EngineState:
                    alarms=tuple(alarm_from_dict(a) for a in doc["alarms"]),
                    clocks={k: (v[0], v[1]) for k, v in doc["clocks"].items()},
                    memory=doc["memory"], maintenance=tuple(doc["maintenance"]),
-                   late_readings=int(doc["late_readings"]))
+                   late_readings=int(doc["late_readings"]),
+                   # Absent in state saved before event dedup existed.
+                   seen_events=tuple(doc.get("seen_events", ())))
 
 
 def alarm_to_dict(a: Alarm) -> dict[str, Any]:

@@ -29,6 +29,9 @@ class DeviceEvent:
     received_at_ms: int
     point: str = ""
     detail: str = ""
+    #: Identity of this message for redelivery dedup (device, seq, payload hash), set by the
+    #: gateway when the event carries a seq; None means "never treat as a repeat".
+    dedup_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import pytest
 from gateway.errors import WalError
 from gateway.metrics import Metrics
 from gateway.wal import HEADER_SIZE, MAGIC, Wal, WalBatch
+from gateway.walstreams import WalStreams, is_priority
 
 
 async def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -232,3 +233,181 @@ async def test_wait_for_data_and_wait_committed(tmp_path: Path) -> None:
 async def test_append_before_open_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(WalError, match="not open"):
         await Wal(tmp_path).append(["m v=1 1"])
+
+
+# ---- eviction (wal.full_policy drop_oldest_telemetry) -----------------------------------------
+
+async def test_drop_oldest_evicts_whole_sealed_segments_and_counts_them_exactly(
+        tmp_path: Path) -> None:
+    metrics = Metrics()
+    async with Wal(tmp_path, segment_bytes=300, max_bytes=1500, full_policy="drop_oldest",
+                   metrics=metrics, name="bulk") as wal:
+        appended = 0
+        for i in range(40):   # far more than fits: appends never wait, old segments go
+            await asyncio.wait_for(wal.append(lines(f"e{i}", 3)), 5)
+            appended += 3
+        assert wal.pending_bytes <= 1500
+        assert wal.evicted_lines > 0
+        delivered: list[str] = []
+        while (batch := await wal.read_batch(1000)) is not None:
+            delivered += as_text(batch)
+            await wal.commit(batch)
+        # Every line is either delivered or counted as evicted, never both, never neither.
+        assert len(delivered) + wal.evicted_lines == appended
+        assert len(set(delivered)) == len(delivered)
+        assert metrics.value("parkwatch_wal_evicted_lines_total", stream="bulk") \
+            == wal.evicted_lines
+        assert metrics.value("parkwatch_wal_evicted_bytes_total", stream="bulk") \
+            == wal.evicted_bytes
+        # What survives is the newest data, in order (the checkpoint's segment aside).
+        assert delivered[-3:] == lines("e39", 3)
+
+
+async def test_eviction_never_touches_the_batch_being_sent(tmp_path: Path) -> None:
+    async with Wal(tmp_path, segment_bytes=200, max_bytes=100_000,
+                   full_policy="drop_oldest") as wal:
+        for i in range(12):
+            await wal.append(lines(f"r{i}", 3))
+        inflight = await wal.read_batch(9)   # spans the first segments
+        assert inflight is not None
+        evicted = await wal.evict_oldest(10_000_000)   # as much as it may
+        assert evicted.segments > 0
+        await wal.commit(inflight)            # the writer's batch was delivered in full
+        rest: list[str] = []
+        while (batch := await wal.read_batch(1000)) is not None:
+            rest += as_text(batch)
+            await wal.commit(batch)
+        assert len(inflight.lines) + len(rest) + evicted.lines == 36
+        assert not set(as_text(inflight)) & set(rest)
+
+
+async def test_a_gap_left_by_eviction_survives_a_restart(tmp_path: Path) -> None:
+    async with Wal(tmp_path, segment_bytes=200, full_policy="drop_oldest") as wal:
+        for i in range(10):
+            await wal.append(lines(f"g{i}", 3))
+        evicted = await wal.evict_oldest(400)
+        assert evicted.segments >= 1
+        crash(wal)
+    async with Wal(tmp_path) as wal:
+        seen: list[str] = []
+        while (batch := await wal.read_batch(1000)) is not None:
+            seen += as_text(batch)
+            await wal.commit(batch)
+        assert len(seen) + evicted.lines == 30
+        assert seen[-1] == lines("g9", 3)[-1]
+
+
+async def test_block_policy_never_evicts(tmp_path: Path) -> None:
+    async with Wal(tmp_path, segment_bytes=200, max_bytes=600) as wal:
+        while wal.pending_bytes < 600:
+            await wal.append(lines("x", 3))
+        blocked = asyncio.create_task(wal.append(lines("late", 1)))
+        await wait_until(lambda: wal.full)
+        assert wal.evicted_lines == 0
+        blocked.cancel()
+
+
+async def test_sibling_bytes_count_against_the_cap(tmp_path: Path) -> None:
+    other = 0
+    async with Wal(tmp_path, max_bytes=1000, others_bytes=lambda: other) as wal:
+        await wal.append(lines("a", 1))
+        other = 1000
+        blocked = asyncio.create_task(wal.append(lines("b", 1)))
+        await wait_until(lambda: wal.full)
+        other = 0
+        wal.wake()
+        await asyncio.wait_for(blocked, 5)
+
+
+# ---- priority and bulk streams ------------------------------------------------------------------
+
+def telemetry(n: int, prefix: str = "t") -> list[str]:
+    return [f"water_pressure,device={prefix}{i} pressure_mpa=0.3 {i}" for i in range(n)]
+
+
+ALARM = 'alarms,device=wp-1,rule=low alarm_id="a1",state="firing" 1'
+EVENT = 'events,device=mcp-1,type=fire_alarm detail="",point="" 2'
+
+
+def test_priority_lines_are_told_by_measurement() -> None:
+    assert is_priority(ALARM)
+    assert is_priority(EVENT)
+    assert is_priority("device_status,device=x online=true 1")
+    assert is_priority("gateway,instance=a acks=1 1")
+    assert is_priority('notifications,channel=sms outcome="sent" 1')
+    assert not is_priority("water_pressure,device=x v=1 1")
+    assert not is_priority("alarmsx,device=x v=1 1")   # a prefix is not the name
+    assert not is_priority("events_archive v=1 1")
+
+
+async def test_streams_split_lines_and_drain_priority_with_its_own_checkpoint(
+        tmp_path: Path) -> None:
+    async with WalStreams(tmp_path, max_bytes=1 << 20) as wal:
+        await wal.append([*telemetry(3), ALARM, EVENT])
+        assert [w.name for w in wal.streams] == ["priority", "bulk"]
+        assert as_text(await wal.priority.read_batch(100)) == [ALARM, EVENT]
+        assert as_text(await wal.bulk.read_batch(100)) == telemetry(3)
+        batch = await wal.priority.read_batch(100)
+        assert batch is not None
+        await wal.priority.commit(batch)
+        crash(wal.priority)
+        crash(wal.bulk)
+    async with WalStreams(tmp_path, max_bytes=1 << 20) as wal:
+        assert await wal.priority.read_batch(100) is None
+        assert as_text(await wal.bulk.read_batch(100)) == telemetry(3)
+
+
+async def test_block_policy_stops_telemetry_but_alarms_still_get_the_reserve(
+        tmp_path: Path) -> None:
+    async with WalStreams(tmp_path, max_bytes=1 << 20, priority_share=0.1) as wal:
+        while True:
+            pending = asyncio.create_task(wal.append(telemetry(200)))
+            await wait_until(lambda p=pending: p.done() or wal.bulk.full)  # type: ignore[misc]
+            if wal.bulk.full:
+                break
+        assert not pending.done()                         # telemetry waits: acks stop
+        await asyncio.wait_for(wal.append([ALARM, EVENT]), 5)   # the reserve takes alarms
+        assert as_text(await wal.priority.read_batch(100)) == [ALARM, EVENT]
+        batch = await wal.bulk.read_batch(1_000_000)
+        assert batch is not None
+        await wal.bulk.commit(batch)
+        await asyncio.wait_for(pending, 5)
+        assert wal.bulk.evicted_lines == 0
+
+
+async def test_drop_oldest_telemetry_evicts_only_bulk(tmp_path: Path) -> None:
+    metrics = Metrics()
+    async with WalStreams(tmp_path, max_bytes=1 << 20, full_policy="drop_oldest_telemetry",
+                          metrics=metrics) as wal:
+        for i in range(600):
+            await asyncio.wait_for(wal.append([*telemetry(50, f"b{i}-"), ALARM]), 5)
+        assert wal.evicted_lines > 0
+        assert not wal.full
+        priority = await wal.priority.read_batch(1_000_000)
+        assert as_text(priority) == [ALARM] * 600
+        bulk: list[str] = []
+        while (batch := await wal.bulk.read_batch(100_000)) is not None:
+            bulk += as_text(batch)
+            await wal.bulk.commit(batch)
+        assert len(bulk) + wal.evicted_lines == 600 * 50
+        assert metrics.value("parkwatch_wal_evicted_lines_total", stream="bulk") \
+            == wal.evicted_lines
+        assert metrics.value("parkwatch_wal_evicted_lines_total", stream="priority") == 0
+
+
+async def test_a_log_from_an_older_version_is_replayed_first_then_removed(
+        tmp_path: Path) -> None:
+    async with Wal(tmp_path) as old:
+        await old.append(lines("old", 2))
+    async with WalStreams(tmp_path) as wal:
+        await wal.append([*telemetry(1), ALARM])
+        assert [w.name for w in wal.streams] == ["legacy", "priority", "bulk"]
+        legacy = wal.streams[0]
+        batch = await legacy.read_batch(100)
+        assert as_text(batch) == lines("old", 2)
+        assert batch is not None
+        await legacy.commit(batch)
+    assert not segments(tmp_path)
+    async with WalStreams(tmp_path) as wal:
+        assert [w.name for w in wal.streams] == ["priority", "bulk"]
+        assert as_text(await wal.bulk.read_batch(100)) == telemetry(1)
