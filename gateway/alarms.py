@@ -35,6 +35,7 @@ from rules.engine import Engine, EngineState
 from rules.loader import load_rules
 from rules.model import RuleSet
 from rules.observation import Observation
+from rules.system import Condition
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,14 @@ class AlarmBook:
     def tick(self, at_ms: int) -> list[Transition]:
         assert self.engine is not None
         return self.engine.tick(at_ms)
+
+    def conditions(self, conditions: Sequence[Condition], at_ms: int) -> list[Transition]:
+        """Gateway-health alarms raised or cleared (rules/system.py)."""
+        assert self.engine is not None
+        out: list[Transition] = []
+        for cond in conditions:
+            out.extend(self.engine.condition(cond, at_ms))
+        return out
 
     def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
                     channel: str) -> Transition:

@@ -41,7 +41,7 @@ from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Severity, S
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry migrates from version i to i + 1 (user_version counts applied entries).
 _MIGRATIONS: tuple[str, ...] = (
@@ -119,7 +119,19 @@ _MIGRATIONS: tuple[str, ...] = (
     ) STRICT;
     CREATE INDEX outbox_due ON outbox (state, next_at_ms);
     """,
+    # v3: grouping. Rows with the same group key (route, group_by labels, contact, channel) leave
+    # as one digest, at most once per group_interval; '' never merges (webhooks, fire alarms).
+    """
+    ALTER TABLE outbox ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN group_interval_ms INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX outbox_group_sent ON outbox (group_key, sent_at_ms);
+    """,
 )
+
+#: Inserts one row made by gateway.notify.outbox.outbox_row (kept here with the schema).
+OUTBOX_INSERT = ("INSERT OR IGNORE INTO outbox (key, channel, recipient, notification, fire_class,"
+                 " state, created_at_ms, next_at_ms, deadline_ms, group_key, group_interval_ms)"
+                 " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)")
 
 _COLUMNS = ("alarm_id", "fingerprint", "rule", "severity", "state", "park", "building", "floor",
             "zone", "device", "tenant", "kind", "location", "message", "value", "started_at_ms",
@@ -266,9 +278,7 @@ def _apply_sync(conn: sqlite3.Connection, transitions: Sequence[Transition],
         if outbox:
             # OR IGNORE: the key is the idempotency key, a replayed transition enqueues nothing.
             conn.executemany(
-                "INSERT OR IGNORE INTO outbox (key, channel, recipient, notification, fire_class,"
-                " state, created_at_ms, next_at_ms, deadline_ms)"
-                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)", outbox)
+                OUTBOX_INSERT, outbox)
         for write in also:
             write(conn)
         if engine_state_json is not None:

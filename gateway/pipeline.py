@@ -35,7 +35,7 @@ import gc
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,16 +53,21 @@ from gateway.logs import RateLimited
 from gateway.metrics import Metrics
 from gateway.mqtt import Inbound, MqttSession, Will
 from gateway.notify.notifier import Notifier
+from gateway.notify.outbox import Pending
 from gateway.registry import Registry
 from gateway.router import Routed, Router
 from gateway.walstreams import WalStreams
-from rules.alarm import Alarm, Transition
+from rules.alarm import Alarm, Severity, Subject, Transition
 from rules.observation import DeviceEvent, Observation
+from rules.system import NOTIFICATION_DEAD, SYSTEM_KIND, Condition
 from sensors.base import Rejection
 
 log = logging.getLogger(__name__)
 
 _TYPES = ("telemetry", "event", "status")
+#: Gateway-health reports waiting for the next tick; beyond this a storm of them is dropped
+#: (one active alarm per condition is all they can produce anyway).
+MAX_PENDING_CONDITIONS = 1000
 
 
 @dataclass
@@ -127,6 +132,9 @@ class Gateway:
                 base_url=settings.notify.public_url or f"http://{http.host}:{http.port}",
                 store=self.alarms.store, ttl_s=settings.notify.ack_ttl_s)
         self._state_saved_at = 0.0
+        # Gateway-health conditions waiting for the alarm ticker (rules/system.py).
+        self._conditions: list[Condition] = []
+        self._dead_channels: dict[tuple[str, str], Subject] = {}
         self._counters = {t: self.metrics.received.labels(type=t) for t in (*_TYPES, "other")}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -215,7 +223,9 @@ class Gateway:
             await self.ack_links.open()
         notifier = Notifier.from_settings(self.settings, store=book.store, metrics=self.metrics,
                                           audit=wal.append, active=active,
-                                          ack_links=self.ack_links)
+                                          ack_links=self.ack_links,
+                                          on_dead=self._notification_dead,
+                                          on_outcome=self._notification_outcome)
         if notifier is not None:
             await notifier.open()
         return notifier
@@ -302,6 +312,9 @@ class Gateway:
             work = _Committable(lines=[], messages=[])
             now = _now_ms()
             self._add_transitions(work, self.alarms.tick(now))
+            if self._conditions:
+                conditions, self._conditions = self._conditions, []
+                self._add_transitions(work, self.alarms.conditions(conditions, now))
             if self.notifier is not None:
                 # Escalation tiers and fire-class repeats that fell due (no I/O: cheap).
                 work.outbox.extend(self.notifier.tick(now))
@@ -328,6 +341,31 @@ class Gateway:
             fields: dict[str, float | int | bool | str] = dict(self.metrics.flat())
             line = encode_line(measurement, tags, fields, time.time_ns() // 1_000_000)
             await self.wal.append([line])
+
+    # -- the gateway's own health ----------------------------------------------------------------
+
+    def report(self, condition: Condition) -> None:
+        """Raise or clear a gateway-health alarm; the alarm ticker commits it within a tick."""
+        if len(self._conditions) < MAX_PENDING_CONDITIONS:
+            self._conditions.append(condition)
+
+    def _notification_dead(self, pending: Pending, why: str) -> None:
+        n = pending.notification
+        subject = _system_subject(n.alarm, f"notification channel {n.channel}")
+        self._dead_channels[(n.channel, subject.park)] = subject
+        self.report(Condition(
+            NOTIFICATION_DEAD, n.channel, subject,
+            Severity.CRITICAL if pending.fire_class else Severity.MAJOR,
+            f"Notification {n.key} via {n.channel} was not delivered ({why})"))
+
+    def _notification_outcome(self, channel: str, sent: bool) -> None:
+        if not sent:
+            return
+        for (chan, park), subject in list(self._dead_channels.items()):
+            if chan == channel:   # the channel delivers again: its dead-notification alarm ends
+                del self._dead_channels[(chan, park)]
+                self.report(Condition(NOTIFICATION_DEAD, channel, subject, Severity.MAJOR,
+                                      f"Channel {channel} delivers again", active=False))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -400,6 +438,13 @@ class Gateway:
 
 class StageFailed(ParkWatchError):
     """A pipeline stage stopped on its own; the gateway shut down instead of limping on."""
+
+
+def _system_subject(doc: Mapping[str, Any], location: str) -> Subject:
+    """Where a gateway-health alarm about ``doc``'s alarm is shown: its park and building."""
+    return Subject(park=str(doc.get("park") or "parkwatch"),
+                   building=str(doc.get("building") or "gateway"),
+                   kind=SYSTEM_KIND, location=location)
 
 
 async def _reap(task: asyncio.Task[None]) -> None:

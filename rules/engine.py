@@ -30,6 +30,7 @@ from rules.kinds.coincidence import is_new_signal
 from rules.maintenance import MAINTENANCE_EXPIRED, MaintenanceBook
 from rules.model import RuleSet
 from rules.observation import DeviceEvent, Observation, Reading
+from rules.system import SYSTEM_RULES, Condition
 
 __all__ = ["Engine", "EngineState"]
 
@@ -52,7 +53,7 @@ class Engine:
         bound = bind(rules, registry, self._clocks)
         self._plans, self._memory = bound.plans, bound.memory
         self._groups, self._listeners = bound.groups, bound.listeners
-        self._rule_names = {*rules.names(), MAINTENANCE_EXPIRED}
+        self._rule_names = {*rules.names(), MAINTENANCE_EXPIRED, *SYSTEM_RULES}
         self.late_readings = 0
         self.unknown_devices = 0
         self._started_ms: int | None = None
@@ -189,6 +190,20 @@ class Engine:
     def _start(self) -> int:
         assert self._started_ms is not None  # set by _advance in every public call
         return self._started_ms
+
+    # ---- the gateway's own health ---------------------------------------------------------
+
+    def condition(self, cond: Condition, now_ms: int) -> list[Transition]:
+        """Raise (or, when ``cond.active`` is false, resolve) a gateway-health alarm."""
+        out = self._book.out = []
+        self._advance(now_ms)
+        if cond.active:
+            self._book.open(cond.fingerprint, rule=cond.rule, subject=cond.subject,
+                            severity=cond.severity, message=cond.message, at_ms=now_ms,
+                            value=cond.value, maintenance=Maintenance.NONE)
+        else:
+            self._book.resolve(cond.fingerprint, now_ms, cond.message)
+        return out
 
     # ---- people ---------------------------------------------------------------------------
 

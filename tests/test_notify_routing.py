@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from gateway.notify.plan import (
     notification_key,
     plan,
     should_send,
+    tiers,
 )
 from gateway.notify.routing import (
     NotifyConfig,
@@ -182,6 +184,58 @@ def test_duty_officer_always_on_critical() -> None:
 def test_alarm_without_tenant_falls_back_to_duty_officer() -> None:
     got = pairs(config(), alarm("gas_lel_high", "major", kind="gas", tenant=None))
     assert got == {("duty", "sms"), ("duty", "chat")}
+
+
+def test_each_park_may_have_its_own_duty_officer_and_manager() -> None:
+    cfg = config(parks={"xz02": {"duty_officer": "crew", "park_manager": "duty"}})
+    assert {("duty", "sms"), ("duty", "chat")} <= pairs(cfg, alarm())      # xz01: the default
+    other = dataclasses.replace(alarm(), subject=dataclasses.replace(alarm().subject,
+                                                                      park="xz02"))
+    got = pairs(cfg, other)
+    assert ("crew", "chat") in got
+    assert ("duty", "sms") not in got
+    steps = {(s.delivery.contact, s.tier) for s in tiers(cfg, other)}
+    # Its duty officer is copied at once (critical); its manager is the last tier.
+    assert ("crew", 0) in steps
+    assert ("duty", 2) in steps
+
+
+def test_unknown_park_contacts_are_reported_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "notify.yaml"
+    path.write_text("notify:\n  contacts: {a: {channels: []}}\n  parks:\n"
+                    "    xz02: {duty_officer: nobody}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_notify_config(path)
+    assert "notify.yaml:4: notify.parks.xz02.duty_officer: unknown contact 'nobody'" in str(
+        info.value)
+
+
+def test_sms_http_fields_and_headers_come_from_the_routing_file(tmp_path: Path) -> None:
+    from gateway.notify.channels import build_channels
+    from gateway.notify.sms_http import HttpSms
+
+    path = tmp_path / "notify.yaml"
+    path.write_text("""notify:
+  channels:
+    local_sms:
+      type: sms_http
+      settings:
+        url: https://sms.example.cn/api/send
+        body_format: form
+        fields: {mobile: $phone, content: $text, msgid: $key}
+        headers: {X-Api-Key: $api_key}
+        success_path: code
+        success_value: 0
+        retry_values: [1001, "busy"]
+      secret_env: {api_key: T_SMS_KEY}
+""", encoding="utf-8")
+    cfg = load_notify_config(path)
+    channel = build_channels(cfg, env={"T_SMS_KEY": "k-123"}, source=str(path))["local_sms"]
+    assert isinstance(channel, HttpSms)
+    http = channel._settings
+    assert dict(http.fields) == {"mobile": "$phone", "content": "$text", "msgid": "$key"}
+    assert dict(http.headers) == {"X-Api-Key": "$api_key"}
+    assert list(http.retry_values) == [1001, "busy"]
 
 
 def test_identical_receivers_are_deduplicated() -> None:

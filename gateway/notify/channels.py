@@ -81,7 +81,11 @@ def build_channel(name: str, cfg: ChannelConfig, *, env: Mapping[str, str],
     """One configured channel, ready to send (no network I/O here)."""
     secrets = read_secrets(name, cfg, env, source)
     s = cfg.settings
-    timeout = float(s.get("timeout_s", 10.0))
+    try:
+        timeout = float(s.get("timeout_s", 10.0))  # type: ignore[arg-type]  # checked below
+    except (TypeError, ValueError):
+        raise ConfigError(source, [f"{source}: channel {name!r}: timeout_s must be a number"]
+                          ) from None
     try:
         return _build(name, cfg.type, s, secrets, timeout, source)
     except ValueError as exc:       # a malformed URL or secret: a start-up error, not 3 a.m.

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from gateway.lineprotocol import encode_line, escape_measurement, tag_set
@@ -51,14 +51,24 @@ class _Window:
         self._limit = limit
         self._sent: list[float] = []
 
-    def allow(self, now: float) -> bool:
+    def room(self, now: float) -> int:
+        """How many more messages fit in the window now."""
         horizon = now - self._limit.per_s
         self._sent = [t for t in self._sent if t > horizon]
-        return len(self._sent) < self._limit.count
+        return max(0, self._limit.count - len(self._sent))
+
+    def next_free(self, now: float) -> float:
+        """When the next message fits (now, if there is room)."""
+        if self.room(now) > 0:
+            return now
+        return self._sent[len(self._sent) - self._limit.count] + self._limit.per_s
 
     def note(self, now: float) -> None:
         self._sent.append(now)
 
+
+#: How far back a restart looks for groups that are still inside their group_interval.
+GROUP_MEMORY_MS = 24 * 3600 * 1000
 
 #: How many alarms a digest lists before "+N more".
 DIGEST_ITEMS = 10
@@ -81,6 +91,20 @@ def digest(batch: list[Pending]) -> Notification:
     return dataclasses.replace(first, title=f"[{len(batch)}] {first.title}", text=text)
 
 
+def _merge_per_recipient(batches: list[list[Pending]]) -> list[list[Pending]]:
+    """One batch per recipient, in order."""
+    merged: dict[str, list[Pending]] = {}
+    out: list[list[Pending]] = []
+    for batch in batches:
+        recipient = batch[0].notification.recipient
+        if recipient in merged:
+            merged[recipient].extend(batch)
+        else:
+            merged[recipient] = list(batch)
+            out.append(merged[recipient])
+    return out
+
+
 def recipient_hash(recipient: str) -> str:
     """Phone numbers and addresses do not belong in a time-series database; a hash still lets
     Grafana count per recipient."""
@@ -92,7 +116,10 @@ class Dispatcher:
                  audit: Callable[[list[str]], Awaitable[None]],
                  rate_limits: Mapping[str, RateLimit] | None = None,
                  fallbacks: Mapping[str, str] | None = None,
-                 max_backoff_s: float = 300.0, clock: Callable[[], float] = time.time) -> None:
+                 max_backoff_s: float = 300.0, clock: Callable[[], float] = time.time,
+                 on_dead: Callable[[Pending, str], None] | None = None,
+                 on_outcome: Callable[[str, bool], None] | None = None,
+                 unmergeable: Collection[str] = ()) -> None:
         self._outbox = outbox
         self._channels = channels
         self._metrics = metrics
@@ -101,37 +128,90 @@ class Dispatcher:
         self._fallbacks = dict(fallbacks or {})
         self._max_backoff_s = max_backoff_s
         self._clock = clock
+        # on_dead(row, why): a message no channel will carry any more (deadline, or refused for
+        # good without a fallback). on_outcome(channel, sent): after every attempt.
+        self._on_dead = on_dead
+        self._on_outcome = on_outcome
+        # Webhook channels: each request carries one alarm document for a machine, never merged.
+        self._unmergeable = frozenset(unmergeable)
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._warn = RateLimited(log, 30.0)
+        # group key -> epoch ms before which the group must not send again (group_interval).
+        self._holds: dict[str, int] = {}
 
     def wake(self) -> None:
         """New rows were committed: look now instead of at the next poll."""
         self._wake.set()
 
+    async def open(self, now_ms: int) -> None:
+        """Resume group intervals after a restart (a group that just sent keeps waiting)."""
+        self._holds = {k: v for k, v in (await self._outbox.group_holds(
+            now_ms - GROUP_MEMORY_MS)).items() if v > now_ms}
+
     async def run(self) -> None:
         try:
             while True:
                 now_ms = int(self._clock() * 1000)
-                # Fire-class messages go one by one, at once. The rest is grouped per channel
-                # and recipient: what piled up behind a rate limit (or group_wait) leaves as
-                # one digest instead of two hundred messages.
-                groups: dict[tuple[str, str], list[Pending]] = {}
-                for pending in await self._outbox.due(now_ms):
-                    if pending.fire_class:
-                        self._start([pending], now_ms)
-                    else:
-                        n = pending.notification
-                        groups.setdefault((n.channel, n.recipient), []).append(pending)
-                for batch in groups.values():
+                due = [p for p in await self._outbox.due(now_ms)
+                       if p.notification.key not in self._inflight]
+                start, hold = self._schedule(due, now_ms)
+                for keys, until_ms in hold:
+                    await self._outbox.defer(keys, until_ms)
+                for batch in start:
                     self._start(batch, now_ms)
                 self._wake.clear()
+                # Await the sleep time first: a coroutine made for wait_for and then abandoned
+                # by a cancellation would be "never awaited".
+                sleep_s = await self._sleep_s()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=await self._sleep_s())
+                    await asyncio.wait_for(self._wake.wait(), timeout=sleep_s)
         finally:
             for task in self._tasks:
                 task.cancel()
+
+    def _schedule(self, due: list[Pending], now_ms: int
+                  ) -> tuple[list[list[Pending]], list[tuple[list[str], int]]]:
+        """Which due rows leave now, merged into which messages, and which wait until when.
+
+        Fire-class rows leave one by one, at once, whatever the limits. Other rows with the same
+        group key (route, group_by labels, contact, channel) leave as one digest, at most once
+        per group_interval. When a channel's rate window has less room than there are messages
+        for it, each recipient's messages on that channel merge into one digest; what still does
+        not fit waits for the window instead of being polled.
+        """
+        now_s = now_ms / 1000
+        self._holds = {k: v for k, v in self._holds.items() if v > now_ms}
+        start: list[list[Pending]] = []
+        hold: list[tuple[list[str], int]] = []
+        groups: dict[str, list[Pending]] = {}
+        for p in due:
+            if p.fire_class:
+                start.append([p])
+            elif p.group_key and self._holds.get(p.group_key, 0) > now_ms:
+                hold.append(([p.notification.key], self._holds[p.group_key]))
+            else:
+                groups.setdefault(p.group_key or f"\0{p.notification.key}", []).append(p)
+        per_channel: dict[str, list[list[Pending]]] = {}
+        for batch in groups.values():
+            per_channel.setdefault(batch[0].notification.channel, []).append(batch)
+        for channel, batches in per_channel.items():
+            window = self._windows.get(channel)
+            if window is None:
+                start.extend(batches)
+                continue
+            room = window.room(now_s)
+            if len(batches) > room and channel not in self._unmergeable:
+                batches = _merge_per_recipient(batches)
+            start.extend(batches[:room])
+            until_ms = int(window.next_free(now_s) * 1000) + 1
+            hold.extend(([p.notification.key for p in b], until_ms) for b in batches[room:])
+        for batch in start:
+            for p in batch:
+                if p.group_key and p.group_interval_ms:
+                    self._holds[p.group_key] = now_ms + p.group_interval_ms
+        return start, hold
 
     async def drain(self, timeout_s: float) -> None:
         """Let sends under way finish (graceful shutdown)."""
@@ -145,10 +225,6 @@ class Dispatcher:
         return min(5.0, max(0.05, nxt / 1000 - self._clock()))
 
     def _start(self, batch: list[Pending], now_ms: int) -> None:
-        batch = [p for p in batch if p.notification.key not in self._inflight]
-        if not batch:
-            return
-        fire_class = any(p.fire_class for p in batch)
         n = batch[0].notification
         channel = self._channels.get(n.channel)
         if channel is None:
@@ -156,10 +232,8 @@ class Dispatcher:
                                n.channel)
             return
         window = self._windows.get(n.channel)
-        if window is not None and not fire_class and not window.allow(now_ms / 1000):
-            return  # stays pending; the next pass sends it when the window has room
         if window is not None:
-            window.note(now_ms / 1000)
+            window.note(now_ms / 1000)     # fire-class messages use the provider's quota too
         self._inflight.update(p.notification.key for p in batch)
         task = asyncio.create_task(self._send(channel, batch), name=f"notify-{n.channel}")
         self._tasks.add(task)
@@ -174,9 +248,16 @@ class Dispatcher:
             except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
                 result = SendResult.retry(f"channel error: {exc!r}")
             now_ms = int(self._clock() * 1000)
+            if result.outcome is not Outcome.SENT:
+                # A failed digest is retried at once when due, not after the group interval.
+                for p in batch:
+                    self._holds.pop(p.group_key, None)
+            # One delay for the whole digest, so its rows stay together when retried.
+            delay_s = result.retry_after_s or self._backoff(
+                max(p.attempts for p in batch), any(p.fire_class for p in batch))
             lines = []
             for pending in batch:   # every row the message carried gets the same outcome
-                outcome = await self._record(pending, result, now_ms)
+                outcome = await self._record(pending, result, now_ms, delay_s)
                 n = pending.notification
                 lines.append(self._line(n.channel, n.recipient, n.alarm, outcome, now_ms,
                                         (self._clock() - started) * 1000, pending.attempts + 1))
@@ -185,30 +266,35 @@ class Dispatcher:
                                    "notification via %s %s: %s", message.channel,
                                    result.outcome.value, result.detail)
             await self._audit(lines)
+            if self._on_outcome is not None:
+                self._on_outcome(message.channel, result.outcome is Outcome.SENT)
         finally:
             self._inflight.difference_update(p.notification.key for p in batch)
             self._wake.set()
 
-    async def _record(self, pending: Pending, result: SendResult, now_ms: int) -> str:
+    async def _record(self, pending: Pending, result: SendResult, now_ms: int,
+                      delay_s: float) -> str:
         n = pending.notification
         dead = result.outcome is Outcome.RETRY and now_ms >= pending.deadline_ms
         next_at = None
         if result.outcome is Outcome.RETRY and not dead:
-            delay = result.retry_after_s or self._backoff(pending.attempts, pending.fire_class)
-            next_at = now_ms + int(delay * 1000)
+            next_at = now_ms + int(delay_s * 1000)
         await self._outbox.record(n.key, result, now_ms=now_ms, next_at_ms=next_at, dead=dead)
         outcome = "dead" if dead else result.outcome.value
-        if dead or result.outcome is Outcome.FAILED:
-            await self._fall_back(pending, now_ms)
+        gave_up = dead or result.outcome is Outcome.FAILED
+        if gave_up and not await self._fall_back(pending, now_ms) and self._on_dead is not None:
+            # Nobody else will carry this message: the gateway raises an alarm about it.
+            self._on_dead(pending, f"{outcome}: {result.detail}")
         self._metrics.notifications.labels(channel=n.channel, outcome=outcome).inc()
         return outcome
 
-    async def _fall_back(self, pending: Pending, now_ms: int) -> None:
-        """The same message once more on the channel's fallback (one level: no loops)."""
+    async def _fall_back(self, pending: Pending, now_ms: int) -> bool:
+        """The same message once more on the channel's fallback (one level: no loops).
+        False when there is no fallback to try."""
         n = pending.notification
         target = self._fallbacks.get(n.channel)
         if target is None or n.key.endswith(FALLBACK_SUFFIX):
-            return
+            return False
         copy = dataclasses.replace(n, key=n.key + FALLBACK_SUFFIX, channel=target)
         row = outbox_row(copy, now_ms=now_ms, due_ms=now_ms,
                          deadline_ms=max(pending.deadline_ms, now_ms + FALLBACK_DEADLINE_MS),
@@ -216,6 +302,7 @@ class Dispatcher:
         if await self._outbox.enqueue([row]):
             log.warning("notification %s failed on %s: falling back to %s", n.key, n.channel,
                         target)
+        return True
 
     def _backoff(self, attempts: int, fire_class: bool = False) -> float:
         # A fire alarm must go out within seconds of the provider coming back, not minutes.

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -31,10 +32,10 @@ from gateway.metrics import Metrics
 from gateway.notify.base import Channel, Notification
 from gateway.notify.channels import LoggingChannel, build_channels
 from gateway.notify.dispatcher import Dispatcher, RateLimit
-from gateway.notify.outbox import Outbox, outbox_row
+from gateway.notify.outbox import Outbox, Pending, outbox_row
 from gateway.notify.plan import Context, Planned, due_escalations, next_due_ms
 from gateway.notify.plan import plan as plan_transition
-from gateway.notify.routing import NotifyConfig, load_notify_config
+from gateway.notify.routing import ChannelKind, NotifyConfig, load_notify_config
 from gateway.notify.webhook import WebhookChannel
 from rules.alarm import Alarm, AlarmState, Severity, Transition
 
@@ -61,7 +62,9 @@ class Notifier:
                  audit: Callable[[list[str]], Awaitable[None]],
                  channels: dict[str, Channel], config: NotifyConfig | None = None,
                  active: ActiveAlarms = _no_alarms, context: ContextFor = _default_context,
-                 catch_all: bool | None = None, ack_links: AckLinks | None = None) -> None:
+                 catch_all: bool | None = None, ack_links: AckLinks | None = None,
+                 on_dead: Callable[[Pending, str], None] | None = None,
+                 on_outcome: Callable[[str, bool], None] | None = None) -> None:
         self._channels = channels
         self._ack_links = ack_links
         # Ack-link rows minted while planning, written with the outbox rows that carry them.
@@ -81,8 +84,13 @@ class Notifier:
                     rate_limits[name] = RateLimit(ch.rate_limit_per_min, 60.0)
                 if ch.fallback:
                     fallbacks[name] = ch.fallback
+        webhooks = {CATCH_ALL} if self._catch_all else set()
+        if config is not None:
+            webhooks |= {n for n, ch in config.channels.items() if ch.kind is ChannelKind.WEBHOOK}
         self.dispatcher = Dispatcher(outbox=self.outbox, channels=channels, metrics=metrics,
-                                     audit=audit, rate_limits=rate_limits, fallbacks=fallbacks)
+                                     audit=audit, rate_limits=rate_limits, fallbacks=fallbacks,
+                                     unmergeable=webhooks, on_dead=on_dead,
+                                     on_outcome=on_outcome)
         self._task: asyncio.Task[None] | None = None
         # Every outbox key per alarm id: what plan() and tick() must not enqueue again.
         self._keys: dict[str, set[str]] = {}
@@ -94,7 +102,10 @@ class Notifier:
                       metrics: Metrics, audit: Callable[[list[str]], Awaitable[None]],
                       active: ActiveAlarms = _no_alarms,
                       env: Mapping[str, str] | None = None,
-                      ack_links: AckLinks | None = None) -> Notifier | None:
+                      ack_links: AckLinks | None = None,
+                      on_dead: Callable[[Pending, str], None] | None = None,
+                      on_outcome: Callable[[str, bool], None] | None = None
+                      ) -> Notifier | None:
         """The notifier the settings ask for, or None when no notification is configured.
 
         Raises ConfigError for a bad routing file or a channel secret missing from the
@@ -123,7 +134,7 @@ class Notifier:
         context = _contexts(full) if full is not None else _default_context
         return cls(store=store, metrics=metrics, audit=audit, channels=channels, config=config,
                    active=active, context=context, catch_all=bool(ns.webhook_url),
-                   ack_links=ack_links)
+                   ack_links=ack_links, on_dead=on_dead, on_outcome=on_outcome)
 
     @property
     def channels(self) -> Mapping[str, Channel]:
@@ -144,6 +155,7 @@ class Notifier:
         """Load the keys already in the outbox, so a restart never enqueues a message twice."""
         for key in await self.outbox.sent_keys(""):
             self._remember(key)
+        await self.dispatcher.open(int(time.time() * 1000))
 
     def _remember(self, key: str) -> None:
         alarm_id = key.split(":", 1)[0]
@@ -202,7 +214,8 @@ class Notifier:
             self._remember(p.notification.key)
             rows.append(outbox_row(p.notification, now_ms=now_ms, due_ms=p.due_ms,
                                    deadline_ms=max(now_ms, p.due_ms) + DEADLINE_MS,
-                                   fire_class=p.fire_class))
+                                   fire_class=p.fire_class, group_key=p.group_key,
+                                   group_interval_ms=p.group_interval_ms))
         return rows
 
     def _catch_all_rows(self, transitions: Sequence[Transition],

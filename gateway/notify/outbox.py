@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.alarmstore import AlarmStore
+from gateway.alarmstore import OUTBOX_INSERT, AlarmStore
 from gateway.notify.base import Notification, Outcome, SendResult
 
 
@@ -28,13 +28,19 @@ class Pending:
     created_at_ms: int
     deadline_ms: int
     fire_class: bool
+    group_key: str = ""            # '' never merges with anything
+    group_interval_ms: int = 0     # a group sends at most once per this interval
 
 
 def outbox_row(n: Notification, *, now_ms: int, due_ms: int, deadline_ms: int,
-               fire_class: bool) -> tuple[Any, ...]:
-    """The row tuple ``AlarmStore.apply(outbox=...)`` inserts."""
+               fire_class: bool, group_key: str = "",
+               group_interval_ms: int = 0) -> tuple[Any, ...]:
+    """The row tuple ``AlarmStore.apply(outbox=...)`` inserts (``OUTBOX_INSERT``)."""
     doc = json.dumps(dataclasses.asdict(n), ensure_ascii=False, default=dict)
-    return (n.key, n.channel, n.recipient, doc, int(fire_class), now_ms, due_ms, deadline_ms)
+    # Fire-class messages are never merged: each one goes out on its own, at once.
+    key = "" if fire_class else group_key
+    return (n.key, n.channel, n.recipient, doc, int(fire_class), now_ms, due_ms, deadline_ms,
+            key, group_interval_ms if key else 0)
 
 
 def _notification(doc: str) -> Notification:
@@ -52,10 +58,12 @@ class Outbox:
         """Pending rows whose time has come, fire-class first, oldest first."""
         def read(conn: sqlite3.Connection) -> list[Pending]:
             rows = conn.execute(
-                "SELECT notification, attempts, created_at_ms, deadline_ms, fire_class"
+                "SELECT notification, attempts, created_at_ms, deadline_ms, fire_class,"
+                " group_key, group_interval_ms"
                 " FROM outbox WHERE state = 'pending' AND next_at_ms <= ?"
                 " ORDER BY fire_class DESC, next_at_ms LIMIT ?", (now_ms, limit))
-            return [Pending(_notification(r[0]), r[1], r[2], r[3], bool(r[4])) for r in rows]
+            return [Pending(_notification(r[0]), r[1], r[2], r[3], bool(r[4]), r[5], r[6])
+                    for r in rows]
         return await self._store.execute(read)
 
     async def next_due_ms(self) -> int | None:
@@ -87,6 +95,26 @@ class Outbox:
             conn.commit()
         await self._store.execute(write)
 
+    async def defer(self, keys: list[str], until_ms: int) -> None:
+        """Hold pending rows until ``until_ms`` (a group interval or a full rate window) without
+        counting an attempt: the dispatcher then sleeps until that time instead of polling."""
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE outbox SET next_at_ms = max(next_at_ms, ?)"
+                " WHERE key = ? AND state = 'pending'", [(until_ms, k) for k in keys])
+            conn.commit()
+        await self._store.execute(write)
+
+    async def group_holds(self, since_ms: int) -> dict[str, int]:
+        """When each group last sent (after a restart, group_interval keeps counting)."""
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT group_key, max(sent_at_ms + group_interval_ms) FROM outbox"
+                " WHERE group_key != '' AND state = 'sent' AND sent_at_ms >= ?"
+                " GROUP BY group_key", (since_ms,))
+            return {str(r[0]): int(r[1]) for r in rows}
+        return await self._store.execute(read)
+
     async def counts(self) -> dict[str, int]:
         def read(conn: sqlite3.Connection) -> dict[str, int]:
             rows = conn.execute("SELECT state, count(*) FROM outbox GROUP BY state")
@@ -104,10 +132,7 @@ class Outbox:
         a key already present is ignored. Returns how many rows were new."""
         def write(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO outbox (key, channel, recipient, notification, fire_class,"
-                " state, created_at_ms, next_at_ms, deadline_ms)"
-                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)", rows)
+            conn.executemany(OUTBOX_INSERT, rows)
             conn.commit()
             return conn.total_changes - before
         return await self._store.execute(write)

@@ -52,7 +52,8 @@ class Planned:
     notification: Notification
     reason: str
     fire_class: bool
-    group_key: str = ""            # messages with equal keys may be merged by a grouper
+    group_key: str = ""            # messages with equal keys may be merged by the dispatcher
+    group_interval_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +192,11 @@ def _recipient(cfg: NotifyConfig, contact: str, channel: str) -> str:
     return ""                      # robots and webhooks address a group or a system
 
 
-def _group_key(alarm: Alarm, step: Step) -> str:
+def _group_key(cfg: NotifyConfig, alarm: Alarm, step: Step) -> str:
+    """Equal keys may leave as one digest: same route, same group_by labels, same contact and
+    channel. Webhooks get '' (never merged): each request carries one alarm document."""
+    if cfg.channels[step.delivery.channel].kind is ChannelKind.WEBHOOK:
+        return ""
     labels = {"park": alarm.subject.park, "building": alarm.subject.building,
               "floor": alarm.subject.floor, "zone": alarm.subject.zone,
               "tenant": alarm.subject.tenant or "", "kind": alarm.subject.kind,
@@ -221,7 +226,8 @@ def _build(cfg: NotifyConfig, alarm: Alarm, step: Step, ctx: Context, *, due_ms:
                      template_params=text.template_params)
     fire = is_fire_class(alarm) and alarm.state is AlarmState.FIRING
     return Planned(due_ms=due_ms, notification=n, reason=step.reason, fire_class=fire,
-                   group_key=_group_key(alarm, step))
+                   group_key=_group_key(cfg, alarm, step),
+                   group_interval_ms=int(d.options.group_interval_s * 1000))
 
 
 def _due_ms(alarm: Alarm, step: Step, now_ms: int) -> int:

@@ -92,6 +92,10 @@ class ChannelType(enum.StrEnum):
 _SECRET_WORDS = ("secret", "password", "token", "access_key", "api_key", "webhook_url")
 
 
+Scalar = str | int | float | bool
+SettingValue = Scalar | dict[str, str] | list[Scalar]
+
+
 class ChannelConfig(_Model):
     """One configured channel: its provider type and non-secret settings.
 
@@ -100,7 +104,9 @@ class ChannelConfig(_Model):
     """
 
     type: ChannelType
-    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # Scalars for most providers; sms_http also takes its `fields` / `headers` templates
+    # (mappings) and `retry_values` (a list) here.
+    settings: dict[str, SettingValue] = Field(default_factory=dict)
     secret_env: dict[str, str] = Field(default_factory=dict)
     fallback: Name | None = None            # channel to use when this one keeps failing
     rate_limit_per_min: int | None = Field(default=None, gt=0)   # never holds back fire alarms
@@ -211,6 +217,13 @@ DEFAULT_INHIBIT = (
 )
 
 
+class ParkContacts(_Model):
+    """Per park: who is on duty and who manages it (overrides the top-level defaults)."""
+
+    duty_officer: Name | None = None
+    park_manager: Name | None = None
+
+
 class NotifyConfig(_Model):
     """The ``notify:`` section: contacts, channels, the routing tree and escalation."""
 
@@ -218,6 +231,7 @@ class NotifyConfig(_Model):
     tenants: dict[Name, Names] = Field(default_factory=dict)
     duty_officer: Name | None = None
     park_manager: Name | None = None
+    parks: dict[Name, ParkContacts] = Field(default_factory=dict)
     channels: dict[Name, ChannelConfig] = Field(default_factory=dict)
     route: RouteNode = RouteNode()
     escalation: Escalation = Escalation()
@@ -254,6 +268,10 @@ def reference_problems(cfg: NotifyConfig) -> list[tuple[Loc, str]]:
         name = getattr(cfg, key)
         if name is not None and name not in cfg.contacts:
             out.append(((key,), f"unknown contact {name!r}"))
+        for park, pc in cfg.parks.items():
+            name = getattr(pc, key)
+            if name is not None and name not in cfg.contacts:
+                out.append((("parks", park, key), f"unknown contact {name!r}"))
     out.extend(_node_problems(cfg, cfg.route, ("route",)))
     for t, tier in enumerate(cfg.escalation.tiers):
         out.extend(_receiver_problems(cfg, tier.receivers, ("escalation", "tiers", t, "receivers")))
@@ -275,7 +293,8 @@ def _receiver_problems(cfg: NotifyConfig, names: Iterable[str], loc: Loc) -> lis
     out: list[tuple[Loc, str]] = []
     for i, name in enumerate(names):
         if name in SPECIAL_RECEIVERS:
-            if name != TENANT and getattr(cfg, name) is None:
+            if name != TENANT and getattr(cfg, name) is None and not any(
+                    getattr(pc, name) for pc in cfg.parks.values()):
                 out.append(((*loc, i), f"{name!r} is used but not configured"))
         elif name not in cfg.contacts:
             out.append(((*loc, i), f"unknown contact {name!r}"))
@@ -378,6 +397,13 @@ def _walk(node: RouteNode, alarm: Alarm, opts: Options) -> list[Options]:
     return found or [opts]
 
 
+def special_contact(cfg: NotifyConfig, role: str, park: str) -> str | None:
+    """The park's own duty officer / park manager, else the configuration's default."""
+    own = cfg.parks.get(park)
+    who: str | None = getattr(own, role) if own is not None else None
+    return who or getattr(cfg, role)
+
+
 def resolve_receivers(cfg: NotifyConfig, alarm: Alarm, names: Iterable[str]) -> list[str]:
     """Receiver names → contact names, in order, without repeats."""
     out: list[str] = []
@@ -385,7 +411,7 @@ def resolve_receivers(cfg: NotifyConfig, alarm: Alarm, names: Iterable[str]) -> 
         if name == TENANT:
             batch: Sequence[str] = cfg.tenants.get(alarm.subject.tenant or "", ())
         elif name in (DUTY_OFFICER, PARK_MANAGER):
-            who = getattr(cfg, name)
+            who = special_contact(cfg, name, alarm.subject.park)
             batch = (who,) if who else ()
         else:
             batch = (name,)
@@ -413,7 +439,7 @@ def route(cfg: NotifyConfig, alarm: Alarm) -> list[Delivery]:
             for channel in contact_channels(cfg, contact, opts.channels):
                 out.setdefault((contact, channel),
                                Delivery(contact, channel, opts, f"route {opts.path}"))
-    duty = cfg.duty_officer
+    duty = special_contact(cfg, DUTY_OFFICER, alarm.subject.park)
     if duty is not None and (alarm.severity is Severity.CRITICAL or not out):
         why = "duty officer on critical" if out else "no other receiver"
         for channel in contact_channels(cfg, duty, None):

@@ -66,6 +66,8 @@ RULE_NAMES: Mapping[str, tuple[str, str]] = {
     "device_test": ("设备测试", "Device test"),
     "device_mute": ("设备消音", "Device muted"),
     "notify_test": ("通知测试", "Notification test"),
+    "notification_dead": ("告警通知发送失败", "Notification undeliverable"),
+    "ingest_stalled": ("监测数据中断", "Monitoring data stalled"),
 }
 
 SEVERITY_NAMES: Mapping[str, tuple[str, str]] = {
