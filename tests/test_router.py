@@ -10,6 +10,7 @@ import pytest
 
 from gateway.registry import Registry, build_registry
 from gateway.router import MessageType, Router
+from rules.observation import DeviceEvent
 from sensors.base import Rejection, RejectReason
 
 GOLDEN_TOPIC = Path(__file__).parent / "golden" / "_topic"
@@ -132,3 +133,289 @@ def test_untrusted_batch_readings_keep_distinct_ordered_times(router: Router) ->
     stamps = [int(line.rsplit(" ", 1)[1]) for line in routed.lines]
     assert stamps == [RECEIVED_MS - 4 + i for i in range(5)]
     assert routed.untrusted == 5
+
+
+# --------------------------------------------------------------------------- hostile input
+
+WP = "parks/xz01/b3/wp-0017/telemetry"
+
+
+def _reason(router: Router, topic: str | bytes, payload: bytes) -> RejectReason:
+    with pytest.raises(Rejection) as info:
+        router.route(topic, payload, RECEIVED_MS)
+    return info.value.reason
+
+
+@pytest.mark.parametrize("bad", [
+    "wp,0017", "wp 0017", "wp=0017", 'wp"0017', "wp'0017", "wp\\0017", "wp\n0017", "wp\r0017",
+    "wp\t0017", "wp+", "+", "#", "wp#", "", "-wp", ".wp", "w" * 65, "wp\x000017", "wp\u00a00017",
+    "wp\u20280017", "wp\u0430017", "wp;drop", "wp*", "wp$", "wp%2C0017",
+])
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_injection_ids_in_any_topic_level_never_route(router: Router, bad: str,
+                                                      level: int) -> None:
+    parts = ["xz01", "b3", "wp-0017"]
+    parts[level] = bad
+    topic = "parks/" + "/".join(parts) + "/telemetry"
+    assert _reason(router, topic, b'{"values": {"pressure_mpa": 0.3}}') is RejectReason.BAD_ID
+
+
+def test_an_id_of_exactly_64_characters_is_valid_but_unknown(router: Router) -> None:
+    assert _reason(router, "parks/xz01/b3/" + "w" * 64 + "/telemetry",
+                   b"{}") is RejectReason.UNKNOWN_DEVICE
+
+
+@pytest.mark.parametrize("topic", [
+    b"parks/xz01/b3/wp-0017\xff/telemetry", b"parks/\xc3\x28/b3/wp-0017/telemetry",
+    b"\xed\xa0\x80parks/xz01/b3/wp-0017/telemetry", b"parks/xz01/b3/wp-0017/telemetry\x80",
+])
+def test_topic_bytes_that_are_not_utf8_are_bad_utf8(router: Router, topic: bytes) -> None:
+    assert _reason(router, topic, b'{"values": {"pressure_mpa": 0.3}}') is RejectReason.BAD_UTF8
+
+
+def test_topic_bytes_that_are_utf8_route_like_text(router: Router) -> None:
+    routed = router.route(WP.encode(), b'{"values": {"pressure_mpa": 0.3}}', RECEIVED_MS)
+    assert routed.device.device == "wp-0017"
+
+
+def test_a_topic_paho_could_not_decode_is_bad_utf8(router: Router) -> None:
+    # gateway/mqtt.py decodes an invalid topic with errors="replace".
+    topic = b"parks/xz01/b3/wp-0017\xff/telemetry".decode("utf-8", "replace")
+    assert _reason(router, topic, b"{}") is RejectReason.BAD_UTF8
+
+
+@pytest.mark.parametrize(("topic", "payload"), [
+    ("parks/xz02/b3/wp-0017/telemetry", b'{"values": {"pressure_mpa": 0.3}}'),
+    ("parks/xz01/b2/wp-0017/telemetry", b'{"values": {"pressure_mpa": 0.3}}'),
+    ("parks/xz01/b2/wp-0017/event", b'{"type": "fire_alarm"}'),
+    ("parks/xz01/b3/fp-0001/event", b'{"type": "fire_alarm"}'),
+    ("parks/xz01/b3/sm-0420/status", b"offline"),
+])
+def test_a_device_publishing_under_another_building_is_topic_mismatch(
+        router: Router, topic: str, payload: bytes) -> None:
+    assert _reason(router, topic, payload) is RejectReason.TOPIC_MISMATCH
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"device": "sm-0420", "values": {"pressure_mpa": 0.3}}',
+    b'{"device": "sm-0420", "pressure_mpa": 0.3}',
+    b'{"park": "xz02", "building": "b9", "values": {"pressure_mpa": 0.3}}',
+    b'{"tags": {"device": "x"}, "values": {"pressure_mpa": 0.3}}',
+])
+def test_identity_in_the_payload_is_refused_never_believed(router: Router,
+                                                           payload: bytes) -> None:
+    # Only the topic (checked against the registry) says who is speaking.
+    assert _reason(router, WP, payload) in {RejectReason.SCHEMA, RejectReason.UNKNOWN_METRIC}
+
+
+@pytest.mark.parametrize("template", [
+    '{"values": {"pressure_mpa": X}}', '{"pressure_mpa": X}', '{"press_bar": X}',
+    '{"pressure": X, "unit": "kPa"}', '{"values": {"pressure_mpa": 0.3}, "battery_pct": X}',
+    '{"values": {"pressure_mpa": 0.3}, "rssi_dbm": X}',
+    '{"readings": [{"values": {"pressure_mpa": X}}]}',
+])
+@pytest.mark.parametrize("literal", [
+    "NaN", "Infinity", "-Infinity", "1e400", "-1e400", "true", "false", "1" + "0" * 400,
+    "1" + "0" * 5000, '"0.3"', "[0.3]", "{}",
+])
+def test_no_non_finite_or_non_number_passes_in_any_numeric_position(
+        router: Router, template: str, literal: str) -> None:
+    payload = template.replace("X", literal).encode()
+    # Which reason depends on where the value sits; that it is refused is the point.
+    assert _reason(router, WP, payload) in {RejectReason.NAN, RejectReason.TYPE,
+                                            RejectReason.RANGE, RejectReason.BAD_JSON}
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+def test_non_finite_values_are_nan(router: Router, literal: str) -> None:
+    for template in ('{"values": {"pressure_mpa": X}}', '{"pressure_mpa": X}',
+                     '{"pressure": X, "unit": "kPa"}', '{"ts": X, "values": {"pressure_mpa": 1}}',
+                     '{"values": {"pressure_mpa": 1}, "battery_pct": X}'):
+        payload = template.replace("X", literal).encode()
+        assert _reason(router, WP, payload) is RejectReason.NAN, payload
+
+
+@pytest.mark.parametrize("literal", ["NaN", "1e400", "true"])
+@pytest.mark.parametrize("key", ["ts", "seq", "point", "detail"])
+def test_event_fields_refuse_non_finite_and_wrong_types(router: Router, literal: str,
+                                                        key: str) -> None:
+    payload = f'{{"type": "fire_alarm", "{key}": {literal}}}'.encode()
+    assert _reason(router, "parks/xz01/b1/fp-0001/event", payload) in {
+        RejectReason.NAN, RejectReason.TYPE, RejectReason.SCHEMA}
+
+
+# --------------------------------------------------------------------------- size limits
+
+
+def _router(**kwargs: float) -> Router:
+    args: dict[str, object] = {"max_payload_bytes": 65536, **kwargs}
+    return Router(registry=_registry(), root="parks", timezones={}, default_timezone=SH,
+                  max_age_s=7 * 86400, max_future_s=300, **args)  # type: ignore[arg-type]
+
+
+def _batch(n: int) -> bytes:
+    return json.dumps({"readings": [{"ts": 1764059400 + i, "values": {"pressure_mpa": 0.3}}
+                                    for i in range(n)]}).encode()
+
+
+def test_batch_limit_is_configurable_and_oversize() -> None:
+    small = _router(max_batch=10)
+    assert len(small.route(WP, _batch(10), RECEIVED_MS).lines) == 10
+    with pytest.raises(Rejection) as info:
+        small.route(WP, _batch(11), RECEIVED_MS)
+    assert info.value.reason is RejectReason.OVERSIZE
+    assert "11 items > 10" in info.value.detail
+
+
+def test_default_batch_limit_is_1000(router: Router) -> None:
+    assert len(router.route(WP, _batch(1000), RECEIVED_MS).lines) == 1000
+    assert _reason(router, WP, _batch(1001)) is RejectReason.OVERSIZE
+
+
+def test_any_long_array_is_oversize_not_validated_item_by_item(router: Router) -> None:
+    payload = b'{"values": {"pressure_mpa": [' + b",".join([b"1"] * 5000) + b"]}}"
+    assert _reason(router, WP, payload) is RejectReason.OVERSIZE
+
+
+def test_deep_nesting_is_oversize(router: Router) -> None:
+    payload = b'{"values": ' + b"[" * 40 + b"1" + b"]" * 40 + b"}"
+    assert _reason(router, WP, payload) is RejectReason.OVERSIZE
+    recursion = b'{"values": ' + b"[" * 60000 + b"]" * 60000 + b"}"
+    assert _reason(_router(max_payload_bytes=1 << 20), WP, recursion) is RejectReason.OVERSIZE
+
+
+@pytest.mark.parametrize("where", ["top", "values", "nested"])
+def test_objects_with_too_many_keys_are_oversize(router: Router, where: str) -> None:
+    many = {f"k{i}": 1 for i in range(65)}
+    docs: dict[str, object] = {"top": many, "values": {"values": many},
+                               "nested": {"values": {"pressure_mpa": 0.3}, "x": {"y": many}}}
+    doc = docs[where]
+    assert _reason(router, WP, json.dumps(doc).encode()) is RejectReason.OVERSIZE
+
+
+def test_64_keys_are_not_a_size_problem(router: Router) -> None:
+    doc = {"values": {f"k{i}": 1 for i in range(64)}}
+    assert _reason(router, WP, json.dumps(doc).encode()) is RejectReason.UNKNOWN_METRIC
+
+
+def test_overlong_event_text_is_cut_so_a_fire_alarm_is_never_lost(router: Router) -> None:
+    payload = json.dumps({"type": "fire_alarm", "point": "p" * 500,
+                          "detail": "d\n" * 5000}).encode()
+    routed = router.route("parks/xz01/b1/fp-0001/event", payload, RECEIVED_MS)
+    assert len(routed.lines) == 1
+    assert "\n" not in routed.lines[0]
+    assert ",type=fire_alarm," in routed.lines[0]
+    event = routed.observations[0]
+    assert isinstance(event, DeviceEvent)
+    assert len(event.point) == 64
+    assert event.point.endswith("\u2026")
+    assert len(event.detail) == 256
+
+
+def test_rejection_details_stay_short_whatever_the_input(router: Router) -> None:
+    topic = "parks/xz01/b3/wp-0017/" + "t" * 60000
+    with pytest.raises(Rejection) as info:
+        router.route(topic, b"{}", RECEIVED_MS)
+    assert info.value.reason is RejectReason.BAD_TOPIC
+    assert len(info.value.detail) <= 300
+
+
+# --------------------------------------------------------------------------- rate limit
+
+OK = b'{"values": {"pressure_mpa": 0.3}}'
+
+
+def test_a_flooding_device_is_rate_limited_and_others_are_not() -> None:
+    r = _router(device_rate_per_s=1, device_burst=5)
+    flood = {"ok": 0, "rate_limited": 0}
+    for second in range(20):
+        now = RECEIVED_MS + 1000 * second
+        for _ in range(10):
+            try:
+                r.route(WP, OK, now)
+                flood["ok"] += 1
+            except Rejection as rejection:
+                flood[rejection.reason.value] += 1
+        # Another device at an honest pace, in the middle of the flood: always accepted.
+        r.route("parks/xz01/b2/sm-0420/telemetry", b'{"values": {}, "seq": 1}', now)
+    assert flood == {"ok": 5 + 19, "rate_limited": 200 - 24}
+
+
+def test_tokens_come_back_with_time() -> None:
+    r = _router(device_rate_per_s=2, device_burst=2)
+    r.route(WP, OK, RECEIVED_MS)
+    r.route(WP, OK, RECEIVED_MS)
+    assert _reason(r, WP, OK) is RejectReason.RATE_LIMITED
+    r.route(WP, OK, RECEIVED_MS + 500)
+    assert _reason(r, WP, OK) is RejectReason.RATE_LIMITED
+
+
+def test_events_are_never_rate_limited() -> None:
+    r = _router(device_rate_per_s=1, device_burst=1)
+    for seq in range(500):
+        for topic in ("parks/xz01/b1/fp-0001/event", "parks/xz01/b2/sm-0420/event"):
+            r.route(topic, b'{"type": "fire_alarm", "seq": %d}' % seq, RECEIVED_MS)
+    # ...and they do not use up the device's telemetry allowance either.
+    r.route("parks/xz01/b2/sm-0420/telemetry", b'{"values": {}, "seq": 1}', RECEIVED_MS)
+
+
+def test_status_messages_are_rate_limited() -> None:
+    r = _router(device_rate_per_s=1, device_burst=2)
+    r.route("parks/xz01/b2/sm-0420/status", b"online", RECEIVED_MS)
+    r.route("parks/xz01/b2/sm-0420/status", b"offline", RECEIVED_MS)
+    assert _reason(r, "parks/xz01/b2/sm-0420/status", b"online") is RejectReason.RATE_LIMITED
+
+
+def test_a_backlog_with_device_timestamps_replays_in_full() -> None:
+    # An hour of 10 s readings held by the broker while ParkWatch was down, delivered at once.
+    r = _router(device_rate_per_s=1, device_burst=5)
+    start = RECEIVED_MS // 1000 - 3600
+    for i in range(360):
+        r.route(WP, b'{"ts": %d, "values": {"pressure_mpa": 0.3}}' % (start + 10 * i),
+                RECEIVED_MS)
+
+
+def test_old_timestamps_out_of_order_earn_nothing() -> None:
+    r = _router(device_rate_per_s=1, device_burst=3)
+    ts = [RECEIVED_MS // 1000 - 100, RECEIVED_MS // 1000 - 3000] * 4
+    outcomes = []
+    for t in ts:
+        try:
+            r.route(WP, b'{"ts": %d, "values": {"pressure_mpa": 0.3}}' % t, RECEIVED_MS)
+            outcomes.append(True)
+        except Rejection:
+            outcomes.append(False)
+    assert outcomes == [True] * 3 + [False] * 5
+
+
+def test_refused_messages_do_not_use_tokens() -> None:
+    r = _router(device_rate_per_s=1, device_burst=2)
+    for _ in range(10):
+        assert _reason(r, WP, b'{"values": {"pressure_mpa": 99}}') is RejectReason.RANGE
+    r.route(WP, OK, RECEIVED_MS)
+    r.route(WP, OK, RECEIVED_MS)
+
+
+def test_rate_zero_disables_the_limit() -> None:
+    r = _router(device_rate_per_s=0, device_burst=1)
+    for _ in range(1000):
+        r.route(WP, OK, RECEIVED_MS)
+    assert len(r.limiter) == 0
+
+
+def test_a_receive_clock_stepping_back_does_not_lock_a_device_out() -> None:
+    r = _router(device_rate_per_s=1, device_burst=2)
+    r.route(WP, OK, RECEIVED_MS)
+    stepped = RECEIVED_MS - 3_600_000  # NTP stepped the gateway clock back an hour
+    r.route(WP, OK, stepped)
+    with pytest.raises(Rejection, match="rate_limited"):
+        r.route(WP, OK, stepped)
+    r.route(WP, OK, stepped + 1000)  # a second later there is a token, not an hour later
+
+
+def test_unknown_devices_create_no_buckets() -> None:
+    r = _router(device_rate_per_s=1, device_burst=1)
+    for i in range(1000):
+        with pytest.raises(Rejection):
+            r.route(f"parks/xz01/b3/x{i}/telemetry", OK, RECEIVED_MS)
+    assert len(r.limiter) == 0
