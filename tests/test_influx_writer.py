@@ -24,6 +24,7 @@ from gateway.influx.v2 import InfluxV2Sink
 from gateway.influx.writer import InfluxWriter
 from gateway.metrics import Metrics
 from gateway.wal import Wal
+from gateway.walstreams import WalStreams
 
 _db_counter = iter(range(1_000_000))
 
@@ -412,3 +413,41 @@ async def test_factory_against_real_influxd(influxd: Influxd) -> None:
     result: Any = influxd.query('SELECT count("v") FROM "m"', db)
     assert result["results"][0]["series"][0]["values"][0][1] == 1
 
+
+
+# ---- several streams: priority first, bigger batches for a backlog ------------------------------
+
+ALARM_LINE = 'alarms,device=wp-1,rule=low alarm_id="a{}",state="firing" {}'
+
+
+async def test_priority_stream_is_drained_before_a_telemetry_backlog(tmp_path: Path) -> None:
+    down = True
+    fake = FakeInflux(reply=lambda n, lines: (503, {}, "down") if down else (204, {}, ""))
+    alarms = [ALARM_LINE.format(i, 1_700_000_000_000 + i) for i in range(3)]
+    async with fake_influx(fake) as url:
+        metrics = Metrics()
+        sink = v1(url)
+        async with WalStreams(tmp_path / "wal", metrics=metrics) as wal:
+            writer = InfluxWriter(wal=wal, sink=sink, metrics=metrics, batch_lines=500,
+                                  flush_interval_s=0.01, max_backoff_s=0.05)
+            task = asyncio.create_task(writer.run())
+            try:
+                for start in range(0, 20_000, 1000):   # an outage's worth of telemetry
+                    await wal.append(points("a", start, 1000))
+                await wal.append(alarms)
+                await wait_until(lambda: len(fake.bodies) > 2)
+                down = False
+                assert await writer.flush(30)
+            finally:
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await sink.close()
+    # The alarms were written after 20 000 telemetry lines but overtake all of them except the
+    # one batch already in flight when they arrived; telemetry keeps its order.
+    at = fake.stored.index(alarms[0])
+    assert fake.stored[at:at + 3] == alarms
+    assert at <= 1000   # one batch: whole records, and one append here is 1000 lines
+    assert fake.stored[:at] + fake.stored[at + 3:] == points("a", 0, 20_000)
+    # The backlog went out in requests larger than batch_lines (backlog_factor times).
+    assert max(len(b.split(b"\n")) for b in fake.bodies) == 2000
