@@ -1,4 +1,5 @@
-"""Whatever arrives on the wire, decoders answer with a result or a Rejection, never a crash."""
+"""Whatever arrives on the wire, decoders and the router answer with a result or a Rejection,
+never a crash; and what the router accepts never carries injected characters into a line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensors.base import Event, Rejection, Status, Telemetry, TimeContext
+from gateway.lineprotocol import escape_tag
+from gateway.registry import load_registry
+from gateway.router import Routed, Router
+from sensors.base import Event, Rejection, RejectReason, Status, Telemetry, TimeContext
 from sensors.catalogue import KINDS
 from sensors.decode import MAX_PAYLOAD_BYTES, decode_event, decode_status, decode_telemetry
 
@@ -128,3 +132,101 @@ def test_deep_nesting_never_recurses_out(depth: int, bracket: str) -> None:
     inner = (bracket if bracket == "[" else '{"a":') * depth
     closing = ("]" if bracket == "[" else "}") * depth
     _decode_all(('{"values": ' + inner + "1" + closing + "}").encode()[:MAX_PAYLOAD_BYTES])
+
+
+# --------------------------------------------------------------------------- the router
+
+_REGISTRY = load_registry(Path(__file__).resolve().parent.parent / "config" / "sample-park"
+                          / "registry.yaml")
+_DEVICES = sorted(_REGISTRY, key=lambda d: d.device)
+_TAG_VALUES = {escape_tag(v) for d in _DEVICES for v in d.tags().values()}
+
+
+def _router() -> Router:
+    # A fresh router per example would reset the rate limiter; a tight limit is part of the fuzz.
+    return Router(registry=_REGISTRY, root="parks", timezones={},
+                  default_timezone=ZoneInfo("Asia/Shanghai"), max_payload_bytes=4096,
+                  max_age_s=7 * 86400, max_future_s=300, max_batch=50,
+                  device_rate_per_s=5, device_burst=20)
+
+
+ROUTER = _router()
+_SEGMENTS = st.one_of(
+    st.sampled_from(["parks", "xz01", "b1", "b2", "b3", "telemetry", "event", "status", "", "+",
+                     "#", "wp,0017", "a b", "x=y", '"', "\\", "\n", "\x00"]),
+    st.sampled_from([d.device for d in _DEVICES]),
+    st.text(max_size=12),
+)
+
+
+_PAYLOADS = st.one_of(
+    st.binary(max_size=300),
+    OBJECTS.map(lambda obj: json.dumps(obj).encode()),
+    _mutated(),
+    st.sampled_from([b"online", b"offline", b" ONLINE ", b"NaN", b"null", b"[]", b"{}"]),
+)
+_GOLDEN_BY_KIND: dict[str, list[tuple[str, bytes]]] = {}
+for _case in sorted(GOLDEN.glob("*/*/payload")):
+    if _case.stat().st_size <= 4096 and not _case.parent.parent.name.startswith("_"):
+        _suffix = (_case.parent / "topic").read_text().strip().rpartition("/")[2]
+        _GOLDEN_BY_KIND.setdefault(_case.parent.parent.name, []).append(
+            (_suffix, _case.read_bytes()))
+
+
+@st.composite
+def _messages(draw: st.DrawFn) -> tuple[str | bytes, bytes]:
+    """Mostly a registered device's topic with a real payload of its kind, then damaged a
+    little (so every stage is reached); sometimes raw bytes."""
+    if draw(st.integers(min_value=0, max_value=9)) == 0:
+        return draw(st.binary(max_size=80)), draw(st.binary(max_size=200))
+    dev = draw(st.sampled_from(_DEVICES))
+    suffix, payload = draw(st.sampled_from(_GOLDEN_BY_KIND[dev.kind]))
+    parts = ["parks", dev.park, dev.building, dev.device, suffix]
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
+        parts[draw(st.integers(min_value=0, max_value=4))] = draw(_SEGMENTS)
+    topic = "/".join(parts)
+    if draw(st.booleans()):
+        payload = draw(st.one_of(_PAYLOADS, st.just(payload)))
+    return (topic.encode("utf-8", "surrogatepass") if draw(st.booleans()) else topic), payload
+
+
+def _route_once(topic: str | bytes, payload: bytes, received_at_ms: int) -> None:
+    refused: Rejection | None = None
+    try:
+        routed = ROUTER.route(topic, payload, received_at_ms)
+    except Rejection as rejection:
+        refused = rejection
+    if refused is not None:
+        assert isinstance(refused.reason, RejectReason)
+        assert len(refused.detail) <= 300
+        return
+    _assert_routed_is_safe(routed)
+
+
+def _assert_routed_is_safe(routed: Routed) -> None:
+    assert routed.device.device in _REGISTRY.devices
+    for line in routed.lines:
+        assert "\n" not in line
+        assert "\r" not in line
+        head = line.split(" ", 1)[0]
+        # Tag values are registry IDs, never anything from the topic or payload.
+        for pair in head.split(",")[1:]:
+            _, _, value = pair.partition("=")
+            assert value in _TAG_VALUES | {routed.device.kind, "fire_alarm", "pre_alarm",
+                                           "fault", "supervisory", "isolated", "test",
+                                           "restored", "tamper", "low_battery", "reset",
+                                           "mute"}, line
+
+
+@FUZZ
+@given(_messages(), st.integers(min_value=0, max_value=2**45))
+def test_router_answers_routed_or_rejection_for_any_topic_and_payload(
+        message: tuple[str | bytes, bytes], received_at_ms: int) -> None:
+    _route_once(*message, received_at_ms)
+
+
+@FUZZ
+@given(st.binary(max_size=120), st.binary(max_size=120))
+def test_router_survives_raw_bytes_everywhere(topic: bytes, payload: bytes) -> None:
+    _route_once(topic, payload, 1764059460000)
+    _route_once(b"parks/xz01/b3/wp-0017/" + topic, payload, 1764059460000)
