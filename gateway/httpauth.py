@@ -30,7 +30,6 @@ from gateway.errors import ConfigError
 from gateway.logs import RateLimited
 
 log = logging.getLogger(__name__)
-_refusals = RateLimited(log, interval_s=60.0)
 
 OPEN_ROUTES = frozenset({"/healthz", "/ack/{token}"})
 TOKEN_ENV = "PARKWATCH_HTTP__TOKEN"
@@ -63,6 +62,7 @@ def _digest(value: bytes) -> bytes:
 
 def bearer_middleware(token: SecretStr) -> Middleware:
     expected = _digest(token.get_secret_value().encode())
+    refusals = RateLimited(log, interval_s=60.0)   # a scanner must not flood the log
 
     @web.middleware
     async def require_token(request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -74,7 +74,7 @@ def bearer_middleware(token: SecretStr) -> Middleware:
                 _digest(presented.strip().encode()), expected):
             return await handler(request)
         # Who knocked, never what they presented: a mistyped token is nearly the real one.
-        _refusals.warning(f"http-401-{request.remote}",
+        refusals.warning(f"http-401-{request.remote}",
                           "http request without a valid token refused: %s %s from %s",
                           request.method, request.rel_url.path, request.remote)
         return web.json_response(

@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import json
 import logging
 import queue
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +38,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import MqttSettings
-from gateway.devservices import Mosquitto, free_port
+from gateway.devservices import Influxd, Mosquitto, free_port
 from gateway.errors import MqttError
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttSession
-from tests.conftest import wait_for
+from gateway.registry import Device, Registry
+from tests.conftest import make_settings, running_gateway, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +56,24 @@ TOPIC_B = f"parks/p1/b1/{DEVICE_B}/telemetry"
 
 # The reference ACL of docs/security.md (kept identical; test_security.py checks that).
 REFERENCE_ACL = """\
-# The gateway reads every device topic and owns parkwatch/ (status, dead letters, alarms).
+# ParkWatch logs in as "parkwatch": it reads every device topic and writes only its own topics
+# (dead letters, alarm documents, its liveness status and Last Will).
 user parkwatch
 topic read parks/#
-topic readwrite parkwatch/#
+topic write parkwatch/deadletter/#
+topic write parkwatch/alarms/#
+topic write parkwatch/gateway/#
 
-# Every other login is a device whose user name is its device id (%u): it may publish only
-# below its own id, in any park and building (the gateway's registry check catches a wrong
-# park or building), and may read nothing.
-pattern write parks/+/+/%u/#
+# Every other login is a device whose user name is its device id; mosquitto puts that name in
+# place of %u. A device may publish telemetry, events and its status (and Last Will) under its
+# own id only, and may read nothing. ParkWatch checks park and building against the registry.
+pattern write parks/+/+/%u/telemetry
+pattern write parks/+/+/%u/event
+pattern write parks/+/+/%u/status
 """
+# Test only: a user that sees everything, to prove what the broker let through.
+AUDITOR, AUDITOR_PASSWORD = "auditor", "auditor-secret"
+TEST_ACL = REFERENCE_ACL + f"\nuser {AUDITOR}\ntopic read #\n"
 
 
 # --- a test PKI ---------------------------------------------------------------------------------
@@ -151,18 +162,27 @@ class SecureBroker:
     cert_port: int
 
 
+def _registry_devices(registry: Registry) -> list[Device]:
+    """Two sample-park devices that get broker logins (user = device id, password pw-{id})."""
+    return [d for d in registry if d.kind == "water_pressure"][:2]
+
+
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[SecureBroker]:
+def broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki,
+           sample_registry: Registry) -> Iterator[SecureBroker]:
     if shutil.which("mosquitto_passwd") is None:
         pytest.fail("mosquitto_passwd not found: apt-get install mosquitto-clients or mosquitto")
     d = tmp_path_factory.mktemp("secure-mosquitto")
     passwd = d / "passwd"
     passwd.touch(mode=0o600)
-    for user, password in [(GATEWAY_USER, GATEWAY_PASSWORD), *DEVICE_PASSWORD.items()]:
+    users = [(GATEWAY_USER, GATEWAY_PASSWORD), (AUDITOR, AUDITOR_PASSWORD),
+             *DEVICE_PASSWORD.items(),
+             *((d.device, "pw-" + d.device) for d in _registry_devices(sample_registry))]
+    for user, password in users:
         subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True,
                        capture_output=True)
     acl = d / "acl"
-    acl.write_text(REFERENCE_ACL)
+    acl.write_text(TEST_ACL)
     tls_port, cert_port = free_port(), free_port()
     tls = f"cafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
     # Later global options win over the devservices defaults (allow_anonymous true).
@@ -413,12 +433,43 @@ def test_device_certificate_identity_is_its_acl_user(broker: SecureBroker, pki: 
 
 
 def test_device_may_not_write_gateway_topics(broker: SecureBroker) -> None:
-    with Client(broker.plain_port, user=GATEWAY_USER, password=GATEWAY_PASSWORD) as gateway, \
+    with Client(broker.plain_port, user=AUDITOR, password=AUDITOR_PASSWORD) as auditor, \
             Client(broker.plain_port, user=DEVICE_A, password=DEVICE_PASSWORD[DEVICE_A]) as a:
-        assert not gateway.subscribe("parkwatch/#").is_failure
-        assert not gateway.subscribe("parks/#").is_failure
+        assert not auditor.subscribe("#").is_failure
         a.publish("parkwatch/alarms/p1/b1/x/fire", b"fake alarm")
         a.publish("parkwatch/gateway/parkwatch/status", b"offline")
+        a.publish(f"parks/p1/b1/{DEVICE_A}/config", b"not a device topic")
         a.publish(TOPIC_A, b"marker")
-        assert _next_message(gateway) == (TOPIC_A, b"marker")
-        assert gateway.messages.empty()
+        assert _next_message(auditor) == (TOPIC_A, b"marker")
+        assert auditor.messages.empty()
+
+
+async def test_a_real_gateway_under_the_reference_acl(
+        tmp_path: Path, broker: SecureBroker, pki: Pki, influxd: Influxd,
+        sample_registry: Registry) -> None:
+    """TLS + password + the ACL: readings flow, the gateway's own topics are writable, a device
+    cannot feed the gateway another device's readings."""
+    own, other = _registry_devices(sample_registry)
+    settings = make_settings(
+        tmp_path, mqtt_url=f"mqtts://127.0.0.1:{broker.tls_port}", influx_url=influxd.url,
+        mqtt={"topic_root": "parks", "username": GATEWAY_USER, "password": GATEWAY_PASSWORD,
+              "tls": {"ca_file": str(pki.ca)}})
+
+    def topic(dev: Device) -> str:
+        return f"parks/{dev.park}/{dev.building}/{dev.device}/telemetry"
+
+    reading = json.dumps({"ts": int(time.time()), "values": {"pressure_mpa": 0.31}}).encode()
+    with Client(broker.plain_port, user=AUDITOR, password=AUDITOR_PASSWORD) as auditor:
+        auditor.subscribe(f"parkwatch/gateway/{settings.instance}/status")
+        async with running_gateway(settings, sample_registry) as gw:
+            assert await asyncio.to_thread(_next_message, auditor) == (
+                f"parkwatch/gateway/{settings.instance}/status", b"online")
+            with Client(broker.tls_port, user=own.device, password="pw-" + own.device,
+                        ca=pki.ca) as device:
+                await asyncio.to_thread(device.publish, topic(other), reading)
+                await asyncio.to_thread(device.publish, topic(own), reading)
+            await wait_for(lambda: own.device in gw.latest, timeout_s=30,
+                           what="the device's own reading accepted")
+            assert gw.metrics.value("parkwatch_messages_received_total", type="telemetry") == 1
+            assert other.device not in gw.latest
+            assert own.device in gw.latest
