@@ -1,0 +1,173 @@
+"""The generated Grafana dashboards: committed JSON is what the code generates, the JSON is a
+valid SDK model, and a few promises hold for every panel (targets, annotations, datasource,
+thresholds from the rules)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from grafana_foundation_sdk.models.dashboard import Dashboard
+
+from gateway.grafana import export
+from gateway.grafana.dashboards import build_all, influxql, schema
+from gateway.grafana.dashboards.common import DATASOURCE_UID, _plain
+from tests.conftest import ROOT
+
+COMMITTED = ROOT / "deploy" / "grafana" / "dashboards"
+
+
+@pytest.fixture(scope="module")
+def dashboards() -> dict[str, dict[str, Any]]:
+    return build_all()
+
+
+def _panels(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for panel in doc.get("panels", []):
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+def test_committed_json_is_what_the_generator_writes() -> None:
+    files = export.rendered()
+    stale = export.stale(COMMITTED, files)
+    assert stale == [], "run: parkwatch grafana export"
+    extra = {p.name for p in COMMITTED.glob("*.json")} - set(files)
+    assert extra == set(), "dashboards nobody generates any more"
+
+
+def test_output_is_deterministic() -> None:
+    assert export.rendered() == export.rendered()
+    text = next(iter(export.rendered().values()))
+    assert text.endswith("}\n")
+    assert text.splitlines()[1].startswith('  "')   # two-space indent
+
+
+def test_check_lists_the_files_that_differ(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    assert export.run(parser.parse_args(["--out", str(tmp_path)])) == 0
+    assert export.run(parser.parse_args(["--out", str(tmp_path), "--check"])) == 0
+    (tmp_path / "alarms.json").write_text("{}\n")
+    (tmp_path / "water-systems.json").unlink()
+    capsys.readouterr()
+    assert export.run(parser.parse_args(["--out", str(tmp_path), "--check"])) == 1
+    err = capsys.readouterr().err
+    assert "alarms.json" in err
+    assert "water-systems.json" in err
+    assert "park-overview.json" not in err
+
+
+def _without_annotation_targets(doc: dict[str, Any]) -> dict[str, Any]:
+    copy: dict[str, Any] = json.loads(json.dumps(doc))
+    for annotation in copy["annotations"]["list"]:
+        annotation.pop("target", None)
+    return copy
+
+
+def test_each_dashboard_round_trips_through_the_sdk_model(
+        dashboards: dict[str, dict[str, Any]]) -> None:
+    influxql.register()
+    for stem, doc in dashboards.items():
+        model = Dashboard.from_json(doc)
+        again: dict[str, Any] = _plain(model)
+        # The SDK's AnnotationTarget models only Grafana's own annotation store; everything
+        # else, InfluxQL targets included, must come back exactly.
+        assert _without_annotation_targets(again) == _without_annotation_targets(doc), stem
+        targets = [t for p in model.panels or [] for t in getattr(p, "targets", None) or []]
+        assert targets, stem
+        assert all(isinstance(t, influxql.InfluxQLQuery) for t in targets), stem
+
+
+def test_uids_and_file_names_are_stable_and_unique(
+        dashboards: dict[str, dict[str, Any]]) -> None:
+    uids = {stem: doc["uid"] for stem, doc in dashboards.items()}
+    assert uids == {"park-overview": "parkwatch-overview",
+                    "building-drilldown": "parkwatch-building",
+                    "water-systems": "parkwatch-water", "electrical-fire": "parkwatch-electrical",
+                    "alarms": "parkwatch-alarms", "parkwatch-health": "parkwatch-health"}
+    for doc in dashboards.values():
+        ids = [p["id"] for p in _panels(doc)]
+        assert len(ids) == len(set(ids)), doc["uid"]
+
+
+def test_every_panel_has_a_target_on_the_parkwatch_datasource(
+        dashboards: dict[str, dict[str, Any]]) -> None:
+    for doc in dashboards.values():
+        variable = next(v for v in doc["templating"]["list"] if v["name"] == "datasource")
+        assert variable["type"] == "datasource"
+        assert variable["query"] == "influxdb"
+        assert variable["current"]["value"] == DATASOURCE_UID
+        for panel in _panels(doc):
+            if panel["type"] == "row":
+                continue
+            assert panel.get("targets"), f"{doc['uid']}: {panel['title']} has no target"
+            assert panel["datasource"] == {"type": "influxdb", "uid": "${datasource}"}
+            for target in panel["targets"]:
+                assert target["rawQuery"] is True
+                assert target["query"].strip()
+
+
+def test_every_time_series_panel_gets_alarm_annotations(
+        dashboards: dict[str, dict[str, Any]]) -> None:
+    for doc in dashboards.values():
+        alarm_annotations = [a for a in doc["annotations"]["list"]
+                             if a["enable"] and 'FROM "alarms"' in a["target"]["query"]
+                             and "$timeFilter" in a["target"]["query"]]
+        # Dashboard-wide (no panel filter): Grafana draws them on every time-series panel.
+        assert alarm_annotations
+        assert all("filter" not in a for a in alarm_annotations)
+        series = [p for p in _panels(doc) if p["type"] in ("timeseries", "state-timeline")]
+        assert all(p["datasource"] == alarm_annotations[0]["datasource"] for p in series)
+
+
+def _panel(doc: dict[str, Any], title: str) -> dict[str, Any]:
+    return next(p for p in _panels(doc) if p["title"] == title)
+
+
+def _steps(panel: dict[str, Any]) -> list[float]:
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    return [s["value"] for s in steps if s["value"] is not None]
+
+
+def test_thresholds_are_the_rules_values(dashboards: dict[str, dict[str, Any]]) -> None:
+    rules = schema.rules()
+    water = _panel(dashboards["water-systems"], "Pipe network pressure (hydrant and sprinkler)")
+    assert _steps(water) == sorted(lim.value for lim in schema.limits(rules, "pressure_mpa"))
+    assert water["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line+area"
+    residual = _panel(dashboards["electrical-fire"], "Residual current per circuit")
+    assert _steps(residual) == [200, 300]
+    cables = _panel(dashboards["electrical-fire"], "Cable temperatures per circuit")
+    assert set(_steps(cables)) == {85}
+
+
+def test_changing_a_rule_moves_the_band(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(schema.DEFAULT_RULES, rules)
+    water = rules / "water.yaml"
+    doc = yaml.safe_load(water.read_text())
+    low = next(r for r in doc["rules"] if r["name"] == "water_pressure_low")
+    low["tiers"][0]["value"] = 0.15
+    low["clear"]["value"] = 0.15
+    water.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    panel = _panel(build_all(rules)["water-systems"],
+                   "Pipe network pressure (hydrant and sprinkler)")
+    assert 0.15 in _steps(panel)
+    assert 0.10 not in _steps(panel)
+
+
+def test_building_variables_chain_from_park_down(dashboards: dict[str, dict[str, Any]]) -> None:
+    variables = {v["name"]: v for v in dashboards["building-drilldown"]["templating"]["list"]}
+    assert [n for n in variables if n != "datasource"] == list(schema.LOCATION_TAGS)
+    assert variables["park"]["query"] == 'SHOW TAG VALUES WITH KEY = "park"'
+    assert variables["device"]["query"].endswith(
+        'WHERE "park" =~ /^$park$/ AND "building" =~ /^$building$/ AND "floor" =~ /^$floor$/ '
+        'AND "zone" =~ /^$zone$/')
