@@ -33,21 +33,23 @@ PARK = var_match("park")
 NORMAL, FAULT, ALARM, FIRE = 0, 1, 2, 3
 
 
-def _devices_with_status(per: tuple[str, ...], *, online_only: bool, alias: str) -> str:
-    """Devices whose last ``device_status`` is known (or is ``online``), counted per ``per``."""
+def _devices_with_status(per: tuple[str, ...], *, online_only: bool, alias: str,
+                         code: int | None = None) -> str:
+    """Devices whose last ``device_status`` is known (or is ``online``), counted per ``per``;
+    with ``code``, that constant wherever there is at least one device."""
     online = ident("online")
+    value = f"count({online})" + (f" * 0 + {code}" if code is not None else "")
     inner = (f"SELECT last({online}) AS {online} FROM {ident(schema.DEVICE_STATUS)} "
              f"WHERE {where(ACTIVE_WINDOW, PARK)} {alarmq.group_by(*per, 'device')}")
     outer_where = f" WHERE {online} = true" if online_only else ""
     outer_by = f" {alarmq.group_by(*per)}" if per else ""
-    return f"SELECT count({online}) AS {ident(alias)} FROM ({inner}){outer_where}{outer_by}"
+    return f"SELECT {value} AS {ident(alias)} FROM ({inner}){outer_where}{outer_by}"
 
 
 def _building_status(ruleset: RuleSet) -> Any:
     faults = schema.fault_rules(ruleset)
     not_fault = f"{ident('rule')} !~ /^({'|'.join(faults)})$/"
-    base = _devices_with_status(("building",), online_only=False, alias="status").replace(
-        f"count({ident('online')})", f"count({ident('online')}) * 0", 1)
+    base = _devices_with_status(("building",), online_only=False, alias="status", code=NORMAL)
     queries = [
         base,
         alarmq.active_count([PARK, one_of("rule", faults)], per=("building",), alias="status",
