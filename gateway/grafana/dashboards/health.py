@@ -66,15 +66,15 @@ def build(ruleset: RuleSet) -> dict[str, Any]:
     links = {"MQTT broker": "broker_connected", "InfluxDB reachable": "influx_reachable",
              "InfluxDB credentials": "influx_auth_ok"}
     board.add(stat_panel("Connections", "1 = up. Broker and InfluxDB as the gateway sees them.",
-                         targets(_gauges(links, fn="last")))
-              .display_name("${__field.labels.instance} ${__field.displayName}")
+                         [t.alias("$tag_instance $col")
+                          for t in targets(_gauges(links, fn="last"))])
               .mappings([value_text({"1": ("UP", "green"), "0": ("DOWN", "red")})]),
               width=12, height=5)
     board.add(stat_panel("Backlog now", "Messages received but not yet acknowledged, and "
                          "write-ahead-log bytes not yet in InfluxDB.",
-                         targets(_gauges({"unacked": "unacked_in_flight"}, fn="last"),
-                                 _gauges({"WAL not in InfluxDB": "wal_pending_bytes"},
-                                         fn="last")))
+                         [t.alias("$tag_instance $col") for t in targets(
+                             _gauges({"unacked": "unacked_in_flight"}, fn="last"),
+                             _gauges({"WAL not in InfluxDB": "wal_pending_bytes"}, fn="last"))])
               .thresholds(thresholds([(None, "green"), (1000, "orange")])), width=12, height=5)
     ingest = {t: schema.received_field(t) for t in schema.MESSAGE_TYPES}
     ingest["readings accepted"] = "readings_accepted_total"
