@@ -473,3 +473,21 @@ async def test_a_real_gateway_under_the_reference_acl(
             assert gw.metrics.value("parkwatch_messages_received_total", type="telemetry") == 1
             assert other.device not in gw.latest
             assert own.device in gw.latest
+
+
+async def test_insecure_skip_verify_connects_to_an_untrusted_broker(broker: SecureBroker,
+                                                                   pki: Pki) -> None:
+    """For a first test only: a certificate from an unknown CA is accepted."""
+    settings = _settings(f"mqtts://{GATEWAY_USER}:{GATEWAY_PASSWORD}@127.0.0.1:{broker.tls_port}",
+                         tls={"ca_file": str(pki.other_ca), "insecure_skip_verify": True})
+    session = await _session_connects(settings, [])
+    await session.close()
+
+
+def test_tls_settings_need_an_mqtts_url(pki: Pki) -> None:
+    with pytest.raises(ValueError, match="not mqtts://"):
+        _settings("mqtt://broker:1883", tls={"ca_file": str(pki.ca)})
+    with pytest.raises(ValueError, match="key_file without cert_file"):
+        _settings("mqtts://broker", tls={"key_file": "k.pem"})
+    assert _settings("mqtts://broker").port == 8883
+    assert _settings("mqtt://broker").port == 1883
