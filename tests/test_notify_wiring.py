@@ -336,3 +336,33 @@ async def test_the_ack_link_in_a_robot_message_acknowledges_once(
                                what="alarms points firing, acknowledged")
             finally:
                 await runner.cleanup()
+
+
+async def test_outbox_keys_of_alarms_long_gone_are_forgotten(tmp_path: Path) -> None:
+    from gateway.notify.notifier import KEY_MEMORY_MS
+    from rules.alarm import Alarm, Severity, Subject, Transition
+
+    cfg = NotifyConfig.model_validate(routing("http://127.0.0.1:9")["notify"])
+    subject = Subject(park="xz01", building="b1", device="sd-1", tenant="hs-elec", kind="smoke")
+    fired = Alarm(alarm_id="a1", fingerprint="fire_alarm|sd-1", rule="fire_alarm",
+                  severity=Severity.CRITICAL, state=AlarmState.FIRING, subject=subject,
+                  message="fire", started_at_ms=1_000, updated_at_ms=1_000, fired_at_ms=1_000)
+    active = [fired]
+    async with AlarmStore(tmp_path / "alarms.db") as store:
+        notifier = Notifier(store=store, metrics=Metrics(), audit=_noop_audit,
+                            channels={"robot": LoggingChannel(name="robot", kind="dingtalk")},
+                            config=cfg, active=lambda: active)
+        assert notifier.plan([Transition(None, fired)], 1_000)
+        notifier.tick(2_000)
+        assert notifier.remembered_alarms == 1
+        # Still active an hour later: its keys must stay (escalation and repeats use them).
+        notifier.tick(1_000 + KEY_MEMORY_MS + 60_000)
+        assert notifier.remembered_alarms == 1
+        resolved = fired.evolve(state=AlarmState.RESOLVED, resolved_at_ms=5_000,
+                                updated_at_ms=5_000)
+        active = []
+        notifier.plan([Transition(fired, resolved)], 5_000 + KEY_MEMORY_MS)
+        notifier.tick(5_000 + KEY_MEMORY_MS + 60_000)
+        assert notifier.remembered_alarms == 1            # resolved just now: kept a while
+        notifier.tick(5_000 + 3 * KEY_MEMORY_MS)
+        assert notifier.remembered_alarms == 0

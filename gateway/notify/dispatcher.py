@@ -140,6 +140,7 @@ class Dispatcher:
         self._warn = RateLimited(log, 30.0)
         # group key -> epoch ms before which the group must not send again (group_interval).
         self._holds: dict[str, int] = {}
+        self._last_audit_ms = 0
 
     def wake(self) -> None:
         """New rows were committed: look now instead of at the next poll."""
@@ -157,6 +158,7 @@ class Dispatcher:
                 due = [p for p in await self._outbox.due(now_ms)
                        if p.notification.key not in self._inflight]
                 start, hold = self._schedule(due, now_ms)
+                await self._add_group_members(start)
                 for keys, until_ms in hold:
                     await self._outbox.defer(keys, until_ms)
                 for batch in start:
@@ -213,6 +215,22 @@ class Dispatcher:
                     self._holds[p.group_key] = now_ms + p.group_interval_ms
         return start, hold
 
+    async def _add_group_members(self, start: list[list[Pending]]) -> None:
+        """A group leaving takes its rows that are not due yet too (their group_wait would
+        only make them a second message a group_interval later)."""
+        by_group: dict[str, list[Pending]] = {}
+        for batch in start:
+            for p in batch:
+                if p.group_key:
+                    by_group.setdefault(p.group_key, batch)
+        if not by_group:
+            return
+        present = {p.notification.key for batch in start for p in batch} | self._inflight
+        for p in await self._outbox.pending_in_groups(list(by_group)):
+            if p.notification.key not in present:
+                by_group[p.group_key].append(p)
+                present.add(p.notification.key)
+
     async def drain(self, timeout_s: float) -> None:
         """Let sends under way finish (graceful shutdown)."""
         if self._tasks:
@@ -259,7 +277,8 @@ class Dispatcher:
             for pending in batch:   # every row the message carried gets the same outcome
                 outcome = await self._record(pending, result, now_ms, delay_s)
                 n = pending.notification
-                lines.append(self._line(n.channel, n.recipient, n.alarm, outcome, now_ms,
+                lines.append(self._line(n.channel, n.recipient, n.alarm, outcome,
+                                        self._audit_ms(now_ms),
                                         (self._clock() - started) * 1000, pending.attempts + 1))
             if result.outcome is not Outcome.SENT:
                 self._warn.warning(f"{message.channel}:{result.outcome.value}",
@@ -303,6 +322,13 @@ class Dispatcher:
             log.warning("notification %s failed on %s: falling back to %s", n.key, n.channel,
                         target)
         return True
+
+    def _audit_ms(self, now_ms: int) -> int:
+        """A distinct millisecond per audit point: InfluxDB keeps one point per series and
+        timestamp, so the rows of one digest (same tags, same instant) would overwrite each
+        other. They are spread 1 ms apart instead."""
+        self._last_audit_ms = max(now_ms, self._last_audit_ms + 1)
+        return self._last_audit_ms
 
     def _backoff(self, attempts: int, fire_class: bool = False) -> float:
         # A fire alarm must go out within seconds of the provider coming back, not minutes.

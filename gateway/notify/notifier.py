@@ -41,6 +41,8 @@ from rules.alarm import Alarm, AlarmState, Severity, Transition
 
 #: How long ParkWatch keeps trying one notification before it is declared dead.
 DEADLINE_MS = 24 * 3600 * 1000
+#: How long the outbox keys of an alarm that is no longer active stay in memory.
+KEY_MEMORY_MS = 3600 * 1000
 #: The catch-all webhook's channel name (contract §7).
 CATCH_ALL = "webhook"
 _NEVER = 2**62
@@ -96,6 +98,10 @@ class Notifier:
         self._keys: dict[str, set[str]] = {}
         # When the ticker next needs to look at an alarm (escalation schedule), per alarm id.
         self._next_check: dict[str, int] = {}
+        # Last time plan() saw each alarm: keys of alarms gone from the active set for longer
+        # than KEY_MEMORY_MS are forgotten (the outbox's unique key still refuses a repeat).
+        self._touched: dict[str, int] = {}
+        self._last_forget_ms = 0
 
     @classmethod
     def from_settings(cls, settings: Settings | NotifySettings, *, store: AlarmStore,
@@ -176,6 +182,7 @@ class Notifier:
         active = list(self._active())
         for t in published:
             alarm = t.after
+            self._touched[alarm.alarm_id] = now_ms
             self._next_check.pop(alarm.alarm_id, None)    # its schedule may have changed
             sent = self._keys.setdefault(alarm.alarm_id, set())
             planned = plan_transition(self.config, t, now_ms, already_sent=sent,
@@ -206,7 +213,24 @@ class Notifier:
             self._next_check[alarm.alarm_id] = _NEVER if nxt is None else nxt
         for gone in [k for k in self._next_check if k not in live]:
             del self._next_check[gone]
+        self._forget(live, now_ms)
         return rows
+
+    def _forget(self, live: set[str], now_ms: int) -> None:
+        """Drop the remembered keys of alarms resolved (not active) for KEY_MEMORY_MS."""
+        if now_ms - self._last_forget_ms < KEY_MEMORY_MS // 60:
+            return
+        self._last_forget_ms = now_ms
+        horizon = now_ms - KEY_MEMORY_MS
+        for alarm_id in [a for a in self._keys if a not in live
+                         and self._touched.get(a, 0) < horizon]:
+            del self._keys[alarm_id]
+            self._touched.pop(alarm_id, None)
+
+    @property
+    def remembered_alarms(self) -> int:
+        """How many alarms' outbox keys are held in memory (bounded by _forget)."""
+        return len(self._keys)
 
     def _rows(self, planned: Iterable[Planned], now_ms: int) -> list[tuple[Any, ...]]:
         rows = []

@@ -66,6 +66,20 @@ class Outbox:
                     for r in rows]
         return await self._store.execute(read)
 
+    async def pending_in_groups(self, group_keys: list[str]) -> list[Pending]:
+        """Every first-attempt pending row of these groups, due or not: when a group leaves,
+        it takes everything that has piled up in it (Alertmanager's group flush)."""
+        def read(conn: sqlite3.Connection) -> list[Pending]:
+            marks = ",".join("?" for _ in group_keys)
+            rows = conn.execute(
+                "SELECT notification, attempts, created_at_ms, deadline_ms, fire_class,"
+                " group_key, group_interval_ms FROM outbox"
+                f" WHERE state = 'pending' AND attempts = 0 AND group_key IN ({marks})"
+                " ORDER BY next_at_ms", group_keys)
+            return [Pending(_notification(r[0]), r[1], r[2], r[3], bool(r[4]), r[5], r[6])
+                    for r in rows]
+        return await self._store.execute(read)
+
     async def next_due_ms(self) -> int | None:
         def read(conn: sqlite3.Connection) -> int | None:
             row = conn.execute("SELECT min(next_at_ms) FROM outbox WHERE state = 'pending'")
