@@ -17,7 +17,6 @@ are never printed.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -27,12 +26,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import niquests.exceptions
-from grafana_client import GrafanaApi  # type: ignore[attr-defined]
+import requests.exceptions
+from grafana_client.api import GrafanaApi
 from grafana_client.client import (
     GrafanaClientError,
     GrafanaException,
-    GrafanaTimeoutError,
     GrafanaUnauthorizedError,
 )
 
@@ -214,13 +212,9 @@ def _secret(what: str, env_var: str | None, path: Path | None, *, required: bool
 def load_dashboards(directory: Path | None) -> dict[str, dict[str, Any]]:
     """Dashboards by file stem: the *.json files of ``directory``, or freshly generated."""
     if directory is None:
-        try:
-            # Imported by name: the generator is built separately and may be absent here.
-            generator = importlib.import_module("gateway.grafana.dashboards")
-        except ImportError as exc:
-            raise PushError(f"the dashboard generator is not available ({exc}); "
-                            "pass --dashboards deploy/grafana/dashboards", EXIT_USAGE) from None
-        generated: dict[str, dict[str, Any]] = generator.build_all()
+        from gateway.grafana.dashboards import build_all
+
+        generated: dict[str, dict[str, Any]] = build_all()
         return dict(sorted(generated.items()))
     if not directory.is_dir():
         raise PushError(f"--dashboards {directory}: not a folder", EXIT_USAGE)
@@ -340,7 +334,7 @@ class GrafanaSession:
             raise PushError(f"Grafana at {url} rejected the token (401 Unauthorized) while "
                             f"{doing}: check that the service-account token is right and not "
                             "expired or revoked", EXIT_AUTH) from None
-        except GrafanaTimeoutError:
+        except requests.exceptions.Timeout:
             raise PushError(f"Grafana at {url} is unreachable: no answer within the timeout "
                             f"while {doing}", EXIT_UNREACHABLE) from None
         except GrafanaClientError as exc:
@@ -353,7 +347,7 @@ class GrafanaSession:
         except GrafanaException as exc:
             raise PushError(f"Grafana at {url} failed while {doing}: {exc.message}",
                             EXIT_GRAFANA) from None
-        except niquests.exceptions.RequestException as exc:
+        except requests.exceptions.RequestException as exc:
             # Connection refused, DNS failure, TLS failure: the request never got an answer.
             raise PushError(f"Grafana at {url} is unreachable while {doing}: "
                             f"{type(exc).__name__}: {exc}", EXIT_UNREACHABLE) from None
