@@ -68,6 +68,9 @@ class MqttSettings(_Section):
     password: SecretStr | None = None
     client_id: str | None = Field(default=None, description="default: parkwatch-{instance}")
     topic_root: str = Field(default="parks", pattern=r"^[^#+/][^#+]*$")
+    watchdog_s: float = Field(
+        default=60.0, ge=0, description="probe the subscription path this often; 0 disables "
+        "(missed once: resubscribe; twice: reconnect and raise ingest_stalled)")
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
     session_expiry_s: int = Field(default=7 * 86400, ge=0)
@@ -257,6 +260,10 @@ class ObserveSettings(_Section):
     gateway_interval_s: float = Field(default=10.0, gt=0, description="gateway measurement")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
+    heartbeat_url: SecretStr | None = Field(
+        default=None, description="pinged (GET) every heartbeat_s while the pipeline runs: a "
+        "dead man's switch outside the broker; secret because such URLs carry a token")
+    heartbeat_s: float = Field(default=30.0, gt=0)
 
 
 class AlarmSettings(_Section):

@@ -201,6 +201,26 @@ class MqttSession:
         self._publish_waiters[info.mid] = done
         return done
 
+    def resubscribe(self) -> None:
+        """Subscribe again (the watchdog's first remedy for a subscription that went quiet)."""
+        if self.connected:
+            opts = SubscribeOptions(qos=1)
+            self._client.subscribe([(topic, opts) for topic in self._subscriptions])
+
+    async def reconnect(self, timeout_s: float = 5.0) -> None:
+        """Drop the connection so the connection loop makes a new one (the watchdog's second
+        remedy). Unacked messages are redelivered on the new connection."""
+        if not self.connected:
+            return
+        self._client.disconnect()
+        try:
+            await asyncio.wait_for(self._disconnected.wait(), timeout_s)
+        except TimeoutError:
+            # A stalled path may never complete the DISCONNECT: drop the socket ourselves.
+            log.warning("mqtt: the broker did not see our disconnect; dropping the socket")
+            self._remove_socket()
+            self._handle_disconnect(ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"))
+
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish the offline status, disconnect cleanly, stop the background tasks."""
         if self._closing:

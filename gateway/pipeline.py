@@ -57,9 +57,10 @@ from gateway.notify.outbox import Pending
 from gateway.registry import Registry
 from gateway.router import Routed, Router
 from gateway.walstreams import WalStreams
+from gateway.watchdog import Heartbeat, IngestWatchdog
 from rules.alarm import Alarm, Severity, Subject, Transition
 from rules.observation import DeviceEvent, Observation
-from rules.system import NOTIFICATION_DEAD, SYSTEM_KIND, Condition
+from rules.system import INGEST_STALLED, NOTIFICATION_DEAD, SYSTEM_KIND, Condition
 from sensors.base import Rejection
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,11 @@ class Gateway:
             device_rate_per_s=settings.ingest.device_rate_per_s,
             device_burst=settings.ingest.device_burst)
         self.status_topic = f"parkwatch/gateway/{settings.instance}/status"
+        self.probe_topic = f"parkwatch/gateway/{settings.instance}/probe"
+        self.watchdog: IngestWatchdog | None = None
+        hb = settings.observe.heartbeat_url
+        self.heartbeat = Heartbeat(url=hb.get_secret_value() if hb else None,
+                                   interval_s=settings.observe.heartbeat_s)
         self._commit_q: asyncio.Queue[_Committable] = asyncio.Queue(maxsize=4)
         self._reject_log = RateLimited(log)
         self._pending_deadletters: set[asyncio.Future[None]] = set()
@@ -167,7 +173,7 @@ class Gateway:
             stages.append(asyncio.create_task(self._alarm_ticker(), name="alarm-ticker"))
         failed: list[asyncio.Task[None]] = []
         session = MqttSession(
-            settings=s.mqtt, client_id=s.client_id, subscriptions=self.router.subscriptions(),
+            settings=s.mqtt, client_id=s.client_id, subscriptions=self._subscriptions(),
             metrics=self.metrics, will=Will(self.status_topic, b"offline"),
             online=(self.status_topic, b"online"), queue_size=s.ingest.queue_size)
         self.session = session
@@ -178,11 +184,14 @@ class Gateway:
                 # Registry, rules and engine state are long-lived: take them out of the cyclic
                 # GC's full collections, whose pauses otherwise grow with the park's size.
                 gc.freeze()
+                stages.extend(self._health_stages(session, [*stages, validate_task]))
                 self.ready.set()
+                self.heartbeat.sd_notify("READY=1")
                 log.info("gateway running: %d devices, broker %s, influx %s", len(self.registry),
                          s.mqtt.url, s.influx.url)
                 failed = await _until_stop_or_failure(stop, [*stages, validate_task])
                 log.info("stopping: draining in-flight messages")
+                self.heartbeat.sd_notify("STOPPING=1")
                 validate_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await validate_task
@@ -238,7 +247,12 @@ class Gateway:
             received: collections.Counter[str] = collections.Counter()
             observed: list[Observation] = []
             event_keys: set[str] = set()
+            if self.watchdog is not None:
+                self.watchdog.heard()
             for msg in batch:
+                if msg.topic == self.probe_topic:   # the watchdog's loop-back, not a device
+                    work.messages.append(msg)       # acked in receive order with the batch
+                    continue
                 suffix = msg.topic.rpartition("/")[2]
                 received[suffix if suffix in _TYPES else "other"] += 1
                 try:
@@ -254,16 +268,7 @@ class Gateway:
                         work.messages.append(msg)
                         continue
                     routed = deduped
-                work.lines.extend(routed.lines)
-                work.messages.append(msg)
-                work.accepted_by_type[routed.type.value] += 1
-                work.samples += routed.samples
-                if routed.untrusted:
-                    self.metrics.untrusted_clock.inc(routed.untrusted)
-                    self.untrusted_clock_devices.add(routed.device.device)
-                self.latest[routed.device.device] = routed
-                if routed.seq is not None:
-                    self._track_seq(routed.device.device, routed.seq)
+                self._accept(work, msg, routed)
                 if self.alarms is not None and routed.observations:
                     observed.extend(routed.observations)
             if observed:
@@ -273,6 +278,18 @@ class Gateway:
                 self._counters[mtype].inc(n)
             self.metrics.queue_depth.labels(queue="commit").set(self._commit_q.qsize())
             await self._commit_q.put(work)
+
+    def _accept(self, work: _Committable, msg: Inbound, routed: Routed) -> None:
+        work.lines.extend(routed.lines)
+        work.messages.append(msg)
+        work.accepted_by_type[routed.type.value] += 1
+        work.samples += routed.samples
+        if routed.untrusted:
+            self.metrics.untrusted_clock.inc(routed.untrusted)
+            self.untrusted_clock_devices.add(routed.device.device)
+        self.latest[routed.device.device] = routed
+        if routed.seq is not None:
+            self._track_seq(routed.device.device, routed.seq)
 
     async def _commit_stage(self) -> None:
         assert self.wal is not None
@@ -343,6 +360,39 @@ class Gateway:
             await self.wal.append([line])
 
     # -- the gateway's own health ----------------------------------------------------------------
+
+    def _subscriptions(self) -> list[str]:
+        topics = self.router.subscriptions()
+        if self.settings.mqtt.watchdog_s > 0:
+            topics.append(self.probe_topic)
+        return topics
+
+    def _health_stages(self, session: MqttSession,
+                       pipeline: list[asyncio.Task[None]]) -> list[asyncio.Task[None]]:
+        """The ingest watchdog and the heartbeat (gateway/watchdog.py)."""
+        s = self.settings
+        tasks = [asyncio.create_task(
+            self.heartbeat.run(lambda: not any(t.done() for t in pipeline)), name="heartbeat")]
+        if s.mqtt.watchdog_s > 0:
+            def probe(payload: bytes) -> None:
+                session.publish(self.probe_topic, payload, qos=1)
+            self.watchdog = IngestWatchdog(
+                interval_s=s.mqtt.watchdog_s, probe=probe, connected=lambda: session.connected,
+                resubscribe=session.resubscribe, reconnect=session.reconnect,
+                stalled=self._ingest_stalled)
+            tasks.append(asyncio.create_task(self.watchdog.run(), name="watchdog"))
+        return tasks
+
+    def _ingest_stalled(self, stalled: bool, why: str) -> None:
+        """One gateway-health alarm per park this gateway serves: each park is unmonitored."""
+        parks = sorted({d.park for d in self.registry}) or ["parkwatch"]
+        for park in parks:
+            subject = Subject(park=park, building="gateway", kind=SYSTEM_KIND,
+                              location=f"ParkWatch {self.settings.instance}")
+            message = (f"ParkWatch {self.settings.instance} receives nothing from the broker: "
+                       f"{why}" if stalled else f"ParkWatch {self.settings.instance}: {why}")
+            self.report(Condition(INGEST_STALLED, "ingest", subject, Severity.CRITICAL, message,
+                                  active=stalled))
 
     def report(self, condition: Condition) -> None:
         """Raise or clear a gateway-health alarm; the alarm ticker commits it within a tick."""
