@@ -457,8 +457,13 @@ class Wal:
             return False
         return True
 
-    async def read_batch(self, max_lines: int) -> WalBatch | None:
-        """Whole records from the checkpoint on, up to ``max_lines`` lines (at least one record).
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    async def read_batch(self, max_lines: int, max_bytes: int | None = None) -> WalBatch | None:
+        """Whole records from the checkpoint on, up to ``max_lines`` lines and ``max_bytes``
+        record bytes (at least one record).
 
         Does not move the checkpoint; None when nothing is pending.
         """
@@ -471,13 +476,15 @@ class Wal:
                     for seg, size in sorted(self._sizes.items()) if seg >= start.segment]
             if not any(off < size for _, off, size in plan):
                 return None
-            lines, end = await asyncio.to_thread(self._read_sync, plan, max_lines)
+            lines, end = await asyncio.to_thread(self._read_sync, plan, max_lines,
+                                                 max_bytes if max_bytes is not None else 1 << 62)
             self._inflight = end
             return WalBatch(lines=tuple(lines), start=start, end=end)
 
-    def _read_sync(self, plan: list[tuple[int, int, int]],
-                   max_lines: int) -> tuple[list[bytes], WalPosition]:
+    def _read_sync(self, plan: list[tuple[int, int, int]], max_lines: int,
+                   max_bytes: int) -> tuple[list[bytes], WalPosition]:
         lines: list[bytes] = []
+        taken = 0
         end = WalPosition(plan[0][0], plan[0][1])
         for seg, offset, size in plan:
             if offset >= size:
@@ -488,12 +495,14 @@ class Wal:
                 while offset < size:
                     payload = self._read_record(f, path, offset, size)
                     record_lines = payload.split(b"\n")
-                    if lines and len(lines) + len(record_lines) > max_lines:
+                    if lines and (len(lines) + len(record_lines) > max_lines
+                                  or taken + HEADER_SIZE + len(payload) > max_bytes):
                         return lines, end
                     lines.extend(record_lines)
+                    taken += HEADER_SIZE + len(payload)
                     offset += HEADER_SIZE + len(payload)
                     end = WalPosition(seg, offset)
-            if len(lines) >= max_lines:
+            if len(lines) >= max_lines or taken >= max_bytes:
                 break
         return lines, end
 

@@ -81,7 +81,7 @@ class WalStreams:
                         on_change=self._on_bulk_change)
         self.priority = Wal(directory / "priority", segment_bytes=segment_bytes,
                             max_bytes=max_bytes, fsync=fsync, metrics=metrics, name="priority",
-                            others_bytes=lambda: self.bulk.pending_bytes + self.bulk.queued_bytes,
+                            others_bytes=self._bulk_share_used,
                             on_change=self._on_change)
         self._legacy: Wal | None = None
         self._fsync = fsync
@@ -157,6 +157,11 @@ class WalStreams:
     @property
     def evicted_lines(self) -> int:
         return self.bulk.evicted_lines
+
+    def _bulk_share_used(self) -> int:
+        # Capped at the bulk share: a group commit may take the bulk a little past its cap,
+        # and that must not eat into the reserve (the priority log would stall on telemetry).
+        return min(self.bulk.pending_bytes + self.bulk.queued_bytes, self.bulk.max_bytes)
 
     def _on_bulk_change(self) -> None:
         # Bulk commits and evictions free room under the shared cap for priority lines too.

@@ -411,3 +411,13 @@ async def test_a_log_from_an_older_version_is_replayed_first_then_removed(
     async with WalStreams(tmp_path) as wal:
         assert [w.name for w in wal.streams] == ["priority", "bulk"]
         assert as_text(await wal.bulk.read_batch(100)) == telemetry(1)
+
+
+async def test_read_batch_can_be_bounded_in_bytes(tmp_path: Path) -> None:
+    async with Wal(tmp_path) as wal:
+        for name in "abc":
+            await wal.append(lines(name, 3))
+        record = HEADER_SIZE + len("\n".join(lines("a", 3)).encode())
+        assert as_text(await wal.read_batch(100, max_bytes=record)) == lines("a", 3)
+        assert as_text(await wal.read_batch(100, max_bytes=1)) == lines("a", 3)  # one at least
+        assert len(as_text(await wal.read_batch(100, max_bytes=2 * record + 2))) == 6

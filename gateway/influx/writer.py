@@ -86,7 +86,9 @@ class InfluxWriter:
         """Send one batch of ``stream`` and commit it; False if it had nothing."""
         backlog = stream.pending_bytes > 2 * self._batch_lines * self._bytes_per_line
         limit = self._batch_lines * (self._backlog_factor if backlog else 1)
-        batch = await stream.read_batch(limit)
+        # A batch claims its segments against eviction until committed: keep that claim a
+        # small part of the stream's cap, or a retried backlog batch could pin all of it.
+        batch = await stream.read_batch(limit, max_bytes=max(1, stream.max_bytes // 8))
         if batch is None:
             return False
         lines = list(batch.lines)
