@@ -325,6 +325,9 @@ class Settings(BaseSettings):
     registry: Path = Path("config/registry.yaml")
     rules: Path = Path("config/rules")
     state_dir: Path = Path("var/parkwatch")
+    shutdown_timeout_s: float = Field(
+        default=20.0, gt=0, description="on SIGTERM, how long in-flight work may take to "
+        "become durable before the gateway exits anyway (the broker keeps what was not acked)")
     default_timezone: str = "Asia/Shanghai"
     parks: dict[str, ParkSettings] = Field(default_factory=dict)
     mqtt: MqttSettings = MqttSettings()

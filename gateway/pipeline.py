@@ -172,6 +172,7 @@ class Gateway:
         if self.alarms is not None:
             stages.append(asyncio.create_task(self._alarm_ticker(), name="alarm-ticker"))
         failed: list[asyncio.Task[None]] = []
+        deadline: float | None = None
         session = MqttSession(
             settings=s.mqtt, client_id=s.client_id, subscriptions=self._subscriptions(),
             metrics=self.metrics, will=Will(self.status_topic, b"offline"),
@@ -192,25 +193,28 @@ class Gateway:
                 failed = await _until_stop_or_failure(stop, [*stages, validate_task])
                 log.info("stopping: draining in-flight messages")
                 self.heartbeat.sd_notify("STOPPING=1")
+                deadline = time.monotonic() + s.shutdown_timeout_s
                 validate_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await validate_task
-                if not commit_task.done():
-                    await self._commit_q.join()
+                await self._drain_commits(commit_task, deadline)
                 if self._pending_deadletters:
-                    await asyncio.wait(self._pending_deadletters, timeout=5)
+                    await asyncio.wait(self._pending_deadletters,
+                                       timeout=_left(deadline, cap=5))
         finally:
+            if deadline is None:     # failed before the drain began
+                deadline = time.monotonic() + s.shutdown_timeout_s
             for task in stages[3:]:
                 await _reap(task)
             if self.alarms is not None and not commit_task.done():
                 # Last words: device last-seen times, so silence timers resume where they were.
                 await self._commit_q.put(_Committable(lines=[], messages=[], save_state=True))
-                await self._commit_q.join()
+                await self._drain_commits(commit_task, deadline)
             await _reap(commit_task)
             await _reap(stats_task)
             if self.notifier is not None:
-                await self.notifier.close()
-            flushed = await self.writer.flush(timeout_s=10)
+                await self.notifier.close(timeout_s=_left(deadline, cap=5))
+            flushed = await self.writer.flush(timeout_s=_left(deadline, cap=10))
             if not flushed:
                 log.warning("InfluxDB not reachable at shutdown; the WAL keeps the backlog "
                             "and replays it on the next start")
@@ -361,6 +365,21 @@ class Gateway:
 
     # -- the gateway's own health ----------------------------------------------------------------
 
+    async def _drain_commits(self, commit_task: asyncio.Task[None], deadline: float) -> None:
+        """Wait for queued work to become durable and acked, but not past the deadline: with
+        the WAL full (InfluxDB down, block policy) that could be forever. Cutting it short is
+        safe: whatever was not acknowledged stays with the broker and comes back."""
+        if commit_task.done():
+            return
+        try:
+            await asyncio.wait_for(self._commit_q.join(), timeout=_left(deadline))
+        except TimeoutError:
+            log.error("shutdown: in-flight work did not become durable within %.0f s "
+                      "(shutdown_timeout_s; is the WAL full?); unacknowledged messages stay "
+                      "with the broker and are redelivered on the next start",
+                      self.settings.shutdown_timeout_s)
+            commit_task.cancel()
+
     def _subscriptions(self) -> list[str]:
         topics = self.router.subscriptions()
         if self.settings.mqtt.watchdog_s > 0:
@@ -495,6 +514,12 @@ def _system_subject(doc: Mapping[str, Any], location: str) -> Subject:
     return Subject(park=str(doc.get("park") or "parkwatch"),
                    building=str(doc.get("building") or "gateway"),
                    kind=SYSTEM_KIND, location=location)
+
+
+def _left(deadline: float, cap: float | None = None) -> float:
+    """Seconds until ``deadline`` (at least a moment), at most ``cap``."""
+    left = max(0.1, deadline - time.monotonic())
+    return min(left, cap) if cap is not None else left
 
 
 async def _reap(task: asyncio.Task[None]) -> None:

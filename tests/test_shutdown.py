@@ -1,0 +1,105 @@
+"""SIGTERM exits within a bounded time, even when in-flight work cannot become durable.
+
+With InfluxDB down and the write-ahead log full (block policy), the commit stage waits for room
+that will not come. SIGTERM must still end the process within ``shutdown_timeout_s`` (plus the
+fixed steps after it), publish ``offline``, and lose nothing: what was not acknowledged stays
+with the broker and lands after the restart.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.devservices import Influxd, Mosquitto
+from gateway.registry import Registry
+from tests.conftest import wait_for
+from tests.test_pipeline_e2e import (
+    _await_landed,
+    _plan,
+    _publish,
+    _spawn_gateway,
+    _write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_sigterm_with_a_full_wal_exits_in_bounded_time_and_loses_nothing(
+        tmp_path: Path, mosquitto: Mosquitto, sample_registry: Registry) -> None:
+    influx = Influxd(tmp_path / "influx")
+    influx.start()
+    try:
+        config, root, db = _write_config(tmp_path, mosquitto.url, influx.url)
+        doc = yaml.safe_load(config.read_text())
+        doc["wal"] = {**doc.get("wal", {}), "max_bytes": 1 << 20, "segment_bytes": 1 << 16}
+        doc["shutdown_timeout_s"] = 3.0
+        config.write_text(yaml.safe_dump(doc))
+        instance = doc["instance"]
+        log = tmp_path / "gateway.log"
+        proc = _spawn_gateway(config, log)
+        try:
+            await wait_for(lambda: b"mqtt connected" in log.read_bytes(), timeout_s=30,
+                           what="gateway connected")
+            influx.stop()       # nothing can leave the WAL now
+            total = 15_000      # ~2.5 MB of lines: more than the 1 MiB WAL holds
+            # The broker takes them all; the gateway acks only what fits in the WAL.
+            await _publish(mosquitto.port, _plan(sample_registry, root, total))
+            await wait_for(lambda: b"is full" in log.read_bytes(), timeout_s=60,
+                           what="the WAL filled up", interval=0.2)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(60)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        text = log.read_text(errors="replace")
+        assert code == 0, text[-2000:]
+        assert "did not become durable within 3 s" in text
+        assert "gateway stopped" in text
+        print(f"SIGTERM with a full WAL: exited in {took:.1f} s (shutdown_timeout_s 3)")
+        # The broker got our offline status (retained) before we left.
+        status = _retained(mosquitto, f"parkwatch/gateway/{instance}/status")
+        assert status == b"offline"
+        # Nothing lost: InfluxDB back, gateway restarted, every reading lands exactly once.
+        influx.start()
+        proc = _spawn_gateway(config, log)
+        try:
+            await _await_landed(influx, db, sample_registry, total, timeout_s=120)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    finally:
+        influx.stop()
+
+
+def _retained(mosquitto: Mosquitto, topic: str) -> bytes | None:
+    from tests.test_pipeline_e2e import _Collector
+
+    seen = _Collector(mosquitto.port, topic)
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not seen.snapshot():
+            time.sleep(0.02)
+        messages = seen.snapshot()
+        return messages[-1][1] if messages else None
+    finally:
+        seen.close()
+
+
+def test_shutdown_timeout_is_a_setting() -> None:
+    from gateway.config import Settings
+
+    assert Settings().shutdown_timeout_s == 20.0
+    assert json.loads(Settings(shutdown_timeout_s=5).model_dump_json())["shutdown_timeout_s"] == 5
