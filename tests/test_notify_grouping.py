@@ -218,3 +218,21 @@ async def test_webhook_rows_are_never_merged_even_behind_a_rate_limit(tmp_path: 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await store.close()
+
+
+async def test_finished_rows_older_than_the_retention_are_pruned(tmp_path: Path) -> None:
+    store = AlarmStore(tmp_path / "alarms.sqlite3")
+    await store.open()
+    try:
+        outbox = Outbox(store)
+        old, now = 1_000, 100 * 86_400_000
+        rows = [outbox_row(_g(i, "b1"), now_ms=old if i < 3 else now, due_ms=old,
+                           deadline_ms=old + 1, fire_class=False) for i in range(5)]
+        await store.apply([], outbox=rows)
+        for i in (0, 1, 3):
+            await outbox.record(f"g{i}:firing:0:0:ops:robot", SendResult.sent(), now_ms=old)
+        # Old and finished: gone. Old but still pending: kept. New: kept.
+        assert await outbox.prune(now - 30 * 86_400_000) == 2
+        assert await outbox.counts() == {"pending": 2, "sent": 1}
+    finally:
+        await store.close()

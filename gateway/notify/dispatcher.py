@@ -70,6 +70,10 @@ class _Window:
 #: How far back a restart looks for groups that are still inside their group_interval.
 GROUP_MEMORY_MS = 24 * 3600 * 1000
 
+#: Finished outbox rows and expired ack links are kept this long, checked hourly.
+RETENTION_MS = 30 * 86_400_000
+PRUNE_EVERY_MS = 3_600_000
+
 #: How many alarms a digest lists before "+N more".
 DIGEST_ITEMS = 10
 
@@ -141,6 +145,7 @@ class Dispatcher:
         # group key -> epoch ms before which the group must not send again (group_interval).
         self._holds: dict[str, int] = {}
         self._last_audit_ms = 0
+        self._pruned_at_ms = 0
 
     def wake(self) -> None:
         """New rows were committed: look now instead of at the next poll."""
@@ -157,6 +162,12 @@ class Dispatcher:
                 now_ms = int(self._clock() * 1000)
                 due = [p for p in await self._outbox.due(now_ms)
                        if p.notification.key not in self._inflight]
+                if now_ms - self._pruned_at_ms >= PRUNE_EVERY_MS:
+                    self._pruned_at_ms = now_ms
+                    gone = await self._outbox.prune(now_ms - RETENTION_MS)
+                    if gone:
+                        log.info("outbox: forgot %d finished row(s) older than %d days", gone,
+                                 RETENTION_MS // 86_400_000)
                 start, hold = self._schedule(due, now_ms)
                 await self._add_group_members(start)
                 for keys, until_ms in hold:

@@ -129,6 +129,19 @@ class Outbox:
             return {str(r[0]): int(r[1]) for r in rows}
         return await self._store.execute(read)
 
+    async def prune(self, before_ms: int) -> int:
+        """Forget finished rows (sent, failed, dead) created before ``before_ms``, and ack links
+        that expired before it; the `notifications` measurement keeps the history."""
+        def write(conn: sqlite3.Connection) -> int:
+            n = conn.execute("DELETE FROM outbox WHERE state != 'pending' AND created_at_ms < ?",
+                             (before_ms,)).rowcount
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ack_tokens'").fetchone():
+                n += conn.execute("DELETE FROM ack_tokens WHERE expires_at_ms < ?",
+                                  (before_ms,)).rowcount
+            conn.commit()
+            return int(n)
+        return await self._store.execute(write)
+
     async def counts(self) -> dict[str, int]:
         def read(conn: sqlite3.Connection) -> dict[str, int]:
             rows = conn.execute("SELECT state, count(*) FROM outbox GROUP BY state")
