@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import warnings
 from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.devservices import Mosquitto, free_port
-from gateway.simulator.publisher import MqttPublisher
+from gateway.simulator.publisher import MqttPublisher, MqttPublishError
 from tests.conftest import unique, wait_for
 from tests.faultproxy import FaultProxy, Mode
 
@@ -147,3 +149,20 @@ async def test_an_mqtt_publisher_rides_out_a_drop_and_a_stall_without_losing_a_m
         await pub.flush(30)
         assert pub.reconnects > reconnects
         assert pub.acked == 300
+
+
+async def test_a_publisher_whose_connect_stalls_gives_up_without_leaking_the_socket() -> None:
+    # Found by the chaos suite: a CONNECT that never gets its CONNACK timed out, and the
+    # half-open connection was left for the garbage collector (a ResourceWarning per attempt,
+    # one file descriptor each until then, every few seconds for as long as the stall lasts).
+    async with _echo_behind_proxy() as proxy:
+        proxy.stall()
+        pub = MqttPublisher("127.0.0.1", proxy.port, client_id=unique("st"),
+                            connect_timeout_s=0.3)
+        with pytest.raises(MqttPublishError, match="cannot connect"):
+            await pub.connect()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+        assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+        proxy.resume()

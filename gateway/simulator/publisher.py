@@ -210,12 +210,17 @@ class MqttPublisher:
                 await writer.drain()
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(self._connect_timeout):
                 reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self._tls)
                 writer.write(self._connect_bytes)
                 header = await reader.readexactly(4)
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            if writer is not None:
+                # Connected but no CONNACK (a stalled link): close the socket now, or every
+                # retry of a long stall leaks one until the garbage collector finds it.
+                writer.close()
             raise MqttPublishError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
         if header[0] != _CONNACK or header[3] != 0:
             writer.close()
