@@ -454,3 +454,21 @@ def test_systemd_unit_is_valid_and_hardened(tmp_path: Path) -> None:
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_systemd_unit_uses_the_gateways_readiness_and_watchdog() -> None:
+    """The gateway sends READY=1 and WATCHDOG=1 (gateway/watchdog.py); the unit must ask for
+    them, give the watchdog more than a few heartbeats, and wait longer than the shutdown."""
+    import configparser
+
+    from gateway.config import Settings
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(Path(__file__).resolve().parent.parent / "deploy" / "systemd" /
+              "parkwatch.service")
+    service = unit["Service"]
+    assert service["Type"] == "notify"
+    defaults = Settings()
+    assert int(service["WatchdogSec"]) >= 3 * defaults.observe.heartbeat_s
+    assert int(service["TimeoutStopSec"]) > defaults.shutdown_timeout_s
