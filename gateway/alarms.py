@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -70,9 +71,19 @@ def alarm_line(alarm: Alarm) -> str:
                     "device": s.device, "tenant": s.tenant or "", "kind": s.kind,
                     "rule": alarm.rule, "severity": alarm.severity.value})
     fields: dict[str, float | int | bool | str] = {
-        "alarm_id": alarm.alarm_id, "state": alarm.state.value, "message": alarm.message}
-    if alarm.value is not None:
+        "alarm_id": alarm.alarm_id, "state": alarm.state.value, "message": alarm.message,
+        # Beyond contract §5 (which only ever grows): what Grafana's alarm tables need without
+        # joining points — since when, who acknowledged, what it was, how long that took.
+        "started_at_ms": alarm.started_at_ms}
+    if alarm.value is not None and math.isfinite(alarm.value):
         fields["value"] = float(alarm.value)
+    if alarm.acknowledged_by is not None:
+        fields["acknowledged_by"] = alarm.acknowledged_by
+    if alarm.disposition is not None:
+        fields["disposition"] = alarm.disposition.value
+    if alarm.acknowledged_at_ms is not None:
+        fired = alarm.fired_at_ms if alarm.fired_at_ms is not None else alarm.started_at_ms
+        fields["ack_s"] = max(0.0, (alarm.acknowledged_at_ms - fired) / 1000)
     return encode_line(_ALARMS, tags, fields, alarm.updated_at_ms)
 
 

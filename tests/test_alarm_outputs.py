@@ -37,10 +37,24 @@ def test_alarms_point_has_contract_tags_and_fields() -> None:
         "alarms,building=b3,device=wp-0017,floor=2,kind=water_pressure,park=xz01,"
         "rule=water_pressure_low,severity=major,tenant=hs-elec,zone=east "
         'alarm_id="a1b2c3",state="firing",message="Pressure 0.08 MPa below 0.10 MPa",'
-        f"value=0.08 {T0 + 60000}")
+        f"started_at_ms={T0}i,value=0.08 {T0 + 60000}")
     no_value = alarm_line(_alarm(value=None, subject=Subject(park="xz01", building="b3")))
     assert "value=" not in no_value
     assert ",device=" not in no_value
+    assert "acknowledged_by" not in no_value
+
+
+def test_an_acknowledgement_carries_who_what_and_how_long() -> None:
+    acked = _alarm(state=AlarmState.ACKNOWLEDGED, acknowledged_by="王值班",
+                   acknowledged_at_ms=T0 + 60000 + 95_500, ack_channel="sms",
+                   disposition=Disposition.FALSE_ALARM, updated_at_ms=T0 + 155_500)
+    line = alarm_line(acked)
+    assert 'acknowledged_by="王值班"' in line
+    assert 'disposition="false_alarm"' in line
+    assert "ack_s=95.5" in line                  # from firing, not from the pending start
+    # Later points of the same alarm keep them (a resolved alarm still says who acknowledged).
+    resolved = acked.evolve(state=AlarmState.RESOLVED, resolved_at_ms=T0 + 200_000)
+    assert "ack_s=95.5" in alarm_line(resolved)
 
 
 def test_retained_document_is_the_contract_document_until_resolved_and_acknowledged() -> None:

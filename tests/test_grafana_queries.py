@@ -91,6 +91,7 @@ def contract() -> Schema:
                 "battery_pct", "rssi_dbm", "seq"}
     names["events"] = LOCATION | {"kind", "type", "detail", "point", "seq"}
     names["alarms"] = LOCATION | {"kind", "rule", "severity", "alarm_id", "state", "value",
+                                  "started_at_ms", "acknowledged_by", "disposition", "ack_s",
                                   "message"}
     names["device_status"] = LOCATION | {"kind", "online", "reason"}
     exact, prefixes = gateway_fields()
