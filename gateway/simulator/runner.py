@@ -256,7 +256,9 @@ async def main_from_args(args: argparse.Namespace, registry: Registry) -> int:
     url = args.mqtt_url or os.environ.get("PARKWATCH_MQTT__URL") or "mqtt://127.0.0.1:1883"
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        print(f"simulate: unsupported MQTT URL {url!r} (mqtt:// or mqtts://)", file=sys.stderr)
+        # Scheme and host only: the URL may carry a password.
+        shown = f"{parts.scheme}://{parts.hostname or '?'}"
+        print(f"simulate: unsupported MQTT URL {shown!r} (mqtt:// or mqtts://)", file=sys.stderr)
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
