@@ -17,6 +17,7 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 from gateway.grafana import export
 from gateway.grafana.dashboards import build_all, influxql, schema
 from gateway.grafana.dashboards.common import DATASOURCE_UID, _plain
+from rules.alarm import Disposition
 from tests.conftest import ROOT
 
 COMMITTED = ROOT / "deploy" / "grafana" / "dashboards"
@@ -171,3 +172,32 @@ def test_building_variables_chain_from_park_down(dashboards: dict[str, dict[str,
     assert variables["device"]["query"].endswith(
         'WHERE "park" =~ /^$park$/ AND "building" =~ /^$building$/ AND "floor" =~ /^$floor$/ '
         'AND "zone" =~ /^$zone$/')
+
+
+def _transformation(panel: dict[str, Any], kind: str) -> dict[str, Any]:
+    options: dict[str, Any] = next(t["options"] for t in panel["transformations"]
+                                   if t["id"] == kind)
+    return options
+
+
+def test_active_alarms_show_since_when_and_who_acknowledged(
+        dashboards: dict[str, dict[str, Any]]) -> None:
+    table = _panel(dashboards["park-overview"], "Active alarms")
+    query = table["targets"][0]["query"]
+    assert '"started_at_ms"' in query
+    assert '"acknowledged_by"' in query
+    # The alarm's start, not its last point, is what "since" shows.
+    conversions = _transformation(table, "convertFieldType")["conversions"]
+    assert conversions == [{"targetField": "started_at_ms", "destinationType": "time"}]
+    renamed = _transformation(table, "organize")["renameByName"]
+    assert renamed["started_at_ms"] == "since"
+    assert renamed["acknowledged_by"] == "acknowledged by"
+
+
+def test_every_disposition_has_a_label(dashboards: dict[str, dict[str, Any]]) -> None:
+    alarms = dashboards["alarms"]
+    for title in ("Dispositions", "Acknowledgements"):
+        override = next(o for o in _panel(alarms, title)["fieldConfig"]["overrides"]
+                        if o["matcher"]["options"] == "disposition")
+        mapping = next(p["value"][0] for p in override["properties"] if p["id"] == "mappings")
+        assert set(mapping["options"]) == {d.value for d in Disposition}, title

@@ -2,10 +2,10 @@
 
 One gateway plays every simulator scenario into a fresh database (a fire, a pipe burst, an
 electrical fault, a silent device, garbage), with a webhook receiving notifications and one
-alarm acknowledged. Then each template variable is expanded from real ``SHOW TAG VALUES``
-results, Grafana's macros are substituted, and every panel and annotation query must return at
-least one value. Separately, and without InfluxDB, no query may name a measurement, tag or field
-that contract §5 (the sensor catalogue for telemetry) does not have.
+alarm acknowledged, with a disposition. Then each template variable is expanded from real
+``SHOW TAG VALUES`` results, Grafana's macros are substituted, and every panel and annotation
+query must return at least one value. Separately, and without InfluxDB, no query may name a
+measurement, tag or field that contract §5 (the sensor catalogue for telemetry) does not have.
 """
 
 from __future__ import annotations
@@ -251,9 +251,11 @@ async def _fill(tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
                            timeout_s=20, what="silence alarm in InfluxDB")
             await wait_for(lambda: bool(rows('SELECT * FROM "notifications" LIMIT 1')),
                            timeout_s=20, what="notification outcomes in InfluxDB")
-            await wait_for(lambda: len(rows('SELECT "state" FROM "alarms" WHERE '
-                                            "\"state\" = 'acknowledged'")) >= 1,
-                           timeout_s=20, what="acknowledgement in InfluxDB")
+            # The alarms dashboard's time to acknowledge and dispositions read these fields.
+            await wait_for(lambda: bool(rows('SELECT "ack_s", "acknowledged_by" FROM "alarms" '
+                                             "WHERE \"state\" = 'acknowledged' AND "
+                                             "\"disposition\" = 'real'")),
+                           timeout_s=20, what="acknowledgement with disposition in InfluxDB")
     return db
 
 

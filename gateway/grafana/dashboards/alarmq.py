@@ -27,7 +27,8 @@ SUBJECT = ("building", "floor", "zone", "device", "rule")
 STATE, MESSAGE, ALARM_ID = ident("state"), ident("message"), ident("alarm_id")
 RESOLVED = f"{STATE} <> 'resolved'"
 FIRING = f"{STATE} = 'firing'"
-FIRING_OR_ACKED = f"({FIRING} OR {STATE} = 'acknowledged')"
+ACKNOWLEDGED = f"{STATE} = 'acknowledged'"
+STARTED_AT_MS, ACKNOWLEDGED_BY = ident("started_at_ms"), ident("acknowledged_by")
 
 
 def group_by(*tags: str) -> str:
@@ -60,7 +61,8 @@ def raised_over_time(filters: Sequence[str], by: str = "severity") -> str:
 def active_alarms_table(title: str, description: str, filters: Sequence[str]) -> table.Panel:
     """Latest point of every alarm subject, resolved ones filtered out in Grafana (InfluxQL
     cannot filter on a selector's result without losing the point's own time)."""
-    query = (f"SELECT {STATE}, {MESSAGE}, {ALARM_ID} FROM {ident(schema.ALARMS)} "
+    query = (f"SELECT {STATE}, {MESSAGE}, {ALARM_ID}, {STARTED_AT_MS}, {ACKNOWLEDGED_BY} "
+             f"FROM {ident(schema.ALARMS)} "
              f"WHERE {where(ACTIVE_WINDOW, *filters)} {group_by('severity', *SUBJECT)} "
              f"ORDER BY time DESC LIMIT 1")
     severity_colours = {s: (s, c) for s, c in SEVERITY_COLORS.items()}
@@ -71,13 +73,17 @@ def active_alarms_table(title: str, description: str, filters: Sequence[str]) ->
                     "type": "exclude", "match": "any",
                     "filters": [{"fieldName": "state",
                                  "config": {"id": "equal", "options": {"value": "resolved"}}}]}),
+                # Epoch milliseconds become a time, shown in the dashboard's time zone.
+                transformation("convertFieldType", {"conversions": [
+                    {"targetField": "started_at_ms", "destinationType": "time"}]}),
                 transformation("organize", {
-                    "indexByName": {"severity": 0, "Time": 1, "state": 2, "building": 3,
-                                    "floor": 4, "zone": 5, "device": 6, "rule": 7,
-                                    "message": 8, "alarm_id": 9},
-                    "renameByName": {"Time": "since (last change)"}}),
-                transformation("sortBy", {"sort": [{"field": "since (last change)",
-                                                    "desc": True}]}),
+                    "indexByName": {"severity": 0, "started_at_ms": 1, "state": 2,
+                                    "acknowledged_by": 3, "building": 4, "floor": 5, "zone": 6,
+                                    "device": 7, "rule": 8, "message": 9, "Time": 10,
+                                    "alarm_id": 11},
+                    "renameByName": {"started_at_ms": "since", "acknowledged_by": "acknowledged by",
+                                     "Time": "last change"}}),
+                transformation("sortBy", {"sort": [{"field": "since", "desc": True}]}),
             ])
             .override_by_name("severity", [
                 prop("mappings", [value_text(severity_colours)]),

@@ -1,11 +1,12 @@
-"""Alarms: what was raised, how fast people answered, how alarms ended."""
+"""Alarms: what was raised, how fast people answered, what the alarms turned out to be."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from grafana_foundation_sdk.builders import bargauge
+from grafana_foundation_sdk.builders import barchart, bargauge
 from grafana_foundation_sdk.builders import common as common_builder
+from grafana_foundation_sdk.models import common
 
 from gateway.grafana.dashboards import alarmq, schema
 from gateway.grafana.dashboards.common import (
@@ -14,53 +15,108 @@ from gateway.grafana.dashboards.common import (
     as_targets,
     ident,
     location_filter,
+    prop,
     stat_panel,
     table_panel,
     tag_variable,
     targets,
+    thresholds,
     timeseries_panel,
     transformation,
+    value_text,
     where,
 )
+from rules.alarm import Disposition
 from rules.model import RuleSet
 
 UID = "parkwatch-alarms"
 FILTERS = location_filter(("park", "building", "severity"))
 ALARMS = ident(schema.ALARMS)
 COLUMNS = ("alarm_id", "state", "severity", "rule", "building", "floor", "zone", "device",
-           "message")
+           "message", "acknowledged_by", "disposition")
+ACK_S = ident("ack_s")
+#: The point written when someone acknowledges carries ``ack_s`` and the disposition, and so do
+#: the alarm's later points (resolved ones included): only ``acknowledged`` points count, so each
+#: answer is counted once. An acknowledged alarm whose severity or maintenance mark changes
+#: writes one more such point; the table and the disposition counts fold those by alarm id,
+#: the percentiles (computed by InfluxDB, which cannot group by a field) do not.
+ACKED_IN_RANGE = where(TIME_FILTER, FILTERS, alarmq.ACKNOWLEDGED)
+#: Disposition → (what the table and chart say, colour).
+DISPOSITIONS = {
+    Disposition.REAL.value: ("real", "red"),
+    Disposition.FALSE_ALARM.value: ("false alarm", "orange"),
+    Disposition.TEST.value: ("test", "blue"),
+    Disposition.FAULT.value: ("equipment fault", "yellow"),
+}
+#: Acknowledgements table: column → header.
+ACK_COLUMNS = {"Time": "acknowledged at", "ack_s": "time to acknowledge",
+               "acknowledged_by": "acknowledged by", "disposition": "disposition",
+               "severity": "severity", "rule": "rule", "building": "building", "floor": "floor",
+               "zone": "zone", "device": "device"}
 
 
-def _time_to_ack() -> Any:
-    query = (f"SELECT {', '.join(ident(c) for c in COLUMNS[:6])} FROM {ALARMS} "
-             f"WHERE {where(TIME_FILTER, FILTERS, alarmq.FIRING_OR_ACKED)}")
-    return (table_panel(
+def _time_to_ack_stats() -> Any:
+    query = (f"SELECT percentile({ACK_S}, 50) AS {ident('p50')}, "
+             f"percentile({ACK_S}, 90) AS {ident('p90')}, max({ACK_S}) AS {ident('max')} "
+             f"FROM {ALARMS} WHERE {ACKED_IN_RANGE}")
+    return (stat_panel(
         "Time to acknowledge",
-        "Per alarm acknowledged in the time range: from firing to the acknowledgement. The "
-        "footer shows the mean.", targets(query, table_format=True))
+        "From firing to the acknowledgement, for alarms acknowledged in the time range: the "
+        "median (p50), the time 90 % of alarms were answered within (p90), and the slowest.",
+        [t.alias("$col") for t in targets(query)], unit="s")
+        .color_mode(common.BigValueColorMode.VALUE)
+        .thresholds(thresholds([(None, "blue")])))
+
+
+def _dispositions() -> Any:
+    # ``disposition`` is a field, which InfluxQL cannot GROUP BY: Grafana counts the alarms
+    # per disposition instead, so a disposition added later shows up without a new query.
+    query = (f"SELECT {ident('alarm_id')}, {ident('disposition')} FROM {ALARMS} "
+             f"WHERE {ACKED_IN_RANGE}")
+    return (barchart.Panel().title("Dispositions")
+            .description("What the alarms acknowledged in the time range turned out to be, as "
+                         "the person acknowledging said: real, false alarm, test or equipment "
+                         "fault. Many false alarms point to a detector to check or clean.")
+            .targets(as_targets(targets(query, table_format=True)))
+            .transformations([
+                transformation("groupBy", {"fields": {
+                    "disposition": {"aggregations": [], "operation": "groupby"},
+                    "alarm_id": {"aggregations": ["distinctCount"], "operation": "aggregate"}}}),
+                transformation("organize", {"renameByName": {"alarm_id (distinctCount)":
+                                                             "alarms"}}),
+            ])
+            .x_field("disposition")
+            .orientation(common.VizOrientation.HORIZONTAL)
+            .show_value(common.VisibilityMode.ALWAYS)
+            .unit("short").decimals(0)
+            .override_by_name("disposition", [prop("mappings", [value_text(DISPOSITIONS)])])
+            .legend(common_builder.VizLegendOptions().show_legend(False)))
+
+
+def _acknowledgements() -> Any:
+    selected = ["alarm_id", *(c for c in ACK_COLUMNS if c != "Time")]
+    query = f"SELECT {', '.join(ident(c) for c in selected)} FROM {ALARMS} WHERE {ACKED_IN_RANGE}"
+    # One row per alarm: its first acknowledged point in the range.
+    fields: dict[str, Any] = {"alarm_id": {"aggregations": [], "operation": "groupby"}}
+    fields.update({c: {"aggregations": ["first"], "operation": "aggregate"} for c in ACK_COLUMNS})
+    return (table_panel(
+        "Acknowledgements",
+        "Every alarm acknowledged in the time range: when, by whom, what it was, and how long "
+        "it took from firing. Slowest first; the footer shows the mean.",
+        targets(query, table_format=True))
         .transformations([
-            transformation("merge", {}),
-            transformation("groupBy", {"fields": {
-                "alarm_id": {"aggregations": [], "operation": "groupby"},
-                "rule": {"aggregations": [], "operation": "groupby"},
-                "severity": {"aggregations": [], "operation": "groupby"},
-                "building": {"aggregations": [], "operation": "groupby"},
-                "floor": {"aggregations": [], "operation": "groupby"},
-                "Time": {"aggregations": ["range"], "operation": "aggregate"}}}),
-            transformation("filterByValue", {
-                "type": "include", "match": "any",
-                "filters": [{"fieldName": "Time (range)",
-                             "config": {"id": "greater", "options": {"value": 0}}}]}),
-            transformation("organize", {"renameByName": {"Time (range)": "time to acknowledge"}}),
+            transformation("groupBy", {"fields": fields}),
+            transformation("organize", {
+                "indexByName": {**{f"{c} (first)": i for i, c in enumerate(ACK_COLUMNS)},
+                                "alarm_id": len(ACK_COLUMNS)},
+                "renameByName": {f"{c} (first)": name for c, name in ACK_COLUMNS.items()}}),
             transformation("sortBy", {"sort": [{"field": "time to acknowledge", "desc": True}]}),
         ])
-        .unit("ms")
-        .footer(_footer_mean()))
-
-
-def _footer_mean() -> common_builder.TableFooterOptions:
-    return common_builder.TableFooterOptions().show(True).reducer(["mean"]).fields(
-        ["time to acknowledge"])
+        .override_by_name("time to acknowledge", [prop("unit", "s")])
+        .override_by_name("disposition", [prop("mappings", [value_text(DISPOSITIONS)]),
+                                          prop("custom.cellOptions", {"type": "color-text"})])
+        .footer(common_builder.TableFooterOptions().show(True).reducer(["mean"])
+                .fields(["time to acknowledge"])))
 
 
 def build(ruleset: RuleSet) -> dict[str, Any]:
@@ -68,7 +124,7 @@ def build(ruleset: RuleSet) -> dict[str, Any]:
     variables = [tag_variable("park", []), tag_variable("building", ["park"]),
                  tag_variable("severity", ["park", "building"], measurement=schema.ALARMS)]
     board = Board(UID, "ParkWatch · Alarms",
-                  "Alarm history, time to acknowledge and how alarms ended.",
+                  "Alarm history, time to acknowledge and what the alarms turned out to be.",
                   variables=variables, annotation_filters=[FILTERS], time_from="now-7d")
     per_state = (f"SELECT count({ident('alarm_id')}) AS {ident('changes')} FROM {ALARMS} "
                  f"WHERE {where(TIME_FILTER, FILTERS)} GROUP BY {ident('state')}")
@@ -86,7 +142,9 @@ def build(ruleset: RuleSet) -> dict[str, Any]:
                                [t.alias("$tag_severity")
                                 for t in targets(alarmq.raised_over_time([FILTERS]))],
                                bars=True), width=24, height=8)
-    board.add(_time_to_ack(), width=24, height=8)
+    board.add(_time_to_ack_stats(), width=12, height=6)
+    board.add(_dispositions(), width=12, height=6)
+    board.add(_acknowledgements(), width=24, height=8)
     history = (f"SELECT {', '.join(ident(c) for c in COLUMNS)} FROM {ALARMS} "
                f"WHERE {where(TIME_FILTER, FILTERS)} ORDER BY time DESC LIMIT 1000")
     board.add(table_panel("Alarm history", "Every alarm state change, newest first (at most "

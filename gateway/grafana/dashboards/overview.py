@@ -135,8 +135,9 @@ def build(ruleset: RuleSet) -> dict[str, Any]:
     board.add(_online_rate(), width=6, height=6)
     board.add(_silent(ruleset), width=6, height=6)
     board.add(alarmq.active_alarms_table(
-        "Active alarms", "Every alarm not yet resolved, newest change first. 'firing' means "
-        "nobody has acknowledged it yet.", [PARK]), width=24, height=10)
+        "Active alarms", "Every alarm not yet resolved, the most recently started first. "
+        "'firing' means nobody has acknowledged it yet; 'acknowledged by' says who did.",
+        [PARK]), width=24, height=10)
     board.add(timeseries_panel(
         "Alarms raised", "New alarms per interval, by severity.",
         targets(alarmq.raised_over_time([PARK])), bars=True), width=16, height=8)
