@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -28,6 +29,7 @@ MQTT_PORT = 18830
 INFLUX_PORT = 18086
 HTTP_PORT = 18080
 CONFIG = Path("config/parkwatch.example.yaml")
+NOTIFY_CONFIG = Path("config/notify.example.yaml")
 SCENARIO_PERIOD_S = 300.0
 SCENARIOS = ("normal", "fire", "pipe-burst", "electrical-fault", "garbage")
 
@@ -78,6 +80,11 @@ def _env(data_dir: Path) -> dict[str, str]:
         "PARKWATCH_STATE_DIR": str(data_dir / "state"),
         "PARKWATCH_HTTP__PORT": str(HTTP_PORT),
         "PARKWATCH_OBSERVE__GATEWAY_INTERVAL_S": "5",
+        # The worked routing example, in dry run: every message the park's people would get is
+        # planned, grouped, escalated and audited, and logged instead of sent (gateway.log).
+        "PARKWATCH_NOTIFY__CONFIG": str(NOTIFY_CONFIG),
+        "PARKWATCH_NOTIFY__DRY_RUN": "true",
+        "PARKWATCH_NOTIFY__ACK_SECRET": secrets.token_hex(16),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -133,6 +140,8 @@ async def _run(data_dir: Path, duration: float | None) -> int:
             await asyncio.sleep(0.2)
         _say(f"gateway healthy; status at http://127.0.0.1:{HTTP_PORT}/status; starting the "
              f"simulator (log: {data_dir / 'simulator.log'})")
+        _say(f"notifications run dry (routing: {NOTIFY_CONFIG}): each message is logged in "
+             f"{gateway_log} as 'dry run: would send via …', with its acknowledge link")
 
         async def cycle_simulator() -> None:
             nonlocal simulator
