@@ -199,7 +199,10 @@ class MqttPublisher:
 
     async def _write(self, packet: bytes) -> None:
         writer = self._writer
-        if writer is None:
+        if writer is None or writer.transport.is_closing():
+            # The connection is lost but the read loop has not noticed yet: writing would only
+            # fail again (asyncio logs each attempt). A QoS 1 packet waits in the window for the
+            # reconnect, which re-sends it.
             return
         writer.write(packet)
         self._last_io = asyncio.get_running_loop().time()
