@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -101,7 +103,8 @@ class FaultRecord:
     drained_after_s: float | None = None   # heal → everything published before it stored
     backlog: int = 0                # messages published before the heal, not stored at the heal
     replay_rate: float | None = None       # points stored per second while draining
-    detected: str = ""              # what the gateway logged about the fault
+    detected: str = ""              # what the gateway logged about the fault, and when
+    replay: bool = False            # the backlog was in the gateway's WAL: time its replay
     finding: str = ""               # non-empty when the gateway did not recover on its own
 
     @property
@@ -199,6 +202,20 @@ def _replay_rate(samples: list[tuple[float, float]], backlog: int) -> float | No
     if start is None or last is None:
         return None
     return (last[1] - start[1]) / max(last[0] - start[0], 1e-3)
+
+
+_NOTICES = ("mqtt disconnected", "watchdog:")
+_LOG_TS = re.compile(r"ts=(\S+)Z")
+
+
+def _first_notice(log: str, since: float) -> str:
+    """The gateway's first log line saying it lost the broker, and how long after ``since``."""
+    for line in log.splitlines():
+        if any(n in line for n in _NOTICES) and (m := _LOG_TS.search(line)):
+            at = dt.datetime.fromisoformat(m.group(1)).replace(tzinfo=dt.UTC).timestamp()
+            msg = line.split('msg="', 1)[-1].split('"', 1)[0]
+            return f"after {at - since:.1f}s: {msg[:60]}"
+    return "the gateway logged nothing"
 
 
 # -- the park ------------------------------------------------------------------------------------
@@ -678,21 +695,21 @@ class Chaos:
         assert self.gateway is not None
         record = self._begin(f"network stall gateway-broker ({self.cfg.stall_s:g}s)")
         offset = self.gateway.log_size()
+        stalled_at = time.time()
         self.broker_proxy.stall()
         await asyncio.sleep(self.cfg.stall_s / 2)
         self._alarm_step()   # fire alarms published while the gateway hears nothing
         await asyncio.sleep(self.cfg.stall_s / 2)
         self.broker_proxy.resume()
         record.healed_s = self._now()
-        log = self.gateway_log(offset)
-        record.detected = ("gateway noticed (mqtt disconnected)" if "mqtt disconnected" in log
-                           else "gateway did not notice the stall")
+        record.detected = _first_notice(self.gateway_log(offset), stalled_at)
         return record
 
     async def influx_outage_with_kill(self) -> FaultRecord:
         cfg = self.cfg
         record = self._begin(f"InfluxDB stopped {cfg.influx_outage_s:g}s, kill -9 gateway "
                              "midway")
+        record.replay = True
         await asyncio.to_thread(self.influxd.stop)
         started = time.monotonic()
         await asyncio.sleep(cfg.influx_outage_s / 2)
@@ -709,6 +726,7 @@ class Chaos:
         cfg = self.cfg
         record = self._begin(f"InfluxDB link stalled {cfg.influx_stall_s:g}s + broker link "
                              f"cut {cfg.drop_s:g}s")
+        record.replay = True
         self.influx_proxy.stall()
         await asyncio.sleep(max(0.0, (cfg.influx_stall_s - cfg.drop_s) / 2))
         self.broker_proxy.drop()
@@ -733,7 +751,7 @@ class Chaos:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
         record.drained_after_s = time.monotonic() - healed_at
-        if record.backlog:
+        if record.replay and record.backlog:
             record.replay_rate = _replay_rate(samples, record.backlog)
 
     async def _catch_up(self, record: FaultRecord, healed_at: float, heal_ms: int) -> None:
