@@ -13,8 +13,13 @@
          ▼                          alarm ticker (1 s) ──▶ rule engine timers ──┐
       [commit queue]  bounded (4 batches; policy: block)  ◀── API acks ─────────┘
          │
-      commit ── WAL.append (readings + `alarms` points, fsync) ──▶ alarm store (SQLite)
-         │      ──▶ ack every message of the batch ──▶ retained parkwatch/alarms/... documents
+      commit ── priority WAL (alarms, events, status; fsync) ──▶ alarm store (SQLite)
+         │      ──▶ retained parkwatch/alarms/... documents, notifier woken, API ack answered
+         ▼
+      [ack queue]  only work carrying messages (bounded by the broker's receive window)
+         │
+      ack ──── bulk WAL (telemetry; fsync) ──▶ ack every message of the batch, in order
+         │      (waits here when the telemetry log is full: alarms never wait behind it)
          │
       [write-ahead log on disk]  priority + bulk streams under wal.max_bytes
          │      (wal.full_policy: block → stop acking, or drop_oldest_telemetry)
@@ -56,7 +61,7 @@ from gateway.notify.notifier import Notifier
 from gateway.notify.outbox import Pending
 from gateway.registry import Registry
 from gateway.router import Routed, Router
-from gateway.walstreams import WalStreams
+from gateway.walstreams import WalStreams, is_priority
 from gateway.watchdog import Heartbeat, IngestWatchdog
 from rules.alarm import Alarm, Severity, Subject, Transition
 from rules.observation import DeviceEvent, Observation
@@ -118,6 +123,7 @@ class Gateway:
         self.heartbeat = Heartbeat(url=hb.get_secret_value() if hb else None,
                                    interval_s=settings.observe.heartbeat_s)
         self._commit_q: asyncio.Queue[_Committable] = asyncio.Queue(maxsize=4)
+        self._ack_q: asyncio.Queue[_Committable] = asyncio.Queue()
         self._reject_log = RateLimited(log)
         self._pending_deadletters: set[asyncio.Future[None]] = set()
         self.session: MqttSession | None = None
@@ -165,8 +171,9 @@ class Gateway:
                                    on_delivered=self._on_delivered)
         writer_task = asyncio.create_task(self.writer.run(), name="influx-writer")
         commit_task = asyncio.create_task(self._commit_stage(), name="commit")
+        ack_task = asyncio.create_task(self._ack_stage(), name="ack")
         stats_task = asyncio.create_task(self._stats_stage(), name="gateway-stats")
-        stages = [writer_task, commit_task, stats_task]
+        stages = [writer_task, commit_task, ack_task, stats_task]
         if self.notifier is not None:
             self.notifier.start()
         if self.alarms is not None:
@@ -197,20 +204,21 @@ class Gateway:
                 validate_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await validate_task
-                await self._drain_commits(commit_task, deadline)
+                await self._drain_commits(commit_task, ack_task, deadline)
                 if self._pending_deadletters:
                     await asyncio.wait(self._pending_deadletters,
                                        timeout=_left(deadline, cap=5))
         finally:
             if deadline is None:     # failed before the drain began
                 deadline = time.monotonic() + s.shutdown_timeout_s
-            for task in stages[3:]:
+            for task in stages[4:]:
                 await _reap(task)
             if self.alarms is not None and not commit_task.done():
                 # Last words: device last-seen times, so silence timers resume where they were.
                 await self._commit_q.put(_Committable(lines=[], messages=[], save_state=True))
-                await self._drain_commits(commit_task, deadline)
+                await self._drain_commits(commit_task, ack_task, deadline)
             await _reap(commit_task)
+            await _reap(ack_task)
             await _reap(stats_task)
             if self.notifier is not None:
                 await self.notifier.close(timeout_s=_left(deadline, cap=5))
@@ -296,33 +304,55 @@ class Gateway:
             self._track_seq(routed.device.device, routed.seq)
 
     async def _commit_stage(self) -> None:
+        """Alarms first: priority lines (alarms, events, status) and the alarm store are made
+        durable here, in order, and alarm changes go out at once. Telemetry is the ack stage's
+        job, so a full telemetry log (InfluxDB down for days, block policy) never holds up an
+        alarm, an escalation or an acknowledgement made through the API."""
         assert self.wal is not None
-        assert self.session is not None
         while True:
             work = await self._commit_q.get()
             try:
-                if work.lines:
-                    await self.wal.append(work.lines)
+                priority = [line for line in work.lines if is_priority(line)]
+                if priority:
+                    await self.wal.append(priority)
                 if self.alarms is not None and (work.transitions or work.outbox
                                                 or work.save_state or self._state_save_due()):
                     await self.alarms.persist(work.transitions, with_state=True,
                                               outbox=work.outbox, grants=work.grants)
                     self._state_saved_at = time.monotonic()
-                self.session.ack_all(work.messages)
-                for mtype, n in work.accepted_by_type.items():
-                    self.metrics.accepted.labels(type=mtype).inc(n)
-                self.metrics.readings.inc(work.samples)
                 self._publish_alarms(work.transitions)
                 if work.outbox and self.notifier is not None:
                     self.notifier.wake()
                 if work.done is not None and not work.done.done():
                     work.done.set_result(None)
+                if work.messages or len(priority) < len(work.lines):
+                    work.lines = [line for line in work.lines if not is_priority(line)]
+                    # Unbounded, yet bounded in practice: only work carrying messages comes
+                    # here, and the broker sends at most mqtt.receive_maximum unacked ones.
+                    self._ack_q.put_nowait(work)
             except BaseException as exc:
                 if work.done is not None and not work.done.done():
                     work.done.set_exception(exc)
                 raise
             finally:
                 self._commit_q.task_done()
+
+    async def _ack_stage(self) -> None:
+        """Telemetry into its log, then the PUBACKs, in receive order. Under the block policy
+        this is where ingest waits for room, and the broker keeps what is not acknowledged."""
+        assert self.wal is not None
+        while True:
+            work = await self._ack_q.get()
+            try:
+                if work.lines:
+                    await self.wal.append(work.lines)
+                if self.session is not None:
+                    self.session.ack_all(work.messages)
+                for mtype, n in work.accepted_by_type.items():
+                    self.metrics.accepted.labels(type=mtype).inc(n)
+                self.metrics.readings.inc(work.samples)
+            finally:
+                self._ack_q.task_done()
 
     async def _alarm_ticker(self) -> None:
         """Timers run on the clock, not on message arrival (for-durations, silence, doors)."""
@@ -365,20 +395,23 @@ class Gateway:
 
     # -- the gateway's own health ----------------------------------------------------------------
 
-    async def _drain_commits(self, commit_task: asyncio.Task[None], deadline: float) -> None:
+    async def _drain_commits(self, commit_task: asyncio.Task[None],
+                             ack_task: asyncio.Task[None], deadline: float) -> None:
         """Wait for queued work to become durable and acked, but not past the deadline: with
         the WAL full (InfluxDB down, block policy) that could be forever. Cutting it short is
         safe: whatever was not acknowledged stays with the broker and comes back."""
-        if commit_task.done():
-            return
         try:
-            await asyncio.wait_for(self._commit_q.join(), timeout=_left(deadline))
+            if not commit_task.done():
+                await asyncio.wait_for(self._commit_q.join(), timeout=_left(deadline))
+            if not ack_task.done():
+                await asyncio.wait_for(self._ack_q.join(), timeout=_left(deadline))
         except TimeoutError:
             log.error("shutdown: in-flight work did not become durable within %.0f s "
                       "(shutdown_timeout_s; is the WAL full?); unacknowledged messages stay "
                       "with the broker and are redelivered on the next start",
                       self.settings.shutdown_timeout_s)
             commit_task.cancel()
+            ack_task.cancel()
 
     def _subscriptions(self) -> list[str]:
         topics = self.router.subscriptions()

@@ -1,0 +1,74 @@
+"""InfluxDB down for days, the telemetry log full (block policy): alarms still move.
+
+Telemetry waits for room in the ack stage, so the broker holds it; but an acknowledgement made
+through the API, an escalation or a timer alarm must not wait behind it. They are written to
+the priority log and the alarm store by the commit stage, which telemetry never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.alarmservice import GatewayAlarmService
+from gateway.devservices import Influxd, Mosquitto
+from gateway.registry import Registry
+from gateway.simulator.publisher import MqttPublisher
+from rules.alarm import AlarmState, Disposition
+from tests.conftest import make_settings, running_gateway, unique, wait_for
+from tests.test_pipeline_e2e import _plan
+
+pytestmark = pytest.mark.integration
+
+
+async def test_an_api_acknowledgement_is_durable_while_the_telemetry_log_is_full(
+        tmp_path: Path, mosquitto: Mosquitto, sample_registry: Registry) -> None:
+    influx = Influxd(tmp_path / "influx")
+    influx.start()
+    try:
+        settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influx.url,
+                                 wal={"max_bytes": 1 << 20, "segment_bytes": 1 << 16})
+        root = settings.mqtt.topic_root
+        panel = next(d for d in sample_registry if d.kind == "fire_panel")
+        async with running_gateway(settings, sample_registry) as gw, \
+                MqttPublisher("127.0.0.1", mosquitto.port, client_id=unique("f")) as pub:
+            await pub.publish(f"{root}/{panel.park}/{panel.building}/{panel.device}/event",
+                              json.dumps({"ts": time.time(), "type": "fire_alarm",
+                                          "point": "1-01-001"}).encode())
+            await pub.flush(10)
+            assert gw.alarms is not None
+            book = gw.alarms
+
+            def fire() -> list[str]:
+                return [a.alarm_id for a in (book.engine.active() if book.engine else [])
+                        if a.rule == "fire_alarm"]
+
+            await wait_for(lambda: bool(fire()), timeout_s=15, what="the fire alarm")
+            influx.stop()                        # from now on nothing leaves the WAL
+            for topic, payload in _plan(sample_registry, root, 15_000):
+                await pub.publish(topic, payload)
+            await pub.flush(60)
+            assert gw.wal is not None
+            wal = gw.wal
+            await wait_for(lambda: wal.full, timeout_s=60, what="the telemetry log full")
+            # The duty officer acknowledges through the API while ingest is paused.
+            service = GatewayAlarmService(gw)
+            acked = await asyncio.wait_for(
+                service.acknowledge(fire()[0], by="王值班", disposition=Disposition.REAL,
+                                    channel="api"), timeout=10)
+            assert acked.state is AlarmState.ACKNOWLEDGED
+            assert wal.full                      # still full: the ack did not need room
+            db = settings.state_dir / "alarms.sqlite3"
+            with sqlite3.connect(db) as conn:
+                row = conn.execute("SELECT state, acknowledged_by FROM alarms WHERE alarm_id = ?",
+                                   (acked.alarm_id,)).fetchone()
+            assert row == ("acknowledged", "王值班")
+            influx.start()                       # InfluxDB back: the backlog drains
+            await wait_for(lambda: not wal.full, timeout_s=60, what="the log drains")
+    finally:
+        influx.stop()
