@@ -65,7 +65,13 @@ from gateway.walstreams import WalStreams, is_priority
 from gateway.watchdog import Heartbeat, IngestWatchdog
 from rules.alarm import Alarm, Severity, Subject, Transition
 from rules.observation import DeviceEvent, Observation
-from rules.system import INGEST_STALLED, NOTIFICATION_DEAD, SYSTEM_KIND, Condition
+from rules.system import (
+    INGEST_STALLED,
+    NOTIFICATION_DEAD,
+    STORAGE_FULL,
+    SYSTEM_KIND,
+    Condition,
+)
 from sensors.base import Rejection
 
 log = logging.getLogger(__name__)
@@ -147,6 +153,7 @@ class Gateway:
         # Gateway-health conditions waiting for the alarm ticker (rules/system.py).
         self._conditions: list[Condition] = []
         self._dead_channels: dict[tuple[str, str], Subject] = {}
+        self._storage_alarmed = False
         self._counters = {t: self.metrics.received.labels(type=t) for t in (*_TYPES, "other")}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -363,6 +370,7 @@ class Gateway:
             work = _Committable(lines=[], messages=[])
             now = _now_ms()
             self._add_transitions(work, self.alarms.tick(now))
+            self._check_storage()
             if self._conditions:
                 conditions, self._conditions = self._conditions, []
                 self._add_transitions(work, self.alarms.conditions(conditions, now))
@@ -434,6 +442,26 @@ class Gateway:
                 stalled=self._ingest_stalled)
             tasks.append(asyncio.create_task(self.watchdog.run(), name="watchdog"))
         return tasks
+
+    def _check_storage(self) -> None:
+        """A full write-ahead log is raised as an alarm: the park is (partly) unmonitored."""
+        full = self.wal is not None and self.wal.full
+        if full == self._storage_alarmed:
+            return
+        self._storage_alarmed = full
+        block = self.settings.wal.full_policy == "block"
+        why = ("the write-ahead log is full (is InfluxDB reachable?): telemetry is no longer "
+               "acknowledged and device events wait at the broker" if block else
+               "the write-ahead log is full (is InfluxDB reachable?): the oldest telemetry is "
+               "being dropped")
+        for park in sorted({d.park for d in self.registry}) or ["parkwatch"]:
+            subject = Subject(park=park, building="gateway", kind=SYSTEM_KIND,
+                              location=f"ParkWatch {self.settings.instance}")
+            self.report(Condition(
+                STORAGE_FULL, "wal", subject, Severity.CRITICAL if block else Severity.MAJOR,
+                f"ParkWatch {self.settings.instance}: {why}" if full else
+                f"ParkWatch {self.settings.instance}: the write-ahead log has room again",
+                active=full))
 
     def _ingest_stalled(self, stalled: bool, why: str) -> None:
         """One gateway-health alarm per park this gateway serves: each park is unmonitored."""

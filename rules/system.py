@@ -17,7 +17,11 @@ NOTIFICATION_DEAD = "notification_dead"
 #: Connected to the broker, but nothing arrives although devices should be reporting.
 INGEST_STALLED = "ingest_stalled"
 
-SYSTEM_RULES = frozenset({NOTIFICATION_DEAD, INGEST_STALLED})
+#: The write-ahead log reached its cap (InfluxDB unreachable for long): ingest paused or
+#: telemetry being dropped, per wal.full_policy.
+STORAGE_FULL = "storage_full"
+
+SYSTEM_RULES = frozenset({NOTIFICATION_DEAD, INGEST_STALLED, STORAGE_FULL})
 #: The ``kind`` of a system alarm's subject (no sensor kind has this name).
 SYSTEM_KIND = "parkwatch"
 

@@ -20,6 +20,7 @@ from gateway.devservices import Influxd, Mosquitto
 from gateway.registry import Registry
 from gateway.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
+from rules.system import STORAGE_FULL
 from tests.conftest import make_settings, running_gateway, unique, wait_for
 from tests.test_pipeline_e2e import _plan
 
@@ -68,7 +69,16 @@ async def test_an_api_acknowledgement_is_durable_while_the_telemetry_log_is_full
                 row = conn.execute("SELECT state, acknowledged_by FROM alarms WHERE alarm_id = ?",
                                    (acked.alarm_id,)).fetchone()
             assert row == ("acknowledged", "王值班")
+            # The full log is itself an alarm (critical under block: ingest is paused).
+
+            def storage() -> list[AlarmState]:
+                return [a.state for a in (book.engine.active() if book.engine else [])
+                        if a.rule == STORAGE_FULL]
+
+            await wait_for(lambda: storage() == [AlarmState.FIRING], timeout_s=10,
+                           what="storage_full raised")
             influx.start()                       # InfluxDB back: the backlog drains
             await wait_for(lambda: not wal.full, timeout_s=60, what="the log drains")
+            await wait_for(lambda: storage() == [], timeout_s=10, what="storage_full resolved")
     finally:
         influx.stop()

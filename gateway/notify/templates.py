@@ -68,6 +68,7 @@ RULE_NAMES: Mapping[str, tuple[str, str]] = {
     "notify_test": ("通知测试", "Notification test"),
     "notification_dead": ("告警通知发送失败", "Notification undeliverable"),
     "ingest_stalled": ("监测数据中断", "Monitoring data stalled"),
+    "storage_full": ("本地缓存已满", "Local buffer full"),
 }
 
 SEVERITY_NAMES: Mapping[str, tuple[str, str]] = {
