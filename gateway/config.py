@@ -68,6 +68,9 @@ class MqttSettings(_Section):
     password: SecretStr | None = None
     client_id: str | None = Field(default=None, description="default: parkwatch-{instance}")
     topic_root: str = Field(default="parks", pattern=r"^[^#+/][^#+]*$")
+    priority_session: bool = Field(
+        default=True, description="a second session ({client_id}-priority) for events and "
+        "status, so they are never stuck behind telemetry in the broker's in-flight window")
     watchdog_s: float = Field(
         default=60.0, ge=0, description="probe the subscription path this often; 0 disables "
         "(missed once: resubscribe; twice: reconnect and raise ingest_stalled)")

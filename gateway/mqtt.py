@@ -106,8 +106,12 @@ class MqttSession:
 
     def __init__(self, *, settings: MqttSettings, client_id: str, subscriptions: list[str],
                  metrics: Metrics, will: Will | None = None,
-                 online: tuple[str, bytes] | None = None, queue_size: int = 20_000) -> None:
+                 online: tuple[str, bytes] | None = None, queue_size: int = 20_000,
+                 primary: bool = True) -> None:
         self._settings = settings
+        # A secondary session (the gateway's priority lane) leaves the connection and in-flight
+        # gauges to the primary one: /healthz reports the main ingest path.
+        self._primary = primary
         self._subscriptions = subscriptions
         self._metrics = metrics
         self._online = online
@@ -124,7 +128,8 @@ class MqttSession:
         self._publish_waiters: dict[int, asyncio.Future[None]] = {}
         # Counted as a plain int on the hot path; the gauge reads it when scraped.
         self._unacked = 0
-        metrics.inflight.set_function(lambda: self._unacked)
+        if primary:
+            metrics.inflight.set_function(lambda: self._unacked)
         self._tasks: list[asyncio.Task[None]] = []
         self._sock: Any = None
         self._answered = False  # a CONNACK arrived on the current attempt
@@ -142,6 +147,11 @@ class MqttSession:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def unacked(self) -> int:
+        """QoS 1 messages received and not acknowledged yet."""
+        return self._unacked
 
     @property
     def connected(self) -> bool:
@@ -337,7 +347,8 @@ class MqttSession:
             return
         self._generation += 1
         self._connected.set()
-        self._metrics.broker_connected.set(1)
+        if self._primary:
+            self._metrics.broker_connected.set(1)
         log.info("mqtt connected to %s (session present: %s)", self._settings.url,
                  flags.session_present)
         if not flags.session_present:
@@ -372,7 +383,8 @@ class MqttSession:
             log.warning("mqtt connection to %s closed before the broker answered (%s)%s",
                         self._settings.url, reason, hint)
         self._connected.clear()
-        self._metrics.broker_connected.set(0)
+        if self._primary:
+            self._metrics.broker_connected.set(0)
         # Everything received on the old connection can no longer be acked (see ack()).
         self._generation += 1
         self._disconnected.set()

@@ -80,6 +80,12 @@ _TYPES = ("telemetry", "event", "status")
 #: Gateway-health reports waiting for the next tick; beyond this a storm of them is dropped
 #: (one active alarm per condition is all they can produce anyway).
 MAX_PENDING_CONDITIONS = 1000
+#: Batches read but not yet acknowledged, per session. Beyond it the validate stage waits, the
+#: inbox fills and reading pauses, so the broker holds the rest (not every broker enforces our
+#: MQTT 5 Receive Maximum). Timer and API work never waits for a slot.
+ACK_BACKLOG = 8
+#: Event/status messages remembered to recognise the other session's copy.
+LANE_MEMORY = 200_000
 
 
 @dataclass
@@ -96,6 +102,15 @@ class _Committable:
     save_state: bool = False
     #: Resolved once everything above is durable (an API acknowledgement waits on it).
     done: asyncio.Future[None] | None = None
+    #: Where its messages are acknowledged: the ack stage of the session they came from.
+    acks: asyncio.Queue[_Committable] | None = None
+    #: Taken by the validate stage, given back when the work is acknowledged (ack backlog).
+    slot: asyncio.Semaphore | None = None
+
+    def release(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
 
 
 class Gateway:
@@ -130,6 +145,13 @@ class Gateway:
                                    interval_s=settings.observe.heartbeat_s)
         self._commit_q: asyncio.Queue[_Committable] = asyncio.Queue(maxsize=4)
         self._ack_q: asyncio.Queue[_Committable] = asyncio.Queue()
+        self._prio_ack_q: asyncio.Queue[_Committable] = asyncio.Queue()
+        self._slots: dict[int, asyncio.Semaphore] = {}
+        self.priority_session: MqttSession | None = None
+        self._lane_acks: list[asyncio.Task[None]] = []
+        # Events and status reach us on both sessions when the priority lane is on: the first
+        # copy is evaluated, the second only acknowledged (hash of topic and payload, 1 h).
+        self._lane_seen: collections.OrderedDict[bytes, float] = collections.OrderedDict()
         self._reject_log = RateLimited(log)
         self._pending_deadletters: set[asyncio.Future[None]] = set()
         self.session: MqttSession | None = None
@@ -178,7 +200,8 @@ class Gateway:
                                    on_delivered=self._on_delivered)
         writer_task = asyncio.create_task(self.writer.run(), name="influx-writer")
         commit_task = asyncio.create_task(self._commit_stage(), name="commit")
-        ack_task = asyncio.create_task(self._ack_stage(), name="ack")
+        ack_task = asyncio.create_task(self._ack_stage(self._ack_q, lambda: self.session),
+                                       name="ack")
         stats_task = asyncio.create_task(self._stats_stage(), name="gateway-stats")
         stages = [writer_task, commit_task, ack_task, stats_task]
         if self.notifier is not None:
@@ -192,10 +215,14 @@ class Gateway:
             metrics=self.metrics, will=Will(self.status_topic, b"offline"),
             online=(self.status_topic, b"online"), queue_size=s.ingest.queue_size)
         self.session = session
+        lane: list[asyncio.Task[None]] = []
         try:
-            async with session:
+            async with session, contextlib.AsyncExitStack() as exits:
                 validate_task = asyncio.create_task(self._validate_stage(session),
                                                     name="validate")
+                if s.mqtt.priority_session:
+                    lane = await self._open_priority_lane(exits)
+                    stages.extend(lane)
                 # Registry, rules and engine state are long-lived: take them out of the cyclic
                 # GC's full collections, whose pauses otherwise grow with the park's size.
                 gc.freeze()
@@ -208,9 +235,11 @@ class Gateway:
                 log.info("stopping: draining in-flight messages")
                 self.heartbeat.sd_notify("STOPPING=1")
                 deadline = time.monotonic() + s.shutdown_timeout_s
-                validate_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await validate_task
+                # Stop reading (both sessions), then let what was read become durable.
+                for task in (validate_task, *lane[:1]):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await self._drain_commits(commit_task, ack_task, deadline)
                 if self._pending_deadletters:
                     await asyncio.wait(self._pending_deadletters,
@@ -218,27 +247,7 @@ class Gateway:
         finally:
             if deadline is None:     # failed before the drain began
                 deadline = time.monotonic() + s.shutdown_timeout_s
-            for task in stages[4:]:
-                await _reap(task)
-            if self.alarms is not None and not commit_task.done():
-                # Last words: device last-seen times, so silence timers resume where they were.
-                await self._commit_q.put(_Committable(lines=[], messages=[], save_state=True))
-                await self._drain_commits(commit_task, ack_task, deadline)
-            await _reap(commit_task)
-            await _reap(ack_task)
-            await _reap(stats_task)
-            if self.notifier is not None:
-                await self.notifier.close(timeout_s=_left(deadline, cap=5))
-            flushed = await self.writer.flush(timeout_s=_left(deadline, cap=10))
-            if not flushed:
-                log.warning("InfluxDB not reachable at shutdown; the WAL keeps the backlog "
-                            "and replays it on the next start")
-            await _reap(writer_task)
-            await sink.close()
-            await self.wal.close()
-            if self.alarms is not None:
-                await self.alarms.close()
-            log.info("gateway stopped")
+            await self._close_down(stages, sink, deadline)
         if failed:
             # A dead stage must not leave a process that looks alive: exit, let the service
             # manager restart us, and let the broker redeliver what was not acknowledged.
@@ -260,17 +269,22 @@ class Gateway:
 
     # -- stages --------------------------------------------------------------------------------
 
-    async def _validate_stage(self, session: MqttSession) -> None:
+    async def _validate_stage(self, session: MqttSession,
+                              acks: asyncio.Queue[_Committable] | None = None) -> None:
+        slots = self._slots.setdefault(id(acks), asyncio.Semaphore(ACK_BACKLOG))
         async for batch in session.batches(self.settings.ingest.commit_batch):
-            work = _Committable(lines=[], messages=[])
+            await slots.acquire()
+            work = _Committable(lines=[], messages=[], acks=acks, slot=slots)
             received: collections.Counter[str] = collections.Counter()
             observed: list[Observation] = []
             event_keys: set[str] = set()
             if self.watchdog is not None:
                 self.watchdog.heard()
             for msg in batch:
-                if msg.topic == self.probe_topic:   # the watchdog's loop-back, not a device
-                    work.messages.append(msg)       # acked in receive order with the batch
+                if msg.topic == self.probe_topic or self._second_copy(msg):
+                    # The watchdog's loop-back, or the other session's copy of an event:
+                    # acknowledged in receive order with the batch, nothing else.
+                    work.messages.append(msg)
                     continue
                 suffix = msg.topic.rpartition("/")[2]
                 received[suffix if suffix in _TYPES else "other"] += 1
@@ -334,9 +348,11 @@ class Gateway:
                     work.done.set_result(None)
                 if work.messages or len(priority) < len(work.lines):
                     work.lines = [line for line in work.lines if not is_priority(line)]
-                    # Unbounded, yet bounded in practice: only work carrying messages comes
-                    # here, and the broker sends at most mqtt.receive_maximum unacked ones.
-                    self._ack_q.put_nowait(work)
+                    # Never blocks: only work from a validate stage comes here, and that
+                    # holds a slot of the ack backlog until it is acknowledged.
+                    (work.acks or self._ack_q).put_nowait(work)
+                else:
+                    work.release()
             except BaseException as exc:
                 if work.done is not None and not work.done.done():
                     work.done.set_exception(exc)
@@ -344,22 +360,26 @@ class Gateway:
             finally:
                 self._commit_q.task_done()
 
-    async def _ack_stage(self) -> None:
-        """Telemetry into its log, then the PUBACKs, in receive order. Under the block policy
-        this is where ingest waits for room, and the broker keeps what is not acknowledged."""
+    async def _ack_stage(self, queue: asyncio.Queue[_Committable],
+                         session: Callable[[], MqttSession | None]) -> None:
+        """Telemetry into its log, then the PUBACKs, in receive order, for one session. Under
+        the block policy this is where ingest waits for room, and the broker keeps what is not
+        acknowledged; the priority lane's session has its own ack stage and never waits here."""
         assert self.wal is not None
         while True:
-            work = await self._ack_q.get()
+            work = await queue.get()
             try:
                 if work.lines:
                     await self.wal.append(work.lines)
-                if self.session is not None:
-                    self.session.ack_all(work.messages)
+                current = session()
+                if current is not None:
+                    current.ack_all(work.messages)
                 for mtype, n in work.accepted_by_type.items():
                     self.metrics.accepted.labels(type=mtype).inc(n)
                 self.metrics.readings.inc(work.samples)
             finally:
-                self._ack_q.task_done()
+                work.release()
+                queue.task_done()
 
     async def _alarm_ticker(self) -> None:
         """Timers run on the clock, not on message arrival (for-durations, silence, doors)."""
@@ -403,6 +423,72 @@ class Gateway:
 
     # -- the gateway's own health ----------------------------------------------------------------
 
+    async def _close_down(self, stages: list[asyncio.Task[None]], sink: Any,
+                          deadline: float) -> None:
+        """After intake stopped: last state save, notifier, flush, close — within the deadline.
+        ``stages`` starts with the writer, commit, ack and stats stages, in that order."""
+        writer_task, commit_task, ack_task, stats_task = stages[:4]
+        assert self.writer is not None
+        assert self.wal is not None
+        for task in stages[4:]:
+            await _reap(task)
+        if self.alarms is not None and not commit_task.done():
+            # Last words: device last-seen times, so silence timers resume where they were.
+            await self._commit_q.put(_Committable(lines=[], messages=[], save_state=True))
+            await self._drain_commits(commit_task, ack_task, deadline)
+        await _reap(commit_task)
+        await _reap(ack_task)
+        await _reap(stats_task)
+        if self.notifier is not None:
+            await self.notifier.close(timeout_s=_left(deadline, cap=5))
+        flushed = await self.writer.flush(timeout_s=_left(deadline, cap=10))
+        if not flushed:
+            log.warning("InfluxDB not reachable at shutdown; the WAL keeps the backlog "
+                        "and replays it on the next start")
+        await _reap(writer_task)
+        await sink.close()
+        await self.wal.close()
+        if self.alarms is not None:
+            await self.alarms.close()
+        log.info("gateway stopped")
+
+    async def _open_priority_lane(self, exits: contextlib.AsyncExitStack
+                                  ) -> list[asyncio.Task[None]]:
+        """The priority lane: a second persistent session for events and status, with its own
+        in-flight window and its own ack stage. Returns [validate task, ack task]."""
+        s = self.settings
+        lane = MqttSession(settings=s.mqtt, client_id=f"{s.client_id}-priority",
+                           subscriptions=self.router.priority_subscriptions(),
+                           metrics=self.metrics, queue_size=s.ingest.queue_size, primary=False)
+        await exits.enter_async_context(lane)
+        self.priority_session = lane
+        main = self.session
+        self.metrics.inflight.set_function(
+            lambda: lane.unacked + (main.unacked if main is not None else 0))
+        validate = asyncio.create_task(self._validate_stage(lane, acks=self._prio_ack_q),
+                                       name="validate-priority")
+        ack = asyncio.create_task(self._ack_stage(self._prio_ack_q,
+                                                  lambda: self.priority_session),
+                                  name="ack-priority")
+        self._lane_acks = [ack]
+        return [validate, ack]
+
+    def _second_copy(self, msg: Inbound) -> bool:
+        """True for an event or status message already taken from the other session."""
+        if self.priority_session is None or not msg.topic.endswith(("/event", "/status")):
+            return False
+        key = hashlib.blake2b(msg.topic.encode() + b"\0" + msg.payload,
+                              digest_size=16).digest()
+        now = time.monotonic()
+        seen = self._lane_seen
+        while seen and (len(seen) > LANE_MEMORY or next(iter(seen.values())) < now - 3600):
+            seen.popitem(last=False)
+        if key in seen:
+            del seen[key]           # each copy is expected once more at most
+            return True
+        seen[key] = now
+        return False
+
     async def _drain_commits(self, commit_task: asyncio.Task[None],
                              ack_task: asyncio.Task[None], deadline: float) -> None:
         """Wait for queued work to become durable and acked, but not past the deadline: with
@@ -413,6 +499,8 @@ class Gateway:
                 await asyncio.wait_for(self._commit_q.join(), timeout=_left(deadline))
             if not ack_task.done():
                 await asyncio.wait_for(self._ack_q.join(), timeout=_left(deadline))
+            if any(not t.done() for t in self._lane_acks):
+                await asyncio.wait_for(self._prio_ack_q.join(), timeout=_left(deadline))
         except TimeoutError:
             log.error("shutdown: in-flight work did not become durable within %.0f s "
                       "(shutdown_timeout_s; is the WAL full?); unacknowledged messages stay "
@@ -420,6 +508,8 @@ class Gateway:
                       self.settings.shutdown_timeout_s)
             commit_task.cancel()
             ack_task.cancel()
+            for task in self._lane_acks:
+                task.cancel()
 
     def _subscriptions(self) -> list[str]:
         topics = self.router.subscriptions()
@@ -439,7 +529,8 @@ class Gateway:
             self.watchdog = IngestWatchdog(
                 interval_s=s.mqtt.watchdog_s, probe=probe, connected=lambda: session.connected,
                 resubscribe=session.resubscribe, reconnect=session.reconnect,
-                stalled=self._ingest_stalled)
+                stalled=self._ingest_stalled,
+                paused=lambda: self.wal is not None and self.wal.full)
             tasks.append(asyncio.create_task(self.watchdog.run(), name="watchdog"))
         return tasks
 

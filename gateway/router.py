@@ -95,6 +95,11 @@ class Router:
         # mistyped topic must show up as a counted bad_topic, not vanish unseen.
         return [f"{self._prefix}#"]
 
+    def priority_subscriptions(self) -> list[str]:
+        """Events and status only: the priority lane's own session, so that they keep flowing
+        when the main session's in-flight window is full of telemetry waiting for room."""
+        return [f"{self._prefix}+/+/+/event", f"{self._prefix}+/+/+/status"]
+
     def route(self, topic: str | bytes, payload: bytes, received_at_ms: int,
               retained: bool = False) -> Routed:
         """Decode one message or raise :class:`Rejection`."""

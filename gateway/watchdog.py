@@ -41,6 +41,7 @@ class IngestWatchdog:
                  connected: Callable[[], bool], resubscribe: Callable[[], None],
                  reconnect: Callable[[], Awaitable[None]],
                  stalled: Callable[[bool, str], None],
+                 paused: Callable[[], bool] = lambda: False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._interval_s = interval_s
         self._probe = probe
@@ -48,6 +49,9 @@ class IngestWatchdog:
         self._resubscribe = resubscribe
         self._reconnect = reconnect
         self._stalled = stalled
+        # Ingest paused on purpose (the write-ahead log is full): silence is expected then,
+        # reconnecting would not help, and storage_full already says what is wrong.
+        self._paused = paused
         self._clock = clock
         self._heard_at = clock()
         self.misses = 0
@@ -69,6 +73,8 @@ class IngestWatchdog:
 
     async def check(self, asked: float) -> None:
         """One round: did anything arrive since ``asked``?"""
+        if self._paused():
+            self._heard_at = self._clock()
         if self._heard_at > asked:
             if self.alarmed:
                 log.warning("ingest flows again after %d missed probe(s)", self.misses)

@@ -82,3 +82,52 @@ async def test_an_api_acknowledgement_is_durable_while_the_telemetry_log_is_full
             await wait_for(lambda: storage() == [], timeout_s=10, what="storage_full resolved")
     finally:
         influx.stop()
+
+
+async def test_a_fire_event_still_alarms_while_the_main_session_is_held_up_by_telemetry(
+        tmp_path: Path, mosquitto: Mosquitto, sample_registry: Registry) -> None:
+    """Telemetry waiting for room holds up the main session: its inbox fills, reading pauses,
+    and a broker that enforces our Receive Maximum stops sending too. Events come through the
+    priority lane's own session and are evaluated, stored and acknowledged all the same."""
+    influx = Influxd(tmp_path / "influx")
+    influx.start()
+    try:
+        settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influx.url,
+                                 wal={"max_bytes": 1 << 20, "segment_bytes": 1 << 16},
+                                 ingest={"queue_size": 100, "commit_batch": 50})
+        root = settings.mqtt.topic_root
+        smoke = next(d for d in sample_registry if d.kind == "smoke")
+        async with running_gateway(settings, sample_registry) as gw, \
+                MqttPublisher("127.0.0.1", mosquitto.port, client_id=unique("f")) as pub:
+            influx.stop()
+            for topic, payload in _plan(sample_registry, root, 15_000):
+                await pub.publish(topic, payload)
+            await pub.flush(60)
+            assert gw.wal is not None
+            wal = gw.wal
+            await wait_for(lambda: wal.full, timeout_s=60, what="the telemetry log full")
+            assert gw.session is not None
+            main = gw.session
+            await wait_for(lambda: main._reading_paused, timeout_s=30,
+                           what="the main session's reading paused behind telemetry")
+            await pub.publish(f"{root}/{smoke.park}/{smoke.building}/{smoke.device}/event",
+                              json.dumps({"ts": time.time(), "type": "fire_alarm"}).encode())
+            await pub.flush(10)
+
+            def stored() -> list[tuple[str]]:
+                with sqlite3.connect(settings.state_dir / "alarms.sqlite3") as conn:
+                    return conn.execute("SELECT state FROM alarms WHERE rule = 'fire_alarm'"
+                                        " AND device = ?", (smoke.device,)).fetchall()
+
+            await wait_for(lambda: bool(stored()), timeout_s=15,
+                           what="the fire alarm durable, through the priority lane")
+            assert stored() == [("firing",)]      # and only once
+            assert wal.full                       # all of this while telemetry still waits
+            assert main._reading_paused
+            influx.start()
+            await wait_for(lambda: not wal.full, timeout_s=90, what="the log drains")
+            # The main session's copy of the event arrives late and is only acknowledged.
+            await wait_for(lambda: main.unacked == 0, timeout_s=90, what="everything acked")
+            assert stored() == [("firing",)]
+    finally:
+        influx.stop()

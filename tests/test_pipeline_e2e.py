@@ -400,5 +400,5 @@ async def test_a_dead_stage_stops_the_gateway_instead_of_hanging(
     assert gateway.wal is not None
     gateway.wal.append = failing_append  # type: ignore[method-assign]
     await _publish(mosquitto.port, _plan(sample_registry, settings.mqtt.topic_root, 5))
-    with pytest.raises(StageFailed, match="ack|commit"):  # telemetry is written by "ack"
+    with pytest.raises(StageFailed, match=r"ack|commit"):  # telemetry is written by "ack"
         await asyncio.wait_for(task, timeout=30)

@@ -181,3 +181,23 @@ async def test_a_stalled_broker_path_raises_ingest_stalled_over_http_and_it_clea
             proxy.resume()
             await wait_for(lambda: any(d["state"] == "resolved" for d in stalled_docs()),
                            timeout_s=60, what="ingest_stalled resolved once messages flow")
+
+
+async def test_a_full_wal_pauses_the_watchdog() -> None:
+    clock, session, reports = _Clock(), _Session(), []
+    full = True
+    dog = IngestWatchdog(interval_s=10, probe=lambda _: None,
+                         connected=lambda: session.connected, resubscribe=session.resubscribe,
+                         reconnect=session.reconnect,
+                         stalled=lambda on, why: reports.append((on, why)),
+                         paused=lambda: full, clock=clock)
+    for _ in range(3):
+        asked = clock.now
+        clock.now += 10
+        await dog.check(asked)
+    assert (session.log, reports) == ([], [])     # silence was expected: storage_full says why
+    full = False
+    asked = clock.now
+    clock.now += 10
+    await dog.check(asked)
+    assert session.log == ["resubscribe"]
