@@ -396,6 +396,14 @@ def test_device_may_publish_only_under_its_own_id(broker: Broker, installed: Pat
         gateway.publish("parkwatch/deadletter/unknown_device", "dead letter")
         assert observer.messages.get(timeout=30) == ("parkwatch/deadletter/unknown_device",
                                                      b"dead letter")
+        # The watchdog's loop-back: ParkWatch reads back its own probe (gateway/watchdog.py).
+        gateway.subscribe("parkwatch/gateway/+/probe")
+        time.sleep(0.5)                   # let the SUBACK land before the probe goes out
+        gateway.publish("parkwatch/gateway/demo/probe", "1795000000.000")
+        assert gateway.messages.get(timeout=30) == ("parkwatch/gateway/demo/probe",
+                                                    b"1795000000.000")
+        assert observer.messages.get(timeout=30) == ("parkwatch/gateway/demo/probe",
+                                                     b"1795000000.000")
         assert gateway.messages.empty()
         assert observer.messages.empty()
     finally:

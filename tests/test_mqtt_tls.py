@@ -57,12 +57,14 @@ TOPIC_B = f"parks/p1/b1/{DEVICE_B}/telemetry"
 # The reference ACL of docs/security.md (kept identical; test_security.py checks that).
 REFERENCE_ACL = """\
 # ParkWatch logs in as "parkwatch": it reads every device topic and writes only its own topics
-# (dead letters, alarm documents, its liveness status and Last Will).
+# (dead letters, alarm documents, its liveness status and Last Will), and reads back the
+# watchdog's probe (mqtt.watchdog_s).
 user parkwatch
 topic read parks/#
 topic write parkwatch/deadletter/#
 topic write parkwatch/alarms/#
 topic write parkwatch/gateway/#
+topic read parkwatch/gateway/+/probe
 
 # Every other login is a device whose user name is its device id; mosquitto puts that name in
 # place of %u. A device may publish telemetry, events and its status (and Last Will) under its
