@@ -377,9 +377,10 @@ class MqttSession:
         elif not self._answered:
             # Without a CONNACK the broker never understood us: the classic cause is speaking
             # plain MQTT to a TLS listener (or the broker rejecting our client certificate).
-            hint = ("; is the port a TLS listener? then use mqtts://" if not
-                    self._settings.tls_enabled else
-                    "; does the broker require a client certificate (mqtt.tls.cert_file)?")
+            hint = ("; either the network dropped it, or the port is a TLS listener "
+                    "(then use mqtts://)" if not self._settings.tls_enabled else
+                    "; either the network dropped it, or the broker requires a client "
+                    "certificate (mqtt.tls.cert_file)")
             log.warning("mqtt connection to %s closed before the broker answered (%s)%s",
                         self._settings.url, reason, hint)
         self._connected.clear()
