@@ -61,7 +61,7 @@ from gateway.notify.notifier import Notifier
 from gateway.notify.outbox import Pending
 from gateway.registry import Registry
 from gateway.router import Routed, Router
-from gateway.walstreams import WalStreams, is_priority
+from gateway.walstreams import WalStreams, split_lines
 from gateway.watchdog import Heartbeat, IngestWatchdog
 from rules.alarm import Alarm, Severity, Subject, Transition
 from rules.observation import DeviceEvent, Observation
@@ -333,9 +333,9 @@ class Gateway:
         while True:
             work = await self._commit_q.get()
             try:
-                priority = [line for line in work.lines if is_priority(line)]
+                priority, bulk = split_lines(work.lines)
                 if priority:
-                    await self.wal.append(priority)
+                    await self.wal.priority.append(priority)
                 if self.alarms is not None and (work.transitions or work.outbox
                                                 or work.save_state or self._state_save_due()):
                     await self.alarms.persist(work.transitions, with_state=True,
@@ -346,8 +346,8 @@ class Gateway:
                     self.notifier.wake()
                 if work.done is not None and not work.done.done():
                     work.done.set_result(None)
-                if work.messages or len(priority) < len(work.lines):
-                    work.lines = [line for line in work.lines if not is_priority(line)]
+                if work.messages or bulk:
+                    work.lines = bulk
                     # Never blocks: only work from a validate stage comes here, and that
                     # holds a slot of the ack backlog until it is acknowledged.
                     (work.acks or self._ack_q).put_nowait(work)
@@ -369,8 +369,8 @@ class Gateway:
         while True:
             work = await queue.get()
             try:
-                if work.lines:
-                    await self.wal.append(work.lines)
+                if work.lines:               # telemetry only (split by the commit stage)
+                    await self.wal.bulk.append(work.lines)
                 current = session()
                 if current is not None:
                     current.ack_all(work.messages)
