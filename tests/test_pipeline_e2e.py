@@ -353,6 +353,19 @@ async def test_qos0_flood_with_a_tiny_inbox_pauses_reading_and_loses_nothing(
         await _await_landed(influxd, settings.influx.database, sample_registry, total)
 
 
+def retained_payload(port: int, topic: str, wait_s: float = 2.0) -> bytes | None:
+    """The retained message on ``topic`` (None when there is none), from a fresh subscriber."""
+    seen = _Collector(port, topic)
+    try:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and not seen.snapshot():
+            time.sleep(0.02)
+        messages = seen.snapshot()
+        return messages[-1][1] if messages else None
+    finally:
+        seen.close()
+
+
 async def test_gateway_status_is_retained_online_then_offline_on_stop_and_on_kill(
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd) -> None:
     config, _, _ = _write_config(tmp_path, mosquitto.url, influxd.url)
@@ -361,15 +374,7 @@ async def test_gateway_status_is_retained_online_then_offline_on_stop_and_on_kil
     log = tmp_path / "gateway.log"
 
     def retained() -> bytes | None:
-        seen = _Collector(mosquitto.port, topic)
-        try:
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline and not seen.snapshot():
-                time.sleep(0.02)
-            messages = seen.snapshot()
-            return messages[-1][1] if messages else None
-        finally:
-            seen.close()
+        return retained_payload(mosquitto.port, topic)
 
     for stop in (signal.SIGTERM, signal.SIGKILL):
         proc = _spawn_gateway(config, log)

@@ -26,6 +26,7 @@ from tests.test_pipeline_e2e import (
     _publish,
     _spawn_gateway,
     _write_config,
+    retained_payload,
 )
 
 pytestmark = pytest.mark.integration
@@ -67,7 +68,7 @@ async def test_sigterm_with_a_full_wal_exits_in_bounded_time_and_loses_nothing(
         assert "gateway stopped" in text
         print(f"SIGTERM with a full WAL: exited in {took:.1f} s (shutdown_timeout_s 3)")
         # The broker got our offline status (retained) before we left.
-        status = _retained(mosquitto, f"parkwatch/gateway/{instance}/status")
+        status = retained_payload(mosquitto.port, f"parkwatch/gateway/{instance}/status", 3)
         assert status == b"offline"
         # Nothing lost: InfluxDB back, gateway restarted, every reading lands exactly once.
         influx.start()
@@ -82,20 +83,6 @@ async def test_sigterm_with_a_full_wal_exits_in_bounded_time_and_loses_nothing(
                 proc.kill()
     finally:
         influx.stop()
-
-
-def _retained(mosquitto: Mosquitto, topic: str) -> bytes | None:
-    from tests.test_pipeline_e2e import _Collector
-
-    seen = _Collector(mosquitto.port, topic)
-    try:
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and not seen.snapshot():
-            time.sleep(0.02)
-        messages = seen.snapshot()
-        return messages[-1][1] if messages else None
-    finally:
-        seen.close()
 
 
 def test_shutdown_timeout_is_a_setting() -> None:
