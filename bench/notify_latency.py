@@ -24,10 +24,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import Settings
-from gateway.devservices import Influxd, Mosquitto
-from gateway.pipeline import Gateway
-from gateway.registry import build_registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.runtime.gateway import Gateway
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
+from sensors.registry import build_registry
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import IngestSettings, Settings
-from gateway.devservices import Influxd, Mosquitto
-from gateway.pipeline import Gateway
-from gateway.registry import load_registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.runtime.gateway import Gateway
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
+from sensors.registry import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = ROOT / "config" / "sample-park" / "registry.yaml"

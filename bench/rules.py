@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.registry import Registry, build_registry, load_registry
-from gateway.router import Router
-from gateway.simulator.runner import iter_messages
+from gateway.ingest.validate import Router
+from gateway.tools.simulator.runner import iter_messages
 from rules.engine import Engine
 from rules.loader import load_rules
 from rules.observation import Observation
 from sensors.base import Rejection
+from sensors.registry import Registry, build_registry, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).with_name("RESULTS.md")

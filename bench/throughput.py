@@ -35,11 +35,11 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import Settings
-from gateway.devservices import Influxd, Mosquitto
-from gateway.pipeline import Gateway
-from gateway.registry import load_registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.runtime.gateway import Gateway
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.kinds.water_pressure import WaterPressureValues
+from sensors.registry import load_registry
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 RULES = Path(__file__).resolve().parent.parent / "config" / "rules"

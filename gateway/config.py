@@ -27,9 +27,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.errors import ConfigError
-from gateway.registry import ID_PATTERN
-from gateway.yamlsource import LineMap, line_for, load_config_file
+from sensors.errors import ConfigError
+from sensors.registry import ID_PATTERN
+from sensors.yamlsource import LineMap, line_for, load_config_file
 
 ENV_PREFIX = "PARKWATCH_"
 ENV_NESTING = "__"

@@ -1,23 +1,9 @@
-"""ParkWatch's exception tree. Third-party exceptions are wrapped at the adapter that meets them."""
+"""Errors of the running gateway. The root (:class:`ParkWatchError`) and the configuration
+errors live in :mod:`sensors.errors`, the bottom layer, since every layer reads config files."""
 
 from __future__ import annotations
 
-
-class ParkWatchError(Exception):
-    """Base of every error ParkWatch raises on purpose."""
-
-
-class ConfigError(ParkWatchError):
-    """The configuration cannot be used; ``problems`` lists every one, each with file and line."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        super().__init__(f"{len(problems)} problem(s) in {source}:\n  " + "\n  ".join(problems))
-        self.source = source
-        self.problems = problems
-
-
-class RegistryError(ConfigError):
-    """The device registry cannot be loaded; every bad row is listed."""
+from sensors.errors import ParkWatchError
 
 
 class WalError(ParkWatchError):

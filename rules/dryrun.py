@@ -21,12 +21,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.registry import Registry
 from rules.alarm import Transition
 from rules.engine import Engine
 from rules.model import RuleSet
 from rules.observation import DeviceEvent, Observation, Reading, StatusChange
 from sensors.base import EventType
+from sensors.registry import Registry
 
 
 def dry_run(rules: RuleSet, registry: Registry, observations: Iterable[tuple[int, Observation]],

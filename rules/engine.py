@@ -21,7 +21,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
 
-from gateway.registry import Registry
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
 from rules.engine_state import EngineState
 from rules.kinds import Plan, Timed, bind
@@ -31,6 +30,7 @@ from rules.maintenance import MAINTENANCE_EXPIRED, MaintenanceBook
 from rules.model import RuleSet
 from rules.observation import DeviceEvent, Observation, Reading
 from rules.system import SYSTEM_RULES, Condition
+from sensors.registry import Registry
 
 __all__ = ["Engine", "EngineState"]
 

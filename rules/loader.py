@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.errors import ConfigError
-from gateway.yamlsource import LineMap, line_for, load_yaml_with_lines
 from rules.model import AnyRule, CoincidenceRule, Rule, RuleSet
+from sensors.errors import ConfigError
+from sensors.yamlsource import LineMap, line_for, load_yaml_with_lines
 
 _ADAPTER: TypeAdapter[AnyRule] = TypeAdapter(Rule)
 

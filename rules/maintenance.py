@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from gateway.registry import Registry
 from rules.alarm import Maintenance, Severity, Subject
 from rules.kinds.base import Book, building_key, subject_of, zone_key
+from sensors.registry import Registry
 
 Scope = Literal["device", "zone", "building"]
 MAINTENANCE_EXPIRED = "maintenance_expired"

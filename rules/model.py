@@ -14,10 +14,10 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.registry import DOOR_MODES, Device
 from rules.alarm import Severity
 from sensors.base import EventType
 from sensors.catalogue import KIND_BY_NAME
+from sensors.registry import DOOR_MODES, Device
 
 Op = Literal["<", "<=", ">", ">=", "==", "!="]
 OPS: Mapping[str, Callable[[float, float], bool]] = {

@@ -16,8 +16,8 @@ import io
 import sys
 from pathlib import Path
 
-from gateway.errors import RegistryError
-from gateway.registry import CSV_HEADER, Device, load_registry
+from sensors.errors import RegistryError
+from sensors.registry import CSV_HEADER, Device, load_registry
 
 
 def _cell(device: Device, column: str) -> str:

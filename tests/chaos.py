@@ -54,9 +54,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from gateway.devservices import Influxd, Mosquitto, free_port
-from gateway.notify.webhook import verify
-from gateway.simulator.publisher import MqttPublisher
+from gateway.notify.channels.webhook import verify
+from gateway.tools.devservices import Influxd, Mosquitto, free_port
+from gateway.tools.simulator.publisher import MqttPublisher
 from tests.faultproxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -412,7 +412,7 @@ class GatewayProcess:
         env["PYTHONUNBUFFERED"] = "1"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "gateway.tools.cli", "run", "--config", str(self.config)],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.starts += 1
 

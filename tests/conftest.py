@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
-from gateway.devservices import Influxd, Mosquitto
-from gateway.pipeline import Gateway
-from gateway.registry import Registry, load_registry
+from gateway.runtime.gateway import Gateway
+from gateway.tools.devservices import Influxd, Mosquitto
+from sensors.registry import Registry, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REGISTRY = ROOT / "config" / "sample-park" / "registry.yaml"

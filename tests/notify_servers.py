@@ -218,7 +218,7 @@ class ProviderServer:
         return None, 204, None
 
     def _webhook_signed(self, h: Mapping[str, str], body: bytes) -> bool:
-        # Written from the spec, independently of gateway.notify.webhook, to cross-check it.
+        # Written from the spec, independently of notify/channels/webhook.py, to cross-check it.
         secret = self.webhook_secret or ""
         key = (base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode())
         ts = h.get("webhook-timestamp", "")

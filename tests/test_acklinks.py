@@ -1,5 +1,5 @@
-"""Ack links (gateway/acklinks.py) and the page behind them (gateway/ackpage.py), against a real
-AlarmStore database and a fake AlarmService that records acknowledgements."""
+"""Ack links (gateway/alarms/acklinks.py) and the page behind them (gateway/http/ackpage.py),
+against a real AlarmStore database and a fake AlarmService that records acknowledgements."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.acklinks import (
+from gateway.alarms.acklinks import (
     TOKEN_CHARS,
     AckLinks,
     AckProblem,
@@ -25,8 +25,8 @@ from gateway.acklinks import (
     sign,
     verify_tag,
 )
-from gateway.ackpage import add_ack_routes
-from gateway.alarmstore import AlarmStore
+from gateway.alarms.store import AlarmStore
+from gateway.http.ackpage import add_ack_routes
 from rules.alarm import Alarm, AlarmState, Disposition, Severity, Subject
 
 SECRET = b"s" * 32

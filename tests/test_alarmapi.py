@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import alarmcli
-from gateway.alarmapi import AlarmService, add_alarm_routes, parse_time_ms
+from gateway.http.alarmapi import AlarmService, add_alarm_routes, parse_time_ms
+from gateway.tools import alarmcli
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Severity, Subject, iso
 
 T0 = 1_795_000_000_000

@@ -19,14 +19,14 @@ import aiohttp
 import pytest
 import yaml
 
-from gateway.devservices import Influxd, Mosquitto, free_port
-from gateway.httpapi import start_http
-from gateway.pipeline import Gateway
-from gateway.registry import Registry, load_registry
-from gateway.simulator.publisher import MqttPublisher
-from gateway.simulator.runner import iter_messages
-from gateway.simulator.traffic import Message
+from gateway.http.app import start_http
+from gateway.runtime.gateway import Gateway
+from gateway.tools.devservices import Influxd, Mosquitto, free_port
+from gateway.tools.simulator.publisher import MqttPublisher
+from gateway.tools.simulator.runner import iter_messages
+from gateway.tools.simulator.traffic import Message
 from rules.alarm import Alarm, AlarmState
+from sensors.registry import Registry, load_registry
 from tests.conftest import (
     ROOT,
     influx_rows,
@@ -332,7 +332,7 @@ async def test_kill_9_with_active_alarms_keeps_them_none_lost_none_doubled(
 
 def test_check_rules_validates_the_pack_and_dry_runs_a_recording(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.cli import main
+    from gateway.tools.cli import main
 
     recording = tmp_path / "rec.jsonl"
     t0 = int(time.time() * 1000)
@@ -359,7 +359,7 @@ def test_check_rules_validates_the_pack_and_dry_runs_a_recording(
 async def test_ack_and_maintenance_through_the_api_show_everywhere(
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
         alarm_docs: _Collector, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.alarmcli import main as alarm_cli
+    from gateway.tools.alarmcli import main as alarm_cli
 
     settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url)
     root = settings.mqtt.topic_root

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from gateway import alarmstore
-from gateway.alarmstore import AlarmStore, AlarmStoreError, DuplicateActiveAlarm
+from gateway.alarms import store as alarmstore
+from gateway.alarms.store import AlarmStore, AlarmStoreError, DuplicateActiveAlarm
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Severity, Subject, Transition
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,7 +183,7 @@ async def test_reopen_keeps_everything(tmp_path: Path) -> None:
 _KILLED_WRITER = """
 import asyncio, os, signal, sys
 from pathlib import Path
-from gateway.alarmstore import AlarmStore
+from gateway.alarms.store import AlarmStore
 from rules.alarm import Transition
 from tests.test_alarmstore import full_alarm, make_alarm
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
 from gateway.config import load_settings
-from gateway.errors import ConfigError
+from gateway.tools.cli import main
+from sensors.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "parkwatch.example.yaml"

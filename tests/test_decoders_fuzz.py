@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.lineprotocol import escape_tag
-from gateway.registry import load_registry
-from gateway.router import Routed, Router
+from gateway.ingest.validate import Routed, Router
+from gateway.storage.lineprotocol import escape_tag
 from sensors.base import Event, Rejection, RejectReason, Status, Telemetry, TimeContext
 from sensors.catalogue import KINDS
 from sensors.decode import MAX_PAYLOAD_BYTES, decode_event, decode_status, decode_telemetry
+from sensors.registry import load_registry
 
 CTX = TimeContext(received_at_ms=1764059460000, timezone=ZoneInfo("Asia/Shanghai"))
 GOLDEN = Path(__file__).parent / "golden"

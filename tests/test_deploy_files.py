@@ -30,9 +30,9 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.cli import main
-from gateway.devservices import free_port, require_binary
 from gateway.grafana import push
+from gateway.tools.cli import main
+from gateway.tools.devservices import free_port, require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -396,7 +396,7 @@ def test_device_may_publish_only_under_its_own_id(broker: Broker, installed: Pat
         gateway.publish("parkwatch/deadletter/unknown_device", "dead letter")
         assert observer.messages.get(timeout=30) == ("parkwatch/deadletter/unknown_device",
                                                      b"dead letter")
-        # The watchdog's loop-back: ParkWatch reads back its own probe (gateway/watchdog.py).
+        # The watchdog's loop-back: ParkWatch reads back its own probe (gateway/ingest/watchdog.py).
         gateway.subscribe("parkwatch/gateway/+/probe")
         time.sleep(0.5)                   # let the SUBACK land before the probe goes out
         gateway.publish("parkwatch/gateway/demo/probe", "1795000000.000")
@@ -465,7 +465,7 @@ def test_systemd_unit_is_valid_and_hardened(tmp_path: Path) -> None:
 
 
 def test_systemd_unit_uses_the_gateways_readiness_and_watchdog() -> None:
-    """The gateway sends READY=1 and WATCHDOG=1 (gateway/watchdog.py); the unit must ask for
+    """The gateway sends READY=1 and WATCHDOG=1 (gateway/ingest/watchdog.py); the unit must ask for
     them, give the watchdog more than a few heartbeats, and wait longer than the shutdown."""
     import configparser
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.devservices import Mosquitto, free_port
-from gateway.simulator.publisher import MqttPublisher, MqttPublishError
+from gateway.tools.devservices import Mosquitto, free_port
+from gateway.tools.simulator.publisher import MqttPublisher, MqttPublishError
 from tests.conftest import unique, wait_for
 from tests.faultproxy import FaultProxy, Mode
 

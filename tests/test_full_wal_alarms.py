@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alarmservice import GatewayAlarmService
-from gateway.devservices import Influxd, Mosquitto
-from gateway.registry import Registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.alarms.service import GatewayAlarmService
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
 from rules.system import STORAGE_FULL
+from sensors.registry import Registry
 from tests.conftest import make_settings, running_gateway, unique, wait_for
 from tests.test_pipeline_e2e import _plan
 

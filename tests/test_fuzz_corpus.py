@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.registry import Registry, load_registry
-from gateway.router import Routed, Router
+from gateway.ingest.validate import Routed, Router
 from sensors.base import Rejection, RejectReason
+from sensors.registry import Registry, load_registry
 from tests.conftest import SAMPLE_REGISTRY
 
 CORPUS = Path(__file__).parent / "fuzz"

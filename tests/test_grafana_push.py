@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
-from gateway.devservices import free_port
 from gateway.grafana import push
+from gateway.tools.cli import main
+from gateway.tools.devservices import free_port
 from tests.grafana_server import FakeGrafana
 
 TOKEN = "glsa_TestServiceAccountToken_0123456789abcdef"

@@ -19,16 +19,16 @@ from typing import Any
 
 import pytest
 
-from gateway.alarmservice import GatewayAlarmService
-from gateway.devservices import Influxd, Mosquitto
+from gateway.alarms.service import GatewayAlarmService
 from gateway.grafana.dashboards import build_all
 from gateway.metrics import Metrics
 from gateway.notify.dispatcher import Dispatcher
-from gateway.registry import Registry
-from gateway.simulator.runner import run_simulation
-from gateway.simulator.scenarios import SCENARIO_NAMES
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.runner import run_simulation
+from gateway.tools.simulator.scenarios import SCENARIO_NAMES
 from rules.alarm import AlarmState, Disposition
 from sensors.catalogue import KINDS
+from sensors.registry import Registry
 from tests.conftest import influx_rows, make_settings, running_gateway, wait_for
 from tests.notify_servers import ProviderServer
 

@@ -27,13 +27,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.deadletter import deadletter_document, deadletter_topic
-from gateway.devservices import Influxd, Mosquitto
-from gateway.errors import RegistryError
-from gateway.lineprotocol import encode_line, escape_measurement, tag_set
-from gateway.registry import ID_PATTERN, Device, Registry, build_registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.ingest.deadletter import deadletter_document, deadletter_topic
+from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.base import Rejection, RejectReason
+from sensors.errors import RegistryError
+from sensors.registry import ID_PATTERN, Device, Registry, build_registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
 
 NOW_S = int(time.time())
@@ -361,7 +361,7 @@ def test_event_text_never_escapes_its_string_field(point: str, detail: str, ts: 
     assert head == "events,device=d1,park=p1,type=fire_alarm"
     assert stamp == str(ts)
     # What InfluxDB stores: the text as sent, except that a newline is kept as the two
-    # characters backslash-n (gateway/lineprotocol.py says why).
+    # characters backslash-n (gateway/storage/lineprotocol.py says why).
     assert _split_fields(fields) == {"detail": detail.replace("\n", "\\n"),
                                      "point": point.replace("\n", "\\n")}
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.influx.classify import (
+from gateway.storage.influx.classify import (
     RETRY_AFTER_CAP_S,
     Outcome,
     backoff_s,
@@ -14,7 +14,7 @@ from gateway.influx.classify import (
     rejected_points,
     retry_after_s,
 )
-from gateway.influx.sink import SinkResponse
+from gateway.storage.influx.sink import SinkResponse
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -15,16 +15,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.devservices import Influxd, free_port
-from gateway.errors import ConfigError
-from gateway.influx.factory import make_sink
-from gateway.influx.sink import Sink, SinkUnreachable
-from gateway.influx.v1 import InfluxV1Sink
-from gateway.influx.v2 import InfluxV2Sink
-from gateway.influx.writer import InfluxWriter
 from gateway.metrics import Metrics
-from gateway.wal import Wal
-from gateway.walstreams import WalStreams
+from gateway.storage.influx.factory import make_sink
+from gateway.storage.influx.sink import Sink, SinkUnreachable
+from gateway.storage.influx.v1 import InfluxV1Sink
+from gateway.storage.influx.v2 import InfluxV2Sink
+from gateway.storage.influx.writer import InfluxWriter
+from gateway.storage.wal import Wal
+from gateway.storage.walstreams import WalStreams
+from gateway.tools.devservices import Influxd, free_port
+from sensors.errors import ConfigError
 
 _db_counter = iter(range(1_000_000))
 

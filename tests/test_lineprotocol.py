@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from influxdb_client.client.write.point import Point as _Point
 from influxdb_client.domain.write_precision import WritePrecision
 
-from gateway.devservices import Influxd
-from gateway.lineprotocol import (
+from gateway.storage.lineprotocol import (
     encode_line,
     escape_field_key,
     escape_measurement,
@@ -22,6 +21,7 @@ from gateway.lineprotocol import (
     format_string_field,
     tag_set,
 )
+from gateway.tools.devservices import Influxd
 
 text = st.text(max_size=20)
 name = st.text(min_size=1, max_size=12).filter(lambda s: not s.endswith("\\"))

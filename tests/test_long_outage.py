@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from gateway.config import Settings
-from gateway.devservices import Influxd, Mosquitto
-from gateway.pipeline import Gateway
-from gateway.registry import Registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.runtime.gateway import Gateway
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
+from sensors.registry import Registry
 from tests.conftest import influx_count, influx_rows, make_settings, unique, wait_for
 from tests.test_pipeline_e2e import (
     _await_landed,

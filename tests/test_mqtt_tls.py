@@ -38,11 +38,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import MqttSettings
-from gateway.devservices import Influxd, Mosquitto, free_port
 from gateway.errors import MqttError
+from gateway.ingest.mqtt import MqttSession
 from gateway.metrics import Metrics
-from gateway.mqtt import MqttSession
-from gateway.registry import Device, Registry
+from gateway.tools.devservices import Influxd, Mosquitto, free_port
+from sensors.registry import Device, Registry
 from tests.conftest import make_settings, running_gateway, wait_for
 
 pytestmark = pytest.mark.integration
@@ -322,7 +322,7 @@ async def test_gateway_with_client_certificate(broker: SecureBroker, pki: Pki) -
 async def _fails_and_retries(caplog: pytest.LogCaptureFixture, settings: MqttSettings,
                              expected: str) -> str:
     """The session logs ``expected`` and keeps trying (two reconnects) without connecting."""
-    caplog.set_level(logging.INFO, logger="gateway.mqtt")
+    caplog.set_level(logging.INFO, logger="gateway.ingest.mqtt")
     metrics = Metrics()
     session = MqttSession(settings=settings, client_id=f"gw-{free_port()}", subscriptions=[],
                           metrics=metrics)
@@ -364,7 +364,7 @@ async def test_missing_client_certificate_fails_clearly(
         broker: SecureBroker, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
     settings = _settings(f"mqtts://127.0.0.1:{broker.cert_port}", tls={"ca_file": str(pki.ca)})
     # TLS 1.3 reports the missing certificate after the handshake, 1.2 during it.
-    caplog.set_level(logging.INFO, logger="gateway.mqtt")
+    caplog.set_level(logging.INFO, logger="gateway.ingest.mqtt")
     metrics = Metrics()
     async with MqttSession(settings=settings, client_id=f"gw-{free_port()}", subscriptions=[],
                            metrics=metrics) as session:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devservices import Influxd, Mosquitto
-from gateway.registry import Registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Severity, Subject
 from rules.engine import Engine
 from rules.model import RuleSet
 from rules.system import NOTIFICATION_DEAD, SYSTEM_KIND, Condition
+from sensors.registry import Registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
 from tests.notify_servers import ProviderServer
 from tests.test_notify_wiring import DT_SECRET, WH_SECRET, _env, _hook, _write, routing

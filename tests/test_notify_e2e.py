@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from gateway.devservices import Influxd, Mosquitto
-from gateway.notify.webhook import verify
-from gateway.registry import Registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.notify.channels.webhook import verify
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
+from sensors.registry import Registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
 from tests.notify_servers import ProviderServer, Step
 

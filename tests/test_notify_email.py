@@ -20,7 +20,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from gateway.notify.base import Notification, Outcome
-from gateway.notify.email import EmailChannel, SmtpSecurity, message_id
+from gateway.notify.channels.email import EmailChannel, SmtpSecurity, message_id
 
 USER, PASSWORD = "alarm@park.example", "smtp-P4ssw0rd!"
 SENDER = "ParkWatch 告警 <alarm@park.example>"

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from gateway.alarmstore import AlarmStore
+from gateway.alarms.store import AlarmStore
 from gateway.metrics import Metrics
 from gateway.notify.base import Notification, SendResult
 from gateway.notify.dispatcher import DIGEST_ITEMS, Dispatcher, RateLimit

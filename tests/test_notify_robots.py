@@ -10,8 +10,8 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from gateway.notify import dingtalk, feishu, wecom
 from gateway.notify.base import Channel, Notification, Outcome
+from gateway.notify.channels import dingtalk, feishu, wecom
 from tests.notify_servers import (
     DINGTALK_TOKEN,
     DINGTALK_URL,

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import ConfigError
 from gateway.notify.plan import (
     Context,
     due_escalations,
@@ -27,6 +26,7 @@ from gateway.notify.routing import (
     route,
 )
 from rules.alarm import Alarm, AlarmState, Maintenance, Severity, Subject, Transition
+from sensors.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "notify.example.yaml"
@@ -211,8 +211,8 @@ def test_unknown_park_contacts_are_reported_with_their_line(tmp_path: Path) -> N
 
 
 def test_sms_http_fields_and_headers_come_from_the_routing_file(tmp_path: Path) -> None:
-    from gateway.notify.channels import build_channels
-    from gateway.notify.sms_http import HttpSms
+    from gateway.notify.channels.build import build_channels
+    from gateway.notify.channels.sms_http import HttpSms
 
     path = tmp_path / "notify.yaml"
     path.write_text("""notify:

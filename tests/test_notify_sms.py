@@ -17,9 +17,9 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.notify.base import Notification, Outcome
-from gateway.notify.sms_aliyun import AliyunSms
-from gateway.notify.sms_http import BodyFormat, HttpSms, HttpSmsSettings, json_path
-from gateway.notify.sms_tencent import TencentSms, to_e164
+from gateway.notify.channels.sms_aliyun import AliyunSms
+from gateway.notify.channels.sms_http import BodyFormat, HttpSms, HttpSmsSettings, json_path
+from gateway.notify.channels.sms_tencent import TencentSms, to_e164
 from tests.sms_servers import (
     AliyunSmsServer,
     Scripted,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from gateway.notify.base import Notification, Outcome
-from gateway.notify.http import mask_url, redact, retry_after
-from gateway.notify.webhook import WebhookChannel, secret_key, sign, verify
+from gateway.notify.channels.httpclient import mask_url, redact, retry_after
+from gateway.notify.channels.webhook import WebhookChannel, secret_key, sign, verify
 from tests.notify_servers import ProviderServer, Step, closed_port_url, standard_signature, whsec
 
 NOW = 1_700_000_000.0

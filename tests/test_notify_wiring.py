@@ -16,22 +16,22 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.alarmservice import GatewayAlarmService
-from gateway.alarmstore import AlarmStore
-from gateway.cli import main
-from gateway.devservices import Influxd, Mosquitto
-from gateway.errors import ConfigError
+from gateway.alarms.service import GatewayAlarmService
+from gateway.alarms.store import AlarmStore
 from gateway.metrics import Metrics
 from gateway.notify.base import Notification, SendResult
-from gateway.notify.channels import LoggingChannel, build_channels
+from gateway.notify.channels.build import LoggingChannel, build_channels
 from gateway.notify.dispatcher import Dispatcher
 from gateway.notify.notifier import DEADLINE_MS, Notifier
 from gateway.notify.outbox import Outbox, outbox_row
 from gateway.notify.routing import NotifyConfig, load_notify_config
 from gateway.notify.testsend import send_test
-from gateway.registry import Registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.tools.cli import main
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
+from sensors.errors import ConfigError
+from sensors.registry import Registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
 from tests.notify_servers import DINGTALK_URL, ProviderServer
 from tests.test_pipeline_e2e import _Collector
@@ -257,7 +257,7 @@ def test_notify_test_cli_reports_a_missing_secret(tmp_path: Path,
 
 
 def test_run_accepts_dry_run() -> None:
-    from gateway.cli import _parser
+    from gateway.tools.cli import _parser
 
     args = _parser().parse_args(["run", "--dry-run"])
     assert args.dry_run is True
@@ -272,8 +272,8 @@ async def test_the_ack_link_in_a_robot_message_acknowledges_once(
 
     import aiohttp
 
-    from gateway.devservices import free_port
-    from gateway.httpapi import start_http
+    from gateway.http.app import start_http
+    from gateway.tools.devservices import free_port
 
     async with ProviderServer(dingtalk_secret=DT_SECRET, webhook_secret=WH_SECRET) as srv:
         _env(monkeypatch, srv)

@@ -10,10 +10,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.devservices import Influxd, Mosquitto, free_port
-from gateway.httpapi import start_http
-from gateway.registry import Registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.http.app import start_http
+from gateway.tools.devservices import Influxd, Mosquitto, free_port
+from gateway.tools.simulator.publisher import MqttPublisher
+from sensors.registry import Registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
 
 pytestmark = pytest.mark.integration

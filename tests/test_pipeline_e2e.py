@@ -24,10 +24,10 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.devservices import Influxd, Mosquitto
-from gateway.registry import Device, Registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.base import RejectReason
+from sensors.registry import Device, Registry
 from tests.conftest import (
     ROOT,
     influx_count,
@@ -295,7 +295,7 @@ def _write_config(tmp_path: Path, mqtt_url: str, influx_url: str) -> tuple[Path,
 
 def _spawn_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config",
+        return subprocess.Popen([sys.executable, "-m", "gateway.tools.cli", "run", "--config",
                                  str(config)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -391,7 +391,7 @@ async def test_gateway_status_is_retained_online_then_offline_on_stop_and_on_kil
 
 async def test_a_dead_stage_stops_the_gateway_instead_of_hanging(
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry) -> None:
-    from gateway.pipeline import Gateway, StageFailed
+    from gateway.runtime.gateway import Gateway, StageFailed
 
     settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url)
     gateway = Gateway(settings=settings, registry=sample_registry)

@@ -11,8 +11,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.devservices import Mosquitto, free_port
-from gateway.simulator.publisher import (
+from gateway.tools.devservices import Mosquitto, free_port
+from gateway.tools.simulator.publisher import (
     MqttPublisher,
     MqttPublishError,
     encode_publish,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import RegistryError
-from gateway.registry import CSV_HEADER, load_registry
+from sensors.errors import RegistryError
+from sensors.registry import CSV_HEADER, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_YAML = ROOT / "config" / "sample-park" / "registry.yaml"

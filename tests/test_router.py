@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.registry import Registry, build_registry
-from gateway.router import MessageType, Router
+from gateway.ingest.validate import MessageType, Router
 from rules.observation import DeviceEvent
 from sensors.base import Rejection, RejectReason
+from sensors.registry import Registry, build_registry
 
 GOLDEN_TOPIC = Path(__file__).parent / "golden" / "_topic"
 RECEIVED_MS = 1764059460000
@@ -179,7 +179,7 @@ def test_topic_bytes_that_are_utf8_route_like_text(router: Router) -> None:
 
 
 def test_a_topic_paho_could_not_decode_is_bad_utf8(router: Router) -> None:
-    # gateway/mqtt.py decodes an invalid topic with errors="replace".
+    # gateway/ingest/mqtt.py decodes an invalid topic with errors="replace".
     topic = b"parks/xz01/b3/wp-0017\xff/telemetry".decode("utf-8", "replace")
     assert _reason(router, topic, b"{}") is RejectReason.BAD_UTF8
 

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.registry import Registry, build_registry, load_registry
 from rules.alarm import Alarm, Disposition, Maintenance, Transition
 from rules.engine import Engine
 from rules.engine_state import EngineState
@@ -26,6 +25,7 @@ from rules.loader import load_rules, rules_from_data
 from rules.model import KIND_NAMES, RuleSet
 from rules.observation import DeviceEvent, Observation, Reading, StatusChange
 from sensors.base import EventType
+from sensors.registry import Registry, build_registry, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = sorted((ROOT / "tests" / "rules").glob("*.yaml"))

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.registry import Registry, build_registry, load_registry
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
 from rules.dryrun import dry_run, read_recording
 from rules.engine import Engine
@@ -22,6 +21,7 @@ from rules.loader import load_rules, rules_from_data
 from rules.model import RuleSet
 from rules.observation import DeviceEvent, Reading, StatusChange
 from sensors.base import EventType
+from sensors.registry import Registry, build_registry, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_764_000_000_000

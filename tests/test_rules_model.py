@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.errors import ConfigError
-from gateway.registry import load_registry
 from rules.loader import load_rules, rules_from_data
 from rules.model import ThresholdRule
 from sensors.catalogue import KIND_BY_NAME
+from sensors.errors import ConfigError
+from sensors.registry import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK = ROOT / "config" / "rules"

@@ -24,16 +24,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.cli import main
 from gateway.config import Settings, load_settings
-from gateway.devservices import Influxd, Mosquitto
-from gateway.errors import ConfigError
-from gateway.httpapi import start_http
+from gateway.http.app import start_http
+from gateway.ingest.mqtt import MqttSession
 from gateway.logs import setup_logging
 from gateway.metrics import Metrics
-from gateway.mqtt import MqttSession
-from gateway.registry import Registry
-from gateway.simulator.publisher import MqttPublisher
+from gateway.tools.cli import main
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
+from sensors.errors import ConfigError
+from sensors.registry import Registry
 from tests.conftest import ROOT, SAMPLE_REGISTRY, make_settings, running_gateway, unique, wait_for
 from tests.notify_servers import ProviderServer, closed_port_url
 
@@ -262,7 +262,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _parkwatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", *args]
+    return [sys.executable, "-m", "gateway.tools.cli", *args]
 
 
 @pytest.mark.parametrize("log_format", ["logfmt", "json"])

@@ -13,15 +13,15 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from gateway import alarmcli
-from gateway.cli import main
 from gateway.config import HttpSettings, is_loopback, load_settings
-from gateway.errors import ConfigError
-from gateway.httpapi import build_app, start_http
-from gateway.httpauth import client_headers
-from gateway.pipeline import Gateway
-from gateway.registry import Registry
-from gateway.top import run_top
+from gateway.http.app import build_app, start_http
+from gateway.http.auth import client_headers
+from gateway.runtime.gateway import Gateway
+from gateway.tools import alarmcli
+from gateway.tools.cli import main
+from gateway.tools.top import run_top
+from sensors.errors import ConfigError
+from sensors.registry import Registry
 from tests.conftest import ROOT, make_settings
 
 TOKEN = "api-token-0123456789abcdef"

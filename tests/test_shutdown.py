@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.devservices import Influxd, Mosquitto
-from gateway.registry import Registry
+from gateway.tools.devservices import Influxd, Mosquitto
+from sensors.registry import Registry
 from tests.conftest import wait_for
 from tests.test_pipeline_e2e import (
     _await_landed,

@@ -17,21 +17,21 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.devservices import Mosquitto
-from gateway.registry import CSV_HEADER, Registry, load_registry
-from gateway.router import Router
-from gateway.simulator.runner import (
+from gateway.ingest.validate import Router
+from gateway.tools.devservices import Mosquitto
+from gateway.tools.simulator.runner import (
     SimStats,
     add_arguments,
     iter_messages,
     main_from_args,
     run_simulation,
 )
-from gateway.simulator.scenarios import build_scenarios, garbage_messages
-from gateway.simulator.traffic import Message, PayloadShape, payload_shape
+from gateway.tools.simulator.scenarios import build_scenarios, garbage_messages
+from gateway.tools.simulator.traffic import Message, PayloadShape, payload_shape
 from sensors.base import Event, Rejection, RejectReason, Telemetry, TimeContext
 from sensors.catalogue import KIND_BY_NAME
 from sensors.decode import decode_event, decode_status, decode_telemetry
+from sensors.registry import CSV_HEADER, Registry, load_registry
 from tests.conftest import ROOT, SAMPLE_REGISTRY, unique, wait_for
 
 T0 = 1764059400.0  # 2025-11-25 16:30 in the park's time zone

@@ -14,8 +14,8 @@ import pytest
 
 from gateway.errors import WalError
 from gateway.metrics import Metrics
-from gateway.wal import HEADER_SIZE, MAGIC, Wal, WalBatch
-from gateway.walstreams import WalStreams, is_priority
+from gateway.storage.wal import HEADER_SIZE, MAGIC, Wal, WalBatch
+from gateway.storage.walstreams import WalStreams, is_priority
 
 
 async def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -121,7 +121,7 @@ async def test_torn_tail_is_cut_and_logged(tmp_path: Path, tail: bytes,
     good_size = seg.stat().st_size
     with seg.open("ab") as f:
         f.write(tail)
-    with caplog.at_level(logging.WARNING, logger="gateway.wal"):
+    with caplog.at_level(logging.WARNING, logger="gateway.storage.wal"):
         async with Wal(tmp_path) as wal:
             assert seg.stat().st_size == good_size
             assert as_text(await wal.read_batch(100)) == lines("a", 2) + lines("b", 2)

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.devservices import Influxd, Mosquitto
-from gateway.registry import Registry
-from gateway.simulator.publisher import MqttPublisher
-from gateway.watchdog import Heartbeat, IngestWatchdog
+from gateway.ingest.watchdog import Heartbeat, IngestWatchdog
+from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.simulator.publisher import MqttPublisher
 from rules.system import INGEST_STALLED
+from sensors.registry import Registry
 from tests.conftest import influx_count, make_settings, running_gateway, unique, wait_for
 from tests.faultproxy import FaultProxy
 from tests.notify_servers import ProviderServer

@@ -24,11 +24,11 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from gateway.lineprotocol import encode_line, escape_measurement, tag_set
 from gateway.logs import RateLimited
 from gateway.metrics import Metrics
 from gateway.notify.base import Channel, Notification, Outcome, SendResult
 from gateway.notify.outbox import Outbox, Pending, outbox_row
+from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
 
 log = logging.getLogger(__name__)
 _MEASUREMENT = escape_measurement("notifications")

@@ -24,20 +24,20 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from gateway.acklinks import AckGrant, AckLinks
-from gateway.alarmstore import AlarmStore
+from gateway.alarms.acklinks import AckGrant, AckLinks
+from gateway.alarms.store import AlarmStore
 from gateway.config import NotifySettings, Settings
-from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.notify.base import Channel, Notification
-from gateway.notify.channels import LoggingChannel, build_channels
+from gateway.notify.channels.build import LoggingChannel, build_channels
+from gateway.notify.channels.webhook import WebhookChannel
 from gateway.notify.dispatcher import Dispatcher, RateLimit
 from gateway.notify.outbox import Outbox, Pending, outbox_row
 from gateway.notify.plan import Context, Planned, due_escalations, next_due_ms
 from gateway.notify.plan import plan as plan_transition
 from gateway.notify.routing import ChannelKind, NotifyConfig, load_notify_config
-from gateway.notify.webhook import WebhookChannel
 from rules.alarm import Alarm, AlarmState, Severity, Transition
+from sensors.errors import ConfigError
 
 #: How long ParkWatch keeps trying one notification before it is declared dead.
 DEADLINE_MS = 24 * 3600 * 1000

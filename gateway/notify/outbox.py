@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.alarmstore import OUTBOX_INSERT, AlarmStore
+from gateway.alarms.store import OUTBOX_INSERT, AlarmStore
 from gateway.notify.base import Notification, Outcome, SendResult
 
 

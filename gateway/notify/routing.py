@@ -30,9 +30,9 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.errors import ConfigError
-from gateway.yamlsource import LineMap, line_for, load_config_file
 from rules.alarm import Alarm, AlarmState, Maintenance, Severity
+from sensors.errors import ConfigError
+from sensors.yamlsource import LineMap, line_for, load_config_file
 
 # Names end up inside notification keys ("alarm:state:tier:n:contact:channel"), so no colons.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]+$")]

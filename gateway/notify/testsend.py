@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
-from gateway.errors import ConfigError
 from gateway.notify.base import Channel, Notification, SendResult
-from gateway.notify.channels import build_channel
+from gateway.notify.channels.build import build_channel
 from gateway.notify.routing import ChannelKind, NotifyConfig, load_notify_config
 from gateway.notify.templates import render
+from sensors.errors import ConfigError
 
 _ROUTING_KEYS = {"channels", "contacts", "route", "escalation", "tenants", "inhibit"}
 
@@ -52,7 +52,7 @@ def _routing(config: Path | None) -> tuple[NotifyConfig, str, dict[str, Channel]
     if config is not None and is_routing_file(config):
         return load_notify_config(config), str(config), {}
     from gateway.config import load_settings
-    from gateway.notify.webhook import WebhookChannel
+    from gateway.notify.channels.webhook import WebhookChannel
 
     settings = load_settings(config)
     extra: dict[str, Channel] = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.registry import Device, Registry
 from rules.alarm import Subject
 from rules.kinds.base import DeviceClock, building_key, zone_key
 from rules.kinds.coincidence import ZoneCoincidence
@@ -31,6 +30,7 @@ from rules.model import (
     ThresholdRule,
 )
 from sensors.base import EventType
+from sensors.registry import Device, Registry
 
 #: Evaluators that read one metric and may need the clock (for-durations, clears).
 Timed = ThresholdCheck | RateCheck | DurationCheck

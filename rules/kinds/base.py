@@ -12,8 +12,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.registry import Device
 from rules.alarm import Alarm, AlarmState, Maintenance, Severity, Subject, Transition
+from sensors.registry import Device
 
 #: Passed as ``inhibited_by`` to leave an existing alarm's inhibition as it is.
 KEEP = "\x00keep"

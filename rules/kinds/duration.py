@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.registry import Device
 from rules.alarm import AlarmState
 from rules.kinds.base import Book, device_fp, render, subject_of
 from rules.model import StateDurationRule
+from sensors.registry import Device
 
 
 class DurationCheck:

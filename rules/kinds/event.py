@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.registry import Device
 from rules.alarm import Severity
 from rules.kinds.base import Book, device_fp, render, subject_of
 from rules.model import EventRule
 from sensors.base import EventType
+from sensors.registry import Device
 
 ALWAYS_CRITICAL_KIND = "manual_call_point"
 

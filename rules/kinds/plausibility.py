@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.registry import Device
 from rules.kinds.base import Book, device_fp, fmt, render, subject_of
 from rules.model import UNITS, PlausibilityRule
+from sensors.registry import Device
 
 
 class PlausibilityCheck:

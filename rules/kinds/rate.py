@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from gateway.registry import Device
 from rules.kinds.base import Book, device_fp, render, subject_of
 from rules.model import UNITS, RateRule
+from sensors.registry import Device
 
 
 class RateCheck:

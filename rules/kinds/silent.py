@@ -20,10 +20,10 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from gateway.registry import Device
 from rules.alarm import AlarmState, Subject
 from rules.kinds.base import Book, DeviceClock, building_key, device_fp, render, subject_of
 from rules.model import SilentRule
+from sensors.registry import Device
 
 
 class Member:

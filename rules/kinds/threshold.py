@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.registry import Device
 from rules.alarm import AlarmState, Severity
 from rules.kinds.base import Book, device_fp, render, subject_of
 from rules.model import DIRECTION, OPS, UNITS, ThresholdRule
+from sensors.registry import Device
 
 
 class _Tier:

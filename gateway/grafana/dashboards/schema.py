@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.router import MessageType
+from gateway.ingest.validate import MessageType
 from rules.loader import load_rules
 from rules.model import (
     EventRule,
@@ -76,7 +76,7 @@ def queue_field(queue: str) -> str:
 
 #: Message types the pipeline counts (``other`` = a topic that is none of the three).
 MESSAGE_TYPES = (*(t.value for t in MessageType), "other")
-#: The pipeline's bounded queues (gateway.mqtt inbox, gateway.pipeline commit queue).
+#: The pipeline's bounded queues (gateway.ingest.mqtt inbox, gateway.runtime.gateway commit queue).
 QUEUES = ("inbox", "commit")
 
 

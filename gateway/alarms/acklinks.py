@@ -1,0 +1,290 @@
+"""Short, signed, expiring, single-use acknowledgement links for notifications (issue 4, point 4).
+
+Every SMS / IM / email carries ``{base_url}/ack/{token}``; the page behind it
+(:mod:`gateway.http.ackpage`) lets the person acknowledge the alarm with a disposition.
+
+Token format (24 characters of base64url, no padding — short enough for an SMS)::
+
+    token = base64url( token_id[8 random bytes] || tag[10 bytes] )
+    tag   = HMAC-SHA256(secret, "parkwatch-ack-v1" || len-prefixed(token_id, alarm_id, contact,
+                                                                   channel, expires_at_ms))[:10]
+
+The token itself carries no alarm data: the server keeps one row per token in the alarm
+database (table ``ack_tokens``: token id → alarm id, contact, channel, expiry, use). The tag binds
+the row's content to the secret, so a token cannot be guessed (64 random bits *and* an 80-bit
+tag), forged, or pointed at another alarm / contact / channel / expiry by editing either the
+token or the row. The row makes the token expire and be used once. The secret comes from the
+caller (configuration or environment) and is never logged or shown in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.alarms.store import AlarmStore
+from sensors.errors import ParkWatchError
+
+TOKEN_ID_BYTES = 8
+TAG_BYTES = 10
+TOKEN_CHARS = 24                       # base64url of 18 bytes, no padding
+MAX_TOKEN_CHARS = 64                   # anything longer is rejected before any work
+_DOMAIN = b"parkwatch-ack-v1"
+_MIN_SECRET_BYTES = 16
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ack_tokens (
+    token_id      TEXT PRIMARY KEY,         -- base64url of the 8 random bytes
+    alarm_id      TEXT NOT NULL,
+    contact       TEXT NOT NULL,
+    channel       TEXT NOT NULL,
+    issued_at_ms  INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    used_at_ms    INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS ack_tokens_alarm ON ack_tokens (alarm_id);
+CREATE INDEX IF NOT EXISTS ack_tokens_expiry ON ack_tokens (expires_at_ms);
+"""
+
+
+class AckProblem(enum.StrEnum):
+    """Why a token was refused."""
+
+    MALFORMED = "malformed"   # not a token at all
+    UNKNOWN = "unknown"       # well-formed, but no such token was issued
+    FORGED = "forged"         # the tag does not match (wrong secret, altered token or row)
+    EXPIRED = "expired"
+    USED = "used"
+
+    @property
+    def gone(self) -> bool:
+        """A real token that no longer works (HTTP 410), as opposed to "never existed" (404)."""
+        return self in (AckProblem.EXPIRED, AckProblem.USED)
+
+
+class AckTokenError(ParkWatchError):
+    """A token was refused; ``problem`` says why (never includes the secret or the tag)."""
+
+    def __init__(self, problem: AckProblem) -> None:
+        super().__init__(f"ack token refused: {problem.value}")
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class AckGrant:
+    """What a valid token allows: acknowledging ``alarm_id`` as ``contact`` through ``channel``."""
+
+    token_id: str
+    alarm_id: str
+    contact: str
+    channel: str
+    issued_at_ms: int
+    expires_at_ms: int
+    used_at_ms: int | None = None
+
+
+# --- pure signing helpers (no database) ----------------------------------------------------------
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(secret: bytes, token_id: bytes, alarm_id: str, contact: str, channel: str,
+         expires_at_ms: int) -> bytes:
+    """The truncated HMAC tag over every field of a token's row (length-prefixed, unambiguous)."""
+    mac = hmac.new(secret, _DOMAIN, hashlib.sha256)
+    for part in (token_id, alarm_id.encode(), contact.encode(), channel.encode(),
+                 str(int(expires_at_ms)).encode()):
+        mac.update(len(part).to_bytes(4, "big"))
+        mac.update(part)
+    return mac.digest()[:TAG_BYTES]
+
+
+def encode_token(token_id: bytes, tag: bytes) -> str:
+    if len(token_id) != TOKEN_ID_BYTES or len(tag) != TAG_BYTES:
+        raise ValueError("token id and tag have fixed lengths")
+    return _b64(token_id + tag)
+
+
+def decode_token(token: str) -> tuple[bytes, bytes]:
+    """``(token_id, tag)``; :class:`AckTokenError` (MALFORMED) for anything else."""
+    if len(token) != TOKEN_CHARS or not token.isascii():
+        raise AckTokenError(AckProblem.MALFORMED)
+    try:
+        raw = _unb64(token)
+    except (binascii.Error, ValueError):
+        raise AckTokenError(AckProblem.MALFORMED) from None
+    # Reject non-canonical encodings, so exactly one spelling of each token exists.
+    if len(raw) != TOKEN_ID_BYTES + TAG_BYTES or _b64(raw) != token:
+        raise AckTokenError(AckProblem.MALFORMED)
+    return raw[:TOKEN_ID_BYTES], raw[TOKEN_ID_BYTES:]
+
+
+def verify_tag(secret: bytes, token_id: bytes, tag: bytes, alarm_id: str, contact: str,
+               channel: str, expires_at_ms: int) -> bool:
+    expected = sign(secret, token_id, alarm_id, contact, channel, expires_at_ms)
+    return hmac.compare_digest(expected, tag)
+
+
+# --- database work (runs in the store's worker) --------------------------------------------------
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+
+
+def _insert(conn: sqlite3.Connection, grant: AckGrant) -> bool:
+    cur = conn.execute(
+        "INSERT INTO ack_tokens (token_id, alarm_id, contact, channel, issued_at_ms,"
+        " expires_at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_id) DO NOTHING",
+        (grant.token_id, grant.alarm_id, grant.contact, grant.channel, grant.issued_at_ms,
+         grant.expires_at_ms))
+    if conn.in_transaction:  # autocommit connections (the AlarmStore's) need nothing
+        conn.commit()
+    return cur.rowcount == 1
+
+
+def insert_grants(conn: sqlite3.Connection, grants: Sequence[AckGrant]) -> None:
+    """Write minted grants inside the caller's open transaction (no commit here)."""
+    conn.executemany(
+        "INSERT INTO ack_tokens (token_id, alarm_id, contact, channel, issued_at_ms,"
+        " expires_at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_id) DO NOTHING",
+        [(g.token_id, g.alarm_id, g.contact, g.channel, g.issued_at_ms, g.expires_at_ms)
+         for g in grants])
+
+
+def _check(conn: sqlite3.Connection, secret: bytes, token: str, now_ms: int,
+           consume: bool) -> AckGrant:
+    token_id, tag = decode_token(token)
+    key = _b64(token_id)
+    row = conn.execute(
+        "SELECT alarm_id, contact, channel, issued_at_ms, expires_at_ms, used_at_ms"
+        " FROM ack_tokens WHERE token_id = ?", (key,)).fetchone()
+    if row is None:
+        raise AckTokenError(AckProblem.UNKNOWN)
+    alarm_id, contact, channel, issued, expires, used = tuple(row)
+    if not verify_tag(secret, token_id, tag, alarm_id, contact, channel, expires):
+        raise AckTokenError(AckProblem.FORGED)
+    if used is not None:
+        raise AckTokenError(AckProblem.USED)
+    if now_ms >= expires:
+        raise AckTokenError(AckProblem.EXPIRED)
+    if consume:
+        # One conditional UPDATE: of two concurrent consumers exactly one changes the row.
+        cur = conn.execute("UPDATE ack_tokens SET used_at_ms = ? WHERE token_id = ?"
+                           " AND used_at_ms IS NULL", (now_ms, key))
+        if conn.in_transaction:
+            conn.commit()
+        if cur.rowcount != 1:
+            raise AckTokenError(AckProblem.USED)
+        used = now_ms
+    return AckGrant(token_id=key, alarm_id=alarm_id, contact=contact, channel=channel,
+                    issued_at_ms=issued, expires_at_ms=expires, used_at_ms=used)
+
+
+def _purge(conn: sqlite3.Connection, before_ms: int) -> int:
+    cur = conn.execute("DELETE FROM ack_tokens WHERE expires_at_ms < ?", (before_ms,))
+    if conn.in_transaction:
+        conn.commit()
+    return cur.rowcount
+
+
+# --- the async facade ----------------------------------------------------------------------------
+
+class AckLinks:
+    """Issues and checks ack links; the token rows live in ``store``'s database."""
+
+    def __init__(self, *, secret: bytes, base_url: str, store: AlarmStore,
+                 ttl_s: float = 24 * 3600, clock: Callable[[], float] = time.time) -> None:
+        if len(secret) < _MIN_SECRET_BYTES:
+            raise ValueError(f"the ack link secret must have at least {_MIN_SECRET_BYTES} bytes")
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        self._secret = secret
+        self.base_url = base_url.rstrip("/")
+        self._store = store
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._schema_ready = False
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"AckLinks(base_url={self.base_url!r}, ttl_s={self.ttl_s})"
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def url(self, token: str) -> str:
+        return f"{self.base_url}/ack/{token}"
+
+    async def _ensure_schema(self) -> None:
+        if not self._schema_ready:
+            await self._store.execute(_ensure_schema)
+            self._schema_ready = True
+
+    async def open(self) -> None:
+        """Create the token table now, so grants can be written inside other transactions."""
+        await self._ensure_schema()
+
+    def mint(self, alarm_id: str, *, contact: str, channel: str) -> tuple[str, AckGrant]:
+        """A link and its row, without touching the database: the caller writes the row with
+        :func:`insert_grants` in the same transaction as the message that carries the link."""
+        now = self.now_ms()
+        expires = now + int(self.ttl_s * 1000)
+        token_id = secrets.token_bytes(TOKEN_ID_BYTES)
+        grant = AckGrant(token_id=_b64(token_id), alarm_id=alarm_id, contact=contact,
+                         channel=channel, issued_at_ms=now, expires_at_ms=expires)
+        tag = sign(self._secret, token_id, alarm_id, contact, channel, expires)
+        return self.url(encode_token(token_id, tag)), grant
+
+    async def issue(self, alarm_id: str, *, contact: str, channel: str) -> str:
+        """A new link for ``contact`` on ``channel``; the full URL ``{base_url}/ack/{token}``."""
+        await self._ensure_schema()
+        now = self.now_ms()
+        expires = now + int(self.ttl_s * 1000)
+        for _ in range(5):  # a 64-bit collision is astronomically unlikely; never reuse one
+            token_id = secrets.token_bytes(TOKEN_ID_BYTES)
+            grant = AckGrant(token_id=_b64(token_id), alarm_id=alarm_id, contact=contact,
+                             channel=channel, issued_at_ms=now, expires_at_ms=expires)
+            if await self._store.execute(_insert, grant):
+                tag = sign(self._secret, token_id, alarm_id, contact, channel, expires)
+                return self.url(encode_token(token_id, tag))
+        raise RuntimeError("could not allocate a unique ack token id")
+
+    async def verify(self, token: str) -> AckGrant:
+        """The grant of a valid, unused, unexpired token; :class:`AckTokenError` otherwise."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AckTokenError(AckProblem.MALFORMED)
+        decode_token(token)  # cheap rejection before touching the database
+        await self._ensure_schema()
+        return await self._store.execute(_check, self._secret, token, self.now_ms(), False)
+
+    async def resolve(self, token: str) -> AckGrant | None:
+        """Like :meth:`verify`, but None for a refused token (use ``verify`` for the reason)."""
+        try:
+            return await self.verify(token)
+        except AckTokenError:
+            return None
+
+    async def consume(self, token: str) -> AckGrant:
+        """Atomically mark the token used; :class:`AckTokenError` (USED on reuse) if refused."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AckTokenError(AckProblem.MALFORMED)
+        decode_token(token)
+        await self._ensure_schema()
+        return await self._store.execute(_check, self._secret, token, self.now_ms(), True)
+
+    async def purge(self, *, older_than_s: float = 7 * 24 * 3600) -> int:
+        """Delete rows that expired more than ``older_than_s`` ago; the number deleted."""
+        await self._ensure_schema()
+        return await self._store.execute(_purge, self.now_ms() - int(older_than_s * 1000))

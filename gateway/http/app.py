@@ -1,0 +1,124 @@
+"""Status endpoints: ``/metrics`` (Prometheus), ``/healthz``, ``/status`` (JSON, for `top`),
+plus the alarm API and the ack pages.
+
+Bound to loopback by default: the API reveals the park's layout and acknowledges alarms. With
+``http.token`` set (required off loopback) every route but ``/healthz`` and ``/ack/…`` needs
+``Authorization: Bearer <token>`` (:mod:`gateway.http.auth`, docs/security.md).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from gateway.alarms.service import GatewayAlarmService
+from gateway.config import is_loopback
+from gateway.http.ackpage import add_ack_routes
+from gateway.http.alarmapi import add_alarm_routes
+from gateway.http.auth import bearer_middleware, load_token
+from gateway.runtime.gateway import Gateway
+from rules.alarm import AlarmState
+from sensors.errors import ConfigError
+
+CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    """The API app; ConfigError if ``http.token_file`` cannot be read."""
+    token = load_token(gateway.settings.http)
+    app = web.Application(middlewares=[bearer_middleware(token)] if token is not None else [])
+    app[GATEWAY] = gateway
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/status", _status)
+    if gateway.alarms is not None:
+        service = GatewayAlarmService(gateway)
+        add_alarm_routes(app, service)
+        if gateway.ack_links is not None:
+            add_ack_routes(app, links=gateway.ack_links, service=service,
+                           tz=gateway.settings.timezone_for)
+    return app
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    gw: Gateway = request.app[GATEWAY]
+    return web.Response(body=gw.metrics.exposition(),
+                        headers={"Content-Type": CONTENT_TYPE_PROMETHEUS})
+
+
+def health(gw: Gateway) -> dict[str, Any]:
+    value = gw.metrics.value
+    broker = gw.session is not None and gw.session.connected
+    reachable = value("parkwatch_influx_reachable") == 1
+    auth_ok = value("parkwatch_influx_auth_ok") == 1
+    return {
+        "status": "ok" if broker and reachable and auth_ok else "degraded",
+        "broker_connected": broker,
+        "influx_reachable": reachable,
+        "influx_auth_ok": auth_ok,
+        "wal_pending_bytes": int(value("parkwatch_wal_pending_bytes")),
+        "unacked_in_flight": int(value("parkwatch_unacked_in_flight")),
+    }
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    body = health(request.app[GATEWAY])
+    return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+
+def _counter_map(gw: Gateway, name: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in gw.metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == name + "_total":
+                key = next(iter(sample.labels.values()), "total") if sample.labels else "total"
+                out[key] = sample.value
+    return out
+
+
+async def _status(request: web.Request) -> web.Response:
+    gw: Gateway = request.app[GATEWAY]
+    newest = sorted(gw.latest.values(), key=lambda r: r.latest_ts_ms, reverse=True)[:40]
+    latest = [{"device": r.device.device, "kind": r.device.kind, "building": r.device.building,
+               "ts_ms": r.latest_ts_ms, "values": dict(r.latest)} for r in newest]
+    return web.json_response({
+        "instance": gw.settings.instance,
+        "uptime_s": round(time.time() - gw.started_at, 1),
+        "devices": len(gw.registry),
+        "health": health(gw),
+        "received": _counter_map(gw, "parkwatch_messages_received"),
+        "accepted": _counter_map(gw, "parkwatch_messages_accepted"),
+        "rejected": _counter_map(gw, "parkwatch_messages_rejected"),
+        "points_written": _counter_map(gw, "parkwatch_points_written").get("total", 0),
+        "untrusted_clock_devices": sorted(gw.untrusted_clock_devices),
+        "latest": latest,
+        "alarms": _active_alarms(gw),
+    })
+
+
+def _active_alarms(gw: Gateway, limit: int = 20) -> list[dict[str, Any]]:
+    """Firing and acknowledged alarms, worst first, for the live view."""
+    if gw.alarms is None or gw.alarms.engine is None:
+        return []
+    shown = [a for a in gw.alarms.engine.active() if a.state is not AlarmState.PENDING]
+    shown.sort(key=lambda a: (-a.severity.rank, -(a.fired_at_ms or 0)))
+    return [{"severity": a.severity.value, "state": a.state.value, "rule": a.rule,
+             "where": a.subject.device or a.subject.zone or a.subject.building,
+             "building": a.subject.building, "since_ms": a.fired_at_ms or a.started_at_ms,
+             "message": a.message, "paged": a.paged} for a in shown[:limit]]
+
+
+async def start_http(gateway: Gateway, host: str, port: int) -> web.AppRunner:
+    app = build_app(gateway)
+    if not app.middlewares and not is_loopback(host):
+        # The settings refuse this already; host may come from elsewhere than the settings.
+        raise ConfigError("http", [f"http.host: {host!r} is not loopback and no http.token is "
+                                   "set: refusing to serve the API to the network"])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner

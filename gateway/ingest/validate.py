@@ -1,0 +1,228 @@
+"""From (topic, payload) to InfluxDB lines, or to a rejection with a reason.
+
+The router knows the topic layout (contract §2), the device registry and the spoofing guard, and
+hands the payload to the sensor kind's decoder, then applies the per-device rate limit. It does
+no I/O and reads no clock: time comes in with the message, so it is tested without a broker. Its
+only state is the rate limiter's buckets.
+
+Whatever the bytes, :meth:`Router.route` returns :class:`Routed` or raises :class:`Rejection`;
+any other exception is a bug (tests/test_decoders_fuzz.py and tests/test_fuzz_corpus.py).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from gateway.ingest.ratelimit import DeviceRateLimiter
+from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
+from rules.observation import DeviceEvent, Observation, Reading, StatusChange
+from sensors.base import EventType, Rejection, RejectReason, TimeContext
+from sensors.catalogue import KIND_BY_NAME
+from sensors.decode import MAX_BATCH_READINGS, decode_event, decode_status, decode_telemetry
+from sensors.registry import Device, Registry, is_valid_id
+
+#: What paho puts in a topic it could not decode (gateway/ingest/mqtt.py decodes with "replace").
+_REPLACEMENT = "\ufffd"
+
+
+class MessageType(enum.StrEnum):
+    TELEMETRY = "telemetry"
+    EVENT = "event"
+    STATUS = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """An accepted message: the lines to make durable and what the live view shows."""
+
+    device: Device
+    type: MessageType
+    lines: list[str]
+    samples: int
+    untrusted: int
+    latest: Mapping[str, float | bool | str] = field(default_factory=dict)
+    latest_ts_ms: int = 0
+    seq: int | None = None
+    #: What the rule engine sees of this message (readings, an event or a status change).
+    observations: tuple[Observation, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _DeviceWire:
+    """Per-device strings computed once at start-up: the hot path only concatenates."""
+
+    device: Device
+    measurement: str
+    tags: str
+    tags_with_kind: str
+    event_tags: Mapping[EventType, str]
+    timezone: ZoneInfo
+
+
+class Router:
+    """Validates topics against the registry and decodes payloads into line protocol."""
+
+    def __init__(self, *, registry: Registry, root: str, timezones: Mapping[str, ZoneInfo],
+                 default_timezone: ZoneInfo, max_payload_bytes: int, max_age_s: float,
+                 max_future_s: float, max_batch: int = MAX_BATCH_READINGS,
+                 device_rate_per_s: float = 0.0, device_burst: int = 0) -> None:
+        self._prefix = root.rstrip("/") + "/"
+        self._max_payload = max_payload_bytes
+        self._max_batch = max_batch
+        self.limiter = DeviceRateLimiter(rate_per_s=device_rate_per_s, burst=device_burst)
+        self._max_age_s = max_age_s
+        self._max_future_s = max_future_s
+        self._wires: dict[str, _DeviceWire] = {}
+        for device in registry:
+            base_tags = device.tags()
+            self._wires[device.device] = _DeviceWire(
+                device=device,
+                measurement=escape_measurement(device.kind),
+                tags=tag_set(base_tags),
+                tags_with_kind=tag_set({**base_tags, "kind": device.kind}),
+                event_tags={t: tag_set({**base_tags, "kind": device.kind, "type": t.value})
+                            for t in EventType},
+                timezone=timezones.get(device.park, default_timezone),
+            )
+        self._status_measurement = escape_measurement("device_status")
+        self._events_measurement = escape_measurement("events")
+
+    def subscriptions(self) -> list[str]:
+        # Everything under the root, not just the three valid shapes: a device publishing to a
+        # mistyped topic must show up as a counted bad_topic, not vanish unseen.
+        return [f"{self._prefix}#"]
+
+    def priority_subscriptions(self) -> list[str]:
+        """Events and status only: the priority lane's own session, so that they keep flowing
+        when the main session's in-flight window is full of telemetry waiting for room."""
+        return [f"{self._prefix}+/+/+/event", f"{self._prefix}+/+/+/status"]
+
+    def route(self, topic: str | bytes, payload: bytes, received_at_ms: int,
+              retained: bool = False) -> Routed:
+        """Decode one message or raise :class:`Rejection`."""
+        wire, mtype = self._resolve(_topic_text(topic))
+        if len(payload) > self._max_payload:
+            raise Rejection(RejectReason.OVERSIZE,
+                            f"{len(payload)} bytes > limit {self._max_payload}")
+        if mtype is MessageType.EVENT:
+            # Never rate-limited (contract §4): a panel or detector in a real fire bursts, and
+            # a fire alarm held back is worse than any flood.
+            return self._event(wire, payload, received_at_ms)
+        if mtype is MessageType.TELEMETRY:
+            routed = self._telemetry(wire, payload, received_at_ms)
+        else:
+            routed = self._status(wire, payload, received_at_ms, retained)
+        # After decoding: a broken message is reported for what it is, and the device's own
+        # (trusted) time is known, which lets a replayed backlog through (ingest/ratelimit.py).
+        if not self.limiter.allow(wire.device.device, received_ms=received_at_ms,
+                                  device_ms=routed.latest_ts_ms):
+            raise Rejection(RejectReason.RATE_LIMITED,
+                            f"device {wire.device.device!r} sends more than "
+                            f"{self.limiter.rate_per_s:g} messages/s (burst "
+                            f"{self.limiter.burst})")
+        return routed
+
+    def _resolve(self, topic: str) -> tuple[_DeviceWire, MessageType]:
+        if _REPLACEMENT in topic:
+            raise Rejection(RejectReason.BAD_UTF8, "topic is not valid UTF-8")
+        if not topic.startswith(self._prefix):
+            raise Rejection(RejectReason.BAD_TOPIC, "topic outside the configured root")
+        parts = topic[len(self._prefix):].split("/")
+        if len(parts) != 4:
+            raise Rejection(RejectReason.BAD_TOPIC,
+                            "expected {root}/{park}/{building}/{device}/{telemetry|event|status}")
+        park, building, device_id, suffix = parts
+        try:
+            mtype = MessageType(suffix)
+        except ValueError:
+            raise Rejection(RejectReason.BAD_TOPIC,
+                            f"unknown message type {suffix[:40]!r}") from None
+        for label, value in (("park", park), ("building", building), ("device", device_id)):
+            if not is_valid_id(value):
+                raise Rejection(RejectReason.BAD_ID, f"{label} id {value[:80]!r} is not a valid ID")
+        wire = self._wires.get(device_id)
+        if wire is None:
+            raise Rejection(RejectReason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered")
+        dev = wire.device
+        if dev.park != park or dev.building != building:
+            # A device publishing under someone else's building is a spoof or a mis-wired unit.
+            raise Rejection(RejectReason.TOPIC_MISMATCH,
+                            f"device {device_id!r} is registered in {dev.park}/{dev.building}, "
+                            f"not {park}/{building}")
+        return wire, mtype
+
+    def _ctx(self, wire: _DeviceWire, received_at_ms: int) -> TimeContext:
+        return TimeContext(received_at_ms=received_at_ms, timezone=wire.timezone,
+                           max_age_s=self._max_age_s, max_future_s=self._max_future_s)
+
+    def _telemetry(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Routed:
+        dev = wire.device
+        tel = decode_telemetry(payload, KIND_BY_NAME[dev.kind], self._ctx(wire, received_at_ms),
+                               limits=dev.limits, max_bytes=self._max_payload,
+                               max_readings=self._max_batch)
+        extra: dict[str, float | int | bool | str] = {}
+        if tel.battery_pct is not None:
+            extra["battery_pct"] = float(tel.battery_pct)
+        if tel.rssi_dbm is not None:
+            extra["rssi_dbm"] = float(tel.rssi_dbm)
+        if tel.seq is not None:
+            extra["seq"] = int(tel.seq)
+        lines: list[str] = []
+        observations: list[Observation] = []
+        untrusted = 0
+        last = len(tel.samples) - 1
+        for index, sample in enumerate(tel.samples):
+            fields: dict[str, float | int | bool | str] = {**sample.values, **extra}
+            ts_ms = sample.ts_ms
+            if not sample.clock_trusted:
+                untrusted += 1
+                # Every untrusted reading got the receive time; in a batch they would land on
+                # one timestamp and overwrite each other. Keep them distinct and in order.
+                ts_ms -= last - index
+            if fields:
+                lines.append(encode_line(wire.measurement, wire.tags, fields, ts_ms))
+            observations.append(Reading(dev.device, ts_ms, sample.values, received_at_ms,
+                                        sample.clock_trusted))
+        newest = tel.samples[-1] if tel.samples else None
+        return Routed(dev, MessageType.TELEMETRY, lines, len(tel.samples), untrusted,
+                      dict(newest.values) if newest else {},
+                      newest.ts_ms if newest else received_at_ms, tel.seq, tuple(observations))
+
+    def _event(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Routed:
+        ev = decode_event(payload, self._ctx(wire, received_at_ms), max_bytes=self._max_payload)
+        fields: dict[str, float | int | bool | str] = {"detail": ev.detail, "point": ev.point}
+        if ev.seq is not None:
+            fields["seq"] = int(ev.seq)
+        line = encode_line(self._events_measurement, wire.event_tags[ev.type], fields, ev.ts_ms)
+        obs = DeviceEvent(wire.device.device, ev.ts_ms, ev.type, received_at_ms, ev.point,
+                          ev.detail)
+        return Routed(wire.device, MessageType.EVENT, [line], 0,
+                      0 if ev.clock_trusted else 1, {"event": ev.type.value}, ev.ts_ms, ev.seq,
+                      (obs,))
+
+    def _status(self, wire: _DeviceWire, payload: bytes, received_at_ms: int,
+                retained: bool) -> Routed:
+        status = decode_status(payload)
+        # A retained status delivered on subscribe is an old announcement, not news: say so.
+        fields: dict[str, float | int | bool | str] = {
+            "online": status.online, "reason": "retained" if retained else "reported"}
+        line = encode_line(self._status_measurement, wire.tags_with_kind, fields, received_at_ms)
+        # A retained "online" is an old announcement and must not make a dead device look alive;
+        # a retained "offline" (a Will) is still the truth about the device.
+        observations: tuple[Observation, ...] = () if retained and status.online else (
+            StatusChange(wire.device.device, status.online, received_at_ms),)
+        return Routed(wire.device, MessageType.STATUS, [line], 0, 0,
+                      {"online": status.online}, received_at_ms, None, observations)
+
+
+
+def _topic_text(topic: str | bytes) -> str:
+    if isinstance(topic, str):
+        return topic
+    try:
+        return topic.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejection(RejectReason.BAD_UTF8, "topic is not valid UTF-8") from None

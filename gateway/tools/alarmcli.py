@@ -1,0 +1,360 @@
+"""``parkwatch alarms list|show|ack|history`` and ``parkwatch maintenance set|clear|list``.
+
+Thin clients of a running gateway's HTTP API (:mod:`gateway.http.alarmapi`); a sync HTTP client is
+enough for one request per command. Exit codes: 0 ok, 1 not found / conflict / gateway error,
+2 usage (including a request the gateway rejected as bad), 3 gateway unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from gateway.http.auth import client_headers
+from rules.alarm import iso
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+_TIMEOUT_S = 10.0
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MESSAGE_WIDTH = 60
+# The gateway is usually on loopback or the plant LAN: never route it through an HTTP proxy
+# picked up from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class CliError(Exception):
+    """Printed as ``parkwatch: message``; the command exits with ``code``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_Handler = Callable[[argparse.Namespace], int]
+
+
+def _reported(handler: _Handler) -> _Handler:
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except CliError as exc:
+            print(f"parkwatch: {exc.message}", file=sys.stderr)
+            return exc.code
+    return run
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+def call(base_url: str, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+         body: Mapping[str, Any] | None = None) -> Any:
+    """The decoded JSON answer, or CliError with the exit code the status calls for."""
+    params = {k: v for k, v in (query or {}).items() if v is not None}
+    url = base_url.rstrip("/") + path + ("?" + urlencode(params) if params else "")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json",
+                                              "Accept": "application/json", **client_headers()})
+    try:
+        with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
+            raw = response.read()
+        return json.loads(raw)
+    except ValueError:
+        raise CliError(EXIT_FAILED, f"{url} did not answer JSON: is it a ParkWatch gateway?"
+                       ) from None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            message = str(json.loads(raw)["error"])
+        except (ValueError, KeyError, TypeError):
+            message = raw.decode(errors="replace").strip() or exc.reason
+        if exc.code == 401:
+            message += "; set PARKWATCH_HTTP__TOKEN to the gateway's http.token"
+        code = EXIT_USAGE if exc.code == 400 else EXIT_FAILED
+        raise CliError(code, f"{message} (HTTP {exc.code})") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(EXIT_UNREACHABLE,
+                       f"cannot reach the gateway at {base_url}: {reason}") from None
+
+
+# --- times ---------------------------------------------------------------------------------------
+
+def parse_when(text: str, *, future: bool, now_s: float | None = None) -> int:
+    """Epoch ms from ``24h`` / ``7d`` / ``30m`` (before now, or after it when ``future``), a date
+    or date-time (local time unless it has a zone) or epoch ms."""
+    now = time.time() if now_s is None else now_s
+    text = text.strip()
+    m = _DURATION.match(text)
+    if m:
+        delta = float(m.group(1)) * _UNIT_S[m.group(2)]
+        return int((now + delta if future else now - delta) * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(EXIT_USAGE, f"{text!r} is not a duration like 24h / 7d / 30m, a date "
+                                   f"like 2026-11-25 or a date-time") from None
+    return int(when.astimezone().timestamp() * 1000)  # a naive time is taken as local
+
+
+def _local(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    return dt.datetime.fromisoformat(stamp).astimezone().strftime("%m-%d %H:%M")
+
+
+# --- output --------------------------------------------------------------------------------------
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def _where(doc: Mapping[str, Any]) -> str:
+    return "/".join(p for p in (doc.get("building"), doc.get("zone"), doc.get("device")) if p)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MESSAGE_WIDTH else text[:_MESSAGE_WIDTH - 1] + "…"
+
+
+def _ack_cell(doc: Mapping[str, Any]) -> str:
+    by = doc.get("acknowledged_by")
+    if not by:
+        return "-"
+    return f"{by} ({doc['disposition']})" if doc.get("disposition") else str(by)
+
+
+def alarm_table(docs: Sequence[Mapping[str, Any]]) -> str:
+    if not docs:
+        return "no alarms"
+    rows = [[d["severity"], d["state"], _local(d.get("fired_at") or d.get("started_at")),
+             _where(d), d["rule"], _short(d.get("message", "")), _ack_cell(d), d["alarm_id"]]
+            for d in docs]
+    return _table(["SEVERITY", "STATE", "SINCE", "WHERE", "RULE", "MESSAGE", "ACK", "ID"], rows)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# --- alarms --------------------------------------------------------------------------------------
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {"park": args.park, "building": args.building, "device": args.device,
+            "rule": args.rule, "severity": args.severity, "limit": args.limit}
+
+
+def _show_list(args: argparse.Namespace, query: dict[str, Any]) -> int:
+    docs = call(args.url, "GET", "/alarms", query=query)
+    if args.json:
+        _print_json(docs)
+    else:
+        print(alarm_table(docs))
+    return EXIT_OK
+
+
+@_reported
+def _cmd_list(args: argparse.Namespace) -> int:
+    state = "all" if args.all else args.state
+    return _show_list(args, {"state": state, **_filters(args)})
+
+
+@_reported
+def _cmd_history(args: argparse.Namespace) -> int:
+    query = {"state": args.state, **_filters(args),
+             "since": parse_when(args.since, future=False),
+             "until": parse_when(args.until, future=False) if args.until else None}
+    return _show_list(args, query)
+
+
+@_reported
+def _cmd_show(args: argparse.Namespace) -> int:
+    doc = call(args.url, "GET", f"/alarms/{quote(args.alarm_id, safe='')}")
+    if args.json:
+        _print_json(doc)
+        return EXIT_OK
+    history = doc.pop("history", [])
+    width = max(len(k) for k in doc)
+    for key, value in doc.items():
+        if value not in (None, ""):
+            print(f"{key.ljust(width)}  {value}")
+    print("\nhistory:")
+    rows = [[str(h.get("seq", "")), _local(h.get("at")),
+             f"{h.get('from_state') or 'new'} → {h.get('to_state')}", str(h.get("severity", "")),
+             _ack_cell(h), _short(str(h.get("message", "")))] for h in history]
+    print(_table(["#", "AT", "CHANGE", "SEVERITY", "ACK", "MESSAGE"], rows) if rows
+          else "  (none)")
+    return EXIT_OK
+
+
+@_reported
+def _cmd_ack(args: argparse.Namespace) -> int:
+    doc = call(args.url, "POST", f"/alarms/{quote(args.alarm_id, safe='')}/ack",
+               body={"by": args.by, "disposition": args.disposition, "channel": "cli"})
+    print(f"acknowledged {doc['alarm_id']} ({doc['rule']} at {_where(doc)}) "
+          f"as {doc['disposition']} by {doc['acknowledged_by']}")
+    return EXIT_OK
+
+
+# --- maintenance ---------------------------------------------------------------------------------
+
+def _set_maintenance(args: argparse.Namespace, mode: str, until: str | None) -> int:
+    until_iso = iso(parse_when(until, future=True)) if until else None
+    done = call(args.url, "POST", "/maintenance",
+                body={"scope": args.scope, "target": args.target, "mode": mode,
+                      "until": until_iso, "by": args.by})
+    if mode == "none":
+        print(f"{done['scope']} {done['target']}: maintenance cleared by {done['by']}")
+    else:
+        print(f"{done['scope']} {done['target']}: {done['mode']} until "
+              f"{_local(done['until']) if done['until'] else 'cleared'} (by {done['by']})")
+    return EXIT_OK
+
+
+@_reported
+def _cmd_maint_set(args: argparse.Namespace) -> int:
+    return _set_maintenance(args, args.mode, args.until)
+
+
+@_reported
+def _cmd_maint_clear(args: argparse.Namespace) -> int:
+    return _set_maintenance(args, "none", None)
+
+
+def _until_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return _local(iso(value))
+    return _local(str(value))
+
+
+@_reported
+def _cmd_maint_list(args: argparse.Namespace) -> int:
+    entries = call(args.url, "GET", "/maintenance")
+    if args.json:
+        _print_json(entries)
+    elif not entries:
+        print("nothing under maintenance")
+    else:
+        rows = [[str(e.get("scope", "")), str(e.get("target", "")), str(e.get("mode", "")),
+                 _until_cell(e.get("until", e.get("until_ms"))), str(e.get("by") or "-")]
+                for e in entries]
+        print(_table(["SCOPE", "TARGET", "MODE", "UNTIL", "BY"], rows))
+    return EXIT_OK
+
+
+# --- argparse ------------------------------------------------------------------------------------
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=DEFAULT_URL, help=f"gateway HTTP address ({DEFAULT_URL})")
+    return common
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    for name in ("park", "building", "device", "rule"):
+        p.add_argument(f"--{name}", help=f"only this {name}")
+    p.add_argument("--severity", choices=["critical", "major", "minor", "warning", "info"])
+    p.add_argument("--limit", type=int, default=500, help="at most this many (500)")
+    p.add_argument("--json", action="store_true", help="print the JSON documents")
+
+
+def _add_alarms(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                common: argparse.ArgumentParser) -> None:
+    alarms = sub.add_parser("alarms", help="list, show, acknowledge alarms of a running gateway")
+    actions = alarms.add_subparsers(required=True, metavar="ACTION")
+    ls = actions.add_parser("list", parents=[common], help="active alarms, worst first")
+    which = ls.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="resolved ones too")
+    which.add_argument("--state", choices=["active", "resolved", "all"], default="active")
+    _filter_args(ls)
+    ls.set_defaults(handler=_cmd_list)
+
+    show = actions.add_parser("show", parents=[common], help="one alarm and its history")
+    show.add_argument("alarm_id", metavar="ID")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_cmd_show)
+
+    ack = actions.add_parser("ack", parents=[common], help="acknowledge an alarm")
+    ack.add_argument("alarm_id", metavar="ID")
+    ack.add_argument("--by", required=True, help="who acknowledges (recorded)")
+    ack.add_argument("--disposition", required=True,
+                     choices=["real", "false_alarm", "test", "fault"])
+    ack.set_defaults(handler=_cmd_ack)
+
+    hist = actions.add_parser("history", parents=[common],
+                              help="alarms of a past period, newest first")
+    hist.add_argument("--since", default="24h", help="24h, 7d, a date or date-time (24h)")
+    hist.add_argument("--until", help="same forms; default now")
+    hist.add_argument("--state", choices=["resolved", "all"], default="all")
+    _filter_args(hist)
+    hist.set_defaults(handler=_cmd_history)
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scope", required=True, choices=["device", "zone", "building"])
+    p.add_argument("--target", required=True,
+                   help="device id; park/building/floor/zone for a zone; park/building")
+    p.add_argument("--by", required=True, help="who (recorded)")
+
+
+def _add_maintenance(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                     common: argparse.ArgumentParser) -> None:
+    maint = sub.add_parser("maintenance", help="test / isolated modes of a running gateway")
+    actions = maint.add_subparsers(required=True, metavar="ACTION")
+    put = actions.add_parser("set", parents=[common], help="put a target under maintenance")
+    _target_args(put)
+    put.add_argument("--mode", required=True, choices=["test", "isolated"])
+    put.add_argument("--until", help="expiry: 2h, 1d, a date or date-time (default: none)")
+    put.set_defaults(handler=_cmd_maint_set)
+
+    clear = actions.add_parser("clear", parents=[common], help="end maintenance of a target")
+    _target_args(clear)
+    clear.set_defaults(handler=_cmd_maint_clear)
+
+    ls = actions.add_parser("list", parents=[common], help="what is under maintenance")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=_cmd_maint_list)
+
+
+def add_alarm_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``alarms`` and ``maintenance`` to the ``parkwatch`` subcommands; each leaf sets
+    ``handler`` (``args -> exit code``)."""
+    common = _common()
+    _add_alarms(sub, common)
+    _add_maintenance(sub, common)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run just these commands (tests, or before the main CLI wires them in)."""
+    parser = argparse.ArgumentParser(prog="parkwatch")
+    add_alarm_commands(parser.add_subparsers(required=True, metavar="COMMAND"))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    handler: _Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

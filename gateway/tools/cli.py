@@ -1,0 +1,263 @@
+"""The ``parkwatch`` command: run, check-config, simulate, top, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.config import Settings, load_settings
+from rules.alarm import iso
+from sensors.errors import ConfigError, ParkWatchError
+from sensors.registry import Registry, load_registry
+
+log = logging.getLogger("parkwatch")
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler = args.handler
+    return int(handler(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parkwatch", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway")
+    _config_arg(run)
+    run.add_argument("--dry-run", action="store_true",
+                     help="log notifications (through the outbox and audit) instead of sending")
+    run.set_defaults(handler=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate config and registry without connecting")
+    _config_arg(check)
+    check.set_defaults(handler=_cmd_check)
+
+    rules = sub.add_parser("check-rules", help="validate alarm rules; dry-run them against a "
+                                               "recording of readings")
+    _config_arg(rules)
+    rules.add_argument("--rules", type=Path, default=None,
+                       help="rules file or folder (default: the config's `rules`)")
+    rules.add_argument("--recording", type=Path, default=None,
+                       help="JSON lines of readings/events/status to replay through the rules")
+    rules.set_defaults(handler=_cmd_check_rules)
+
+    sim = sub.add_parser("simulate", help="publish simulated sensor traffic for the registry")
+    _config_arg(sim)
+    from gateway.tools.simulator.runner import add_arguments
+
+    add_arguments(sim)
+    sim.set_defaults(handler=_cmd_simulate)
+
+    top = sub.add_parser("top", help="live terminal view of a running gateway")
+    top.add_argument("--url", default="http://127.0.0.1:8080", help="gateway HTTP address")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.set_defaults(handler=_cmd_top)
+
+    notify = sub.add_parser("notify", help="notification tools")
+    notify_sub = notify.add_subparsers(required=True, metavar="ACTION")
+    ntest = notify_sub.add_parser("test", help="send a test message through one channel")
+    ntest.add_argument("--channel", required=True, help="channel name from the routing file")
+    ntest.add_argument("--config", "-c", type=Path, default=None,
+                       help="gateway config (its notify.config) or a routing file itself")
+    ntest.add_argument("--to", default=None,
+                       help="recipient (phone or email; robots and webhooks need none)")
+    ntest.set_defaults(handler=_cmd_notify_test)
+
+    from gateway.tools.alarmcli import add_alarm_commands
+
+    add_alarm_commands(sub)
+
+    from gateway.grafana.command import add_grafana_commands
+
+    add_grafana_commands(sub)
+
+    demo = sub.add_parser("demo", help="start a broker, InfluxDB, the gateway and the simulator "
+                                       "on project ports and show the live view")
+    demo.add_argument("--data-dir", type=Path, default=Path(".demo"))
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, default=None,
+                   help="YAML config file (env PARKWATCH_* overrides it)")
+
+
+def load_all(config: Path | None) -> tuple[Settings, Registry]:
+    """Settings and registry, or ConfigError listing every problem found in both."""
+    settings = load_settings(config)
+    registry = load_registry(settings.registry)
+    return settings, registry
+
+
+def _report(exc: ConfigError) -> int:
+    print(f"parkwatch: configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    registry: Registry | None = None
+    if settings is not None:
+        try:
+            registry = load_registry(settings.registry)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        return _report(ConfigError(str(args.config), problems))
+    assert settings is not None
+    assert registry is not None
+    buildings = {(d.park, d.building) for d in registry}
+    kinds = {d.kind for d in registry}
+    print(f"OK: {args.config or '(defaults)'}: {len(registry)} devices, {len(registry.parks())} "
+          f"park(s), {len(buildings)} building(s), {len(kinds)} kinds; broker {settings.mqtt.url}, "
+          f"InfluxDB {settings.influx.url}")
+    return 0
+
+
+def _cmd_check_rules(args: argparse.Namespace) -> int:
+    from rules.dryrun import dry_run, read_recording
+    from rules.loader import load_rules
+
+    try:
+        settings, registry = load_all(args.config)
+        ruleset = load_rules(args.rules or settings.rules)
+    except ConfigError as exc:
+        return _report(exc)
+    print(f"OK: {len(ruleset.rules)} rules from {args.rules or settings.rules} for "
+          f"{len(registry)} devices")
+    if args.recording is None:
+        return 0
+    transitions = dry_run(ruleset, registry, read_recording(args.recording))
+    shown = [t for t in transitions if t.published]
+    print(f"dry run of {args.recording}: {len(shown)} alarm change(s)")
+    for t in shown:
+        a = t.after
+        where = a.subject.device or (f"zone {a.subject.zone}" if a.subject.zone
+                                     else f"building {a.subject.building}")
+        print(f"  {iso(a.updated_at_ms)}  {a.state.value:<12} {a.severity.value:<8} "
+              f"{a.rule:<28} {where:<14} {a.message}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        settings, registry = load_all(args.config)
+    except ConfigError as exc:
+        return _report(exc)
+    from gateway.logs import setup_logging
+
+    if getattr(args, "dry_run", False):
+        settings = settings.model_copy(
+            update={"notify": settings.notify.model_copy(update={"dry_run": True})})
+    setup_logging(settings.observe.log_level, settings.observe.log_format)
+    return asyncio.run(_run(settings, registry))
+
+
+def _cmd_notify_test(args: argparse.Namespace) -> int:
+    from gateway.notify.testsend import send_test
+
+    try:
+        result = asyncio.run(send_test(args.config, args.channel, to=args.to))
+    except ConfigError as exc:
+        return _report(exc)
+    print(f"{args.channel}: {result.outcome.value}"
+          + (f" ({result.detail})" if result.detail else "")
+          + (f" provider id {result.provider_id}" if result.provider_id else ""))
+    return 0 if result.outcome.value == "sent" else 1
+
+
+async def _run(settings: Settings, registry: Registry) -> int:
+    from gateway.http.app import start_http
+    from gateway.runtime.gateway import Gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(settings=settings, registry=registry)
+    runner: web.AppRunner | None = None
+    try:
+        if settings.http.enabled:
+            # Inside the try: an unreadable http.token_file is reported as a config problem.
+            runner = await start_http(gateway, settings.http.host, settings.http.port)
+            log.info("status endpoints on http://%s:%d/ (metrics, healthz, status)",
+                     settings.http.host, settings.http.port)
+        await gateway.run(stop)
+    except ConfigError as exc:
+        # Found only when connecting (e.g. InfluxDB version detection): same report as at start.
+        return _report(exc)
+    except ParkWatchError as exc:
+        log.critical("gateway failed: %s", exc)
+        return 1
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    try:
+        settings, registry = load_all(args.config)
+    except ConfigError as exc:
+        return _report(exc)
+    from gateway.tools.simulator.runner import main_from_args
+
+    if args.mqtt_url is None:
+        args.mqtt_url = _url_with_credentials(settings)
+    if args.root is None:
+        args.root = settings.mqtt.topic_root
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(main_from_args(args, registry))
+    return 130
+
+
+def _url_with_credentials(settings: Settings) -> str:
+    m = settings.mqtt
+    if m.username is None:
+        return m.url
+    scheme, _, hostport = m.url.partition("://")
+    auth = quote(m.username, safe="")
+    if m.password is not None:
+        auth += ":" + quote(m.password.get_secret_value(), safe="")
+    return f"{scheme}://{auth}@{hostport}"
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    from gateway.tools.top import run_top
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_top(args.url, once=args.once))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.tools.demo import run_demo
+
+    return run_demo(data_dir=args.data_dir, duration=args.duration)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

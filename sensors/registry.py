@@ -1,0 +1,188 @@
+"""The device registry: which devices exist, where they are, and what kind they are (contract §1).
+
+Loaded from YAML (``devices:`` list) or from a CSV export with the contract's exact header. Every
+problem in the file — bad IDs, unknown kinds, duplicates, missing columns — is collected and
+reported together, each with its line, so a park office fixes the spreadsheet in one pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sensors.catalogue import KIND_BY_NAME
+from sensors.errors import RegistryError
+from sensors.yamlsource import load_config_file
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+CSV_HEADER = ("device", "park", "building", "floor", "zone", "kind", "tenant", "location",
+              "report_interval_s")
+
+DOOR_MODES = ("normally_open", "normally_closed")
+
+
+def is_valid_id(value: str) -> bool:
+    return _ID_RE.fullmatch(value) is not None
+
+
+class Device(BaseModel):
+    """One registered device. Immutable: the registry is reloaded, never edited in place."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: str = Field(pattern=ID_PATTERN)
+    park: str = Field(pattern=ID_PATTERN)
+    building: str = Field(pattern=ID_PATTERN)
+    floor: str = Field(pattern=ID_PATTERN)
+    zone: str = Field(pattern=ID_PATTERN)
+    kind: str
+    tenant: str | None = Field(default=None, pattern=ID_PATTERN)
+    location: str = Field(default="", max_length=256)
+    report_interval_s: float = Field(default=300.0, gt=0, le=7 * 86400)
+    limits: Mapping[str, float] = Field(default_factory=dict)
+    mode: str | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in KIND_BY_NAME:
+            known = ", ".join(sorted(KIND_BY_NAME))
+            raise ValueError(f"unknown kind {value!r}; known kinds: {known}")
+        return value
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str | None) -> str | None:
+        if value is not None and value not in DOOR_MODES:
+            raise ValueError(f"mode must be one of {', '.join(DOOR_MODES)}")
+        return value
+
+    def tags(self) -> dict[str, str]:
+        """The InfluxDB identity tags of contract §5 (tenant only when set)."""
+        tags = {"park": self.park, "building": self.building, "floor": self.floor,
+                "zone": self.zone, "device": self.device}
+        if self.tenant:
+            tags["tenant"] = self.tenant
+        return tags
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Devices by ID. Lookups are the hot path, so this is a plain dict."""
+
+    devices: Mapping[str, Device]
+    source: str = ""
+
+    def get(self, device_id: str) -> Device | None:
+        return self.devices.get(device_id)
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def __iter__(self) -> Iterator[Device]:
+        return iter(self.devices.values())
+
+    def parks(self) -> set[str]:
+        return {d.park for d in self.devices.values()}
+
+
+def load_registry(path: str | Path) -> Registry:
+    """Load a ``.yaml``/``.yml`` or ``.csv`` registry; RegistryError lists every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RegistryError(str(path), [f"{path}: file not found"])
+    errors: list[str] = []
+    rows = _csv_rows(path, errors) if path.suffix.lower() == ".csv" else _yaml_rows(path)
+    return build_registry(rows, source=str(path), errors=errors)
+
+
+def build_registry(rows: Sequence[tuple[int, Mapping[str, Any]]], *, source: str,
+                   errors: list[str] | None = None) -> Registry:
+    """Validate (line, row) pairs into a Registry, collecting every error before raising."""
+    errors = list(errors or [])
+    devices: dict[str, Device] = {}
+    first_line: dict[str, int] = {}
+    for line, row in rows:
+        try:
+            device = Device.model_validate(row)
+        except ValidationError as exc:
+            errors.extend(_format_errors(source, line, row, exc))
+            continue
+        if device.device in devices:
+            errors.append(f"{source}:{line}: device {device.device!r} is a duplicate "
+                          f"(first defined on line {first_line[device.device]})")
+            continue
+        devices[device.device] = device
+        first_line[device.device] = line
+    if errors:
+        raise RegistryError(source, errors)
+    return Registry(devices=devices, source=source)
+
+
+def _format_errors(source: str, line: int, row: Mapping[str, Any],
+                   exc: ValidationError) -> Iterator[str]:
+    name = row.get("device", "?")
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(row)"
+        value = row.get(str(err["loc"][0])) if err["loc"] else None
+        shown = f" (got {value!r})" if value is not None else ""
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        yield f"{source}:{line}: device {name!r}: {key}: {msg}{shown}"
+
+
+def _yaml_rows(path: Path) -> list[tuple[int, Mapping[str, Any]]]:
+    doc, lines = load_config_file(path, RegistryError)
+    if not isinstance(doc, dict) or not isinstance(doc.get("devices"), list):
+        raise RegistryError(str(path), [f"{path}:1: expected a mapping with a 'devices:' list"])
+    extra = [k for k in doc if k != "devices"]
+    if extra:
+        # Park names and time zones belong in the gateway config; never ignore a key silently.
+        raise RegistryError(str(path), [
+            f"{path}:{lines.get((k,), 1)}: {k}: unknown top-level key (only 'devices' is allowed;"
+            " park time zones go in the gateway config's 'parks:')" for k in extra])
+    rows: list[tuple[int, Mapping[str, Any]]] = []
+    for index, item in enumerate(doc["devices"]):
+        line = lines.get(("devices", index), 0)
+        if not isinstance(item, dict):
+            raise RegistryError(str(path), [f"{path}:{line}: each device must be a mapping"])
+        rows.append((line, _stringify_ids(item)))
+    return rows
+
+
+def _stringify_ids(item: Mapping[str, Any]) -> dict[str, Any]:
+    # YAML turns `floor: 2` into an int; IDs are strings everywhere else (tags, topics).
+    out = dict(item)
+    for key in ("device", "park", "building", "floor", "zone", "tenant"):
+        if isinstance(out.get(key), int | float) and not isinstance(out.get(key), bool):
+            out[key] = str(out[key])
+    return out
+
+
+def _csv_rows(path: Path, errors: list[str]) -> list[tuple[int, Mapping[str, Any]]]:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != CSV_HEADER:
+            raise RegistryError(str(path), [
+                f"{path}:1: CSV header must be exactly: {','.join(CSV_HEADER)} (got: "
+                f"{','.join(header or [])})"])
+        rows: list[tuple[int, Mapping[str, Any]]] = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(CSV_HEADER):
+                errors.append(f"{path}:{reader.line_num}: expected {len(CSV_HEADER)} columns, "
+                              f"got {len(row)} (a comma inside a cell needs quotes)")
+                continue
+            # Empty cells mean "not set" (contract §1), so they are left out, not passed as "".
+            rows.append((reader.line_num, {k: v.strip() for k, v in zip(CSV_HEADER, row,
+                                                                       strict=True) if v.strip()}))
+        return rows
