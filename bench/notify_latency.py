@@ -62,7 +62,7 @@ async def _run(fires: int, background: int) -> dict[str, Any]:
             return web.Response(status=204)
 
         app = web.Application()
-        app.router.add_post("/hook", hook)
+        app.validator.add_post("/hook", hook)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

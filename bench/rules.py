@@ -4,7 +4,7 @@
 
 The registry is the sample park replicated until it has ``--devices`` devices (same kinds, same
 mix, new IDs and buildings); traffic comes from the simulator (canonical and vendor shapes,
-batches, events), decoded by the real router, so the engine sees what it sees in production.
+batches, events), decoded by the real validator, so the engine sees what it sees in production.
 Reports µs per message for ``Engine.observe`` (mean and p99 of per-message calls), the ``tick``
 cost for all devices, and messages/s the engine alone could take.
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.ingest.validate import Router
+from gateway.ingest.validate import Validator
 from gateway.tools.simulator.runner import iter_messages
 from rules.engine import Engine
 from rules.loader import load_rules
@@ -50,7 +50,7 @@ def replicated_registry(devices: int) -> Registry:
 
 
 def observations(registry: Registry, total: int) -> list[tuple[int, Sequence[Observation]]]:
-    router = Router(registry=registry, root="parks", timezones={},
+    validator = Validator(registry=registry, root="parks", timezones={},
                     default_timezone=ZoneInfo("Asia/Shanghai"), max_payload_bytes=65536,
                     max_age_s=7 * 86400, max_future_s=300)
     start = time.time() - 600
@@ -61,10 +61,10 @@ def observations(registry: Registry, total: int) -> list[tuple[int, Sequence[Obs
                                  include_status=False):
         received = int((start + at) * 1000)
         try:
-            routed = router.route(msg.topic, msg.payload, received)
+            validated = validator.validate(msg.topic, msg.payload, received)
         except Rejection:
             continue
-        out.append((received, routed.observations))
+        out.append((received, validated.observations))
     return out
 
 

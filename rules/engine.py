@@ -24,12 +24,12 @@ from typing import Literal
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
 from rules.engine_state import EngineState
 from rules.kinds import Plan, Timed, bind
-from rules.kinds.base import Book, DeviceClock, zone_key
+from rules.kinds.base import DeviceClock, Ledger, zone_key
 from rules.kinds.coincidence import is_new_signal
 from rules.maintenance import MAINTENANCE_EXPIRED, MaintenanceBook
 from rules.model import RuleSet
 from rules.observation import DeviceEvent, Observation, Reading
-from rules.system import SYSTEM_RULES, Condition
+from rules.system import SYSTEM_RULES, HealthCondition
 from sensors.registry import Registry
 
 __all__ = ["Engine", "EngineState"]
@@ -47,7 +47,7 @@ class Engine:
                  new_id: Callable[[], str], restored: EngineState | None = None) -> None:
         self._lateness_ms = int(lateness_s * 1000)
         self._maintenance = MaintenanceBook(registry)
-        self._book = Book(new_id=new_id, maintenance_for=self._maintenance.mode_for)
+        self._book = Ledger(new_id=new_id, maintenance_for=self._maintenance.mode_for)
         self._clocks = {d.device: DeviceClock() for d in registry}
         self._timers: set[Timed] = set()
         bound = bind(rules, registry, self._clocks)
@@ -193,7 +193,7 @@ class Engine:
 
     # ---- the gateway's own health ---------------------------------------------------------
 
-    def condition(self, cond: Condition, now_ms: int) -> list[Transition]:
+    def condition(self, cond: HealthCondition, now_ms: int) -> list[Transition]:
         """Raise (or, when ``cond.active`` is false, resolve) a gateway-health alarm."""
         out = self._book.out = []
         self._advance(now_ms)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from rules.alarm import Maintenance, Severity, Subject
-from rules.kinds.base import Book, building_key, subject_of, zone_key
+from rules.kinds.base import Ledger, building_key, subject_of, zone_key
 from sensors.registry import Registry
 
 Scope = Literal["device", "zone", "building"]
@@ -54,7 +54,7 @@ class MaintenanceBook:
         return max(modes, key=_STRENGTH.__getitem__, default=Maintenance.NONE)
 
     def set(self, *, scope: Scope, target: str, mode: Maintenance, until_ms: int | None,
-            by: str, now_ms: int, book: Book) -> None:
+            by: str, now_ms: int, book: Ledger) -> None:
         self._check_target(scope, target)
         if mode is Maintenance.NONE:
             self.windows.pop((scope, target), None)
@@ -66,7 +66,7 @@ class MaintenanceBook:
         book.resolve(expired_fp(scope, target), now_ms)
         self.remark(book, now_ms)
 
-    def expire(self, now_ms: int, book: Book) -> None:
+    def expire(self, now_ms: int, book: Ledger) -> None:
         for key, w in list(self.windows.items()):
             if now_ms < w.until_ms:
                 continue
@@ -80,7 +80,7 @@ class MaintenanceBook:
                                   f"(set by {w.by})", at_ms=now_ms, started_ms=w.until_ms,
                           maintenance=Maintenance.NONE)
 
-    def remark(self, book: Book, now_ms: int) -> None:
+    def remark(self, book: Ledger, now_ms: int) -> None:
         for fp, alarm in list(book.active.items()):
             if alarm.rule != MAINTENANCE_EXPIRED:
                 book.mark(fp, self.mode_for(alarm.subject), now_ms)

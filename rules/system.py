@@ -2,7 +2,7 @@
 
 A notification nobody will deliver any more, or ingest that stalled, is as urgent as a sensor
 fault: it goes through the same engine, store, outputs and notification routing as any alarm.
-The gateway reports a :class:`Condition` (raised or cleared); the engine turns it into the
+The gateway reports a :class:`HealthCondition` (raised or cleared); the engine turns it into the
 usual transitions, one active alarm per (rule, key).
 """
 
@@ -27,7 +27,7 @@ SYSTEM_KIND = "parkwatch"
 
 
 @dataclass(frozen=True, slots=True)
-class Condition:
+class HealthCondition:
     """A gateway-health condition that holds (``active``) or stopped holding."""
 
     rule: str

@@ -213,9 +213,9 @@ async def test_expired(links: AckLinks, clock: FakeClock) -> None:
         await links.consume(token)
     assert info.value.problem is AckProblem.EXPIRED
     assert info.value.problem.gone
-    assert await links.purge(older_than_s=10) == 0
+    assert await links.prune(older_than_s=10) == 0
     clock.now += 11
-    assert await links.purge(older_than_s=10) == 1
+    assert await links.prune(older_than_s=10) == 1
     with pytest.raises(AckTokenError) as info:
         await links.verify(token)
     assert info.value.problem is AckProblem.UNKNOWN

@@ -1,5 +1,5 @@
-"""Whatever arrives on the wire, decoders and the router answer with a result or a Rejection,
-never a crash; and what the router accepts never carries injected characters into a line."""
+"""Whatever arrives on the wire, decoders and the validator answer with a result or a Rejection,
+never a crash; and what the validator accepts never carries injected characters into a line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.ingest.validate import Routed, Router
+from gateway.ingest.validate import Validated, Validator
 from gateway.storage.lineprotocol import escape_tag
 from sensors.base import Event, Rejection, RejectReason, Status, Telemetry, TimeContext
 from sensors.catalogue import KINDS
@@ -134,7 +134,7 @@ def test_deep_nesting_never_recurses_out(depth: int, bracket: str) -> None:
     _decode_all(('{"values": ' + inner + "1" + closing + "}").encode()[:MAX_PAYLOAD_BYTES])
 
 
-# --------------------------------------------------------------------------- the router
+# --------------------------------------------------------------------------- the validator
 
 _REGISTRY = load_registry(Path(__file__).resolve().parent.parent / "config" / "sample-park"
                           / "registry.yaml")
@@ -142,9 +142,9 @@ _DEVICES = sorted(_REGISTRY, key=lambda d: d.device)
 _TAG_VALUES = {escape_tag(v) for d in _DEVICES for v in d.tags().values()}
 
 
-def _router() -> Router:
-    # A fresh router per example would reset the rate limiter; a tight limit is part of the fuzz.
-    return Router(registry=_REGISTRY, root="parks", timezones={},
+def _router() -> Validator:
+    # A fresh validator per example would reset the rate limiter; a tight limit is part of the fuzz.
+    return Validator(registry=_REGISTRY, root="parks", timezones={},
                   default_timezone=ZoneInfo("Asia/Shanghai"), max_payload_bytes=4096,
                   max_age_s=7 * 86400, max_future_s=300, max_batch=50,
                   device_rate_per_s=5, device_burst=20)
@@ -193,25 +193,25 @@ def _messages(draw: st.DrawFn) -> tuple[str | bytes, bytes]:
 def _route_once(topic: str | bytes, payload: bytes, received_at_ms: int) -> None:
     refused: Rejection | None = None
     try:
-        routed = ROUTER.route(topic, payload, received_at_ms)
+        validated = ROUTER.validate(topic, payload, received_at_ms)
     except Rejection as rejection:
         refused = rejection
     if refused is not None:
         assert isinstance(refused.reason, RejectReason)
         assert len(refused.detail) <= 300
         return
-    _assert_routed_is_safe(routed)
+    _assert_routed_is_safe(validated)
 
 
-def _assert_routed_is_safe(routed: Routed) -> None:
-    assert routed.device.device in _REGISTRY.devices
-    for line in routed.lines:
+def _assert_routed_is_safe(validated: Validated) -> None:
+    assert validated.device.device in _REGISTRY.devices
+    for line in validated.lines:
         assert "\n" not in line
         head = line.split(" ", 1)[0]
         # Tag values are registry IDs, never anything from the topic or payload.
         for pair in head.split(",")[1:]:
             _, _, value = pair.partition("=")
-            assert value in _TAG_VALUES | {routed.device.kind, "fire_alarm", "pre_alarm",
+            assert value in _TAG_VALUES | {validated.device.kind, "fire_alarm", "pre_alarm",
                                            "fault", "supervisory", "isolated", "test",
                                            "restored", "tamper", "low_battery", "reset",
                                            "mute"}, line

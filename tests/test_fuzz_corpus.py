@@ -1,5 +1,5 @@
-"""Replay tests/fuzz/ through the router: each nasty payload gets its documented verdict, and on
-every other topic a Routed or a Rejection, never another exception."""
+"""Replay tests/fuzz/ through the validator: each nasty payload gets its documented verdict, and on
+every other topic a Validated or a Rejection, never another exception."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.ingest.validate import Routed, Router
+from gateway.ingest.validate import Validated, Validator
 from sensors.base import Rejection, RejectReason
 from sensors.registry import Registry, load_registry
 from tests.conftest import SAMPLE_REGISTRY
@@ -49,8 +49,8 @@ def registry() -> Registry:
 
 
 @pytest.fixture
-def router(registry: Registry) -> Router:
-    return Router(registry=registry, root="parks", timezones={},
+def validator(registry: Registry) -> Validator:
+    return Validator(registry=registry, root="parks", timezones={},
                   default_timezone=ZoneInfo("Asia/Shanghai"), max_payload_bytes=65536,
                   max_age_s=7 * 86400, max_future_s=300, device_rate_per_s=20,
                   device_burst=200)
@@ -63,25 +63,25 @@ def test_every_case_is_documented_and_every_line_has_a_file() -> None:
         assert verdict == "accepted" or verdict in {r.value for r in RejectReason}, verdict
 
 
-def _route(router: Router, topic: str, payload: bytes) -> Routed | Rejection:
+def _route(validator: Validator, topic: str, payload: bytes) -> Validated | Rejection:
     try:
-        return router.route(topic, payload, RECEIVED_MS)
+        return validator.validate(topic, payload, RECEIVED_MS)
     except Rejection as rejection:
         return rejection
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_case_gets_its_documented_verdict(router: Router, case: str) -> None:
-    outcome = _route(router, TOPICS[0], (CORPUS / case).read_bytes())
+def test_case_gets_its_documented_verdict(validator: Validator, case: str) -> None:
+    outcome = _route(validator, TOPICS[0], (CORPUS / case).read_bytes())
     got = outcome.reason.value if isinstance(outcome, Rejection) else "accepted"
     assert got == VERDICTS[case], getattr(outcome, "detail", "")
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_case_on_every_topic_is_routed_or_rejected(router: Router, case: str) -> None:
+def test_case_on_every_topic_is_routed_or_rejected(validator: Validator, case: str) -> None:
     payload = (CORPUS / case).read_bytes()
     for topic in TOPICS:
-        outcome = _route(router, topic, payload)
+        outcome = _route(validator, topic, payload)
         if isinstance(outcome, Rejection):
             assert len(outcome.detail) <= 300
             continue

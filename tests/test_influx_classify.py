@@ -8,7 +8,7 @@ import pytest
 
 from gateway.storage.influx.classify import (
     RETRY_AFTER_CAP_S,
-    Outcome,
+    WriteOutcome,
     backoff_s,
     classify,
     rejected_points,
@@ -24,26 +24,26 @@ def half(*_: object) -> float:
 
 
 @pytest.mark.parametrize(("status", "headers", "outcome", "cause", "delay"), [
-    (204, {}, Outcome.ACCEPT, "", 0.0),
-    (200, {}, Outcome.ACCEPT, "", 0.0),
-    (400, {}, Outcome.REJECT, "", 0.0),
-    (422, {}, Outcome.REJECT, "", 0.0),
-    (413, {}, Outcome.SPLIT, "", 0.0),
-    (401, {}, Outcome.AUTH, "auth", 0.075),
-    (403, {"retry-after": "2"}, Outcome.AUTH, "auth", 2.0),
-    (429, {}, Outcome.RETRY, "throttled", 0.075),
-    (429, {"retry-after": "7"}, Outcome.RETRY, "throttled", 7.0),
-    (429, {"retry-after": "Fri, 01 May 2026 12:00:30 GMT"}, Outcome.RETRY, "throttled", 30.0),
-    (429, {"retry-after": "Fri, 01 May 2026 11:00:00 GMT"}, Outcome.RETRY, "throttled", 0.0),
-    (429, {"retry-after": "soon"}, Outcome.RETRY, "throttled", 0.075),
-    (429, {"retry-after": "999999"}, Outcome.RETRY, "throttled", RETRY_AFTER_CAP_S),
-    (404, {}, Outcome.RETRY, "not_found", 0.075),
-    (500, {}, Outcome.RETRY, "server", 0.075),
-    (503, {"retry-after": "1.5"}, Outcome.RETRY, "server", 1.5),
-    (302, {}, Outcome.RETRY, "unexpected", 0.075),
-    (405, {}, Outcome.RETRY, "unexpected", 0.075),
+    (204, {}, WriteOutcome.ACCEPT, "", 0.0),
+    (200, {}, WriteOutcome.ACCEPT, "", 0.0),
+    (400, {}, WriteOutcome.REJECT, "", 0.0),
+    (422, {}, WriteOutcome.REJECT, "", 0.0),
+    (413, {}, WriteOutcome.SPLIT, "", 0.0),
+    (401, {}, WriteOutcome.AUTH, "auth", 0.075),
+    (403, {"retry-after": "2"}, WriteOutcome.AUTH, "auth", 2.0),
+    (429, {}, WriteOutcome.RETRY, "throttled", 0.075),
+    (429, {"retry-after": "7"}, WriteOutcome.RETRY, "throttled", 7.0),
+    (429, {"retry-after": "Fri, 01 May 2026 12:00:30 GMT"}, WriteOutcome.RETRY, "throttled", 30.0),
+    (429, {"retry-after": "Fri, 01 May 2026 11:00:00 GMT"}, WriteOutcome.RETRY, "throttled", 0.0),
+    (429, {"retry-after": "soon"}, WriteOutcome.RETRY, "throttled", 0.075),
+    (429, {"retry-after": "999999"}, WriteOutcome.RETRY, "throttled", RETRY_AFTER_CAP_S),
+    (404, {}, WriteOutcome.RETRY, "not_found", 0.075),
+    (500, {}, WriteOutcome.RETRY, "server", 0.075),
+    (503, {"retry-after": "1.5"}, WriteOutcome.RETRY, "server", 1.5),
+    (302, {}, WriteOutcome.RETRY, "unexpected", 0.075),
+    (405, {}, WriteOutcome.RETRY, "unexpected", 0.075),
 ])
-def test_table(status: int, headers: dict[str, str], outcome: Outcome, cause: str,
+def test_table(status: int, headers: dict[str, str], outcome: WriteOutcome, cause: str,
                delay: float) -> None:
     verdict = classify(SinkResponse(status, headers, ""), attempt=0, max_backoff_s=30,
                        now=NOW, rand=half)
@@ -53,7 +53,7 @@ def test_table(status: int, headers: dict[str, str], outcome: Outcome, cause: st
 
 def test_no_answer_is_a_network_retry() -> None:
     verdict = classify(None, attempt=3, max_backoff_s=30, now=NOW, rand=half)
-    assert (verdict.outcome, verdict.cause) == (Outcome.RETRY, "network")
+    assert (verdict.outcome, verdict.cause) == (WriteOutcome.RETRY, "network")
     assert verdict.delay_s == pytest.approx(0.8 * 0.75)
 
 

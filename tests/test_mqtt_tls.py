@@ -287,7 +287,7 @@ async def _receives(session: MqttSession, device: Client, topic: str, payload: b
     assert not rc.is_failure, rc
     async for batch in session.batches(100):
         assert [(m.topic, m.payload) for m in batch][:1] == [(topic, payload)]
-        session.ack_all(batch)
+        session.puback_all(batch)
         return
 
 

@@ -14,7 +14,7 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Severity, Subject
 from rules.engine import Engine
 from rules.model import RuleSet
-from rules.system import NOTIFICATION_DEAD, SYSTEM_KIND, Condition
+from rules.system import NOTIFICATION_DEAD, SYSTEM_KIND, HealthCondition
 from sensors.registry import Registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
 from tests.notify_servers import ProviderServer
@@ -26,15 +26,15 @@ def test_a_condition_is_one_alarm_per_rule_and_key_until_cleared(
     ids = iter(f"s{i}" for i in range(100))
     engine = Engine(rules=RuleSet(rules=()), registry=sample_registry, new_id=lambda: next(ids))
     subject = Subject(park="xz01", building="b1", kind=SYSTEM_KIND, location="channel sms")
-    raised = Condition(NOTIFICATION_DEAD, "sms", subject, Severity.MAJOR, "sms is failing")
+    raised = HealthCondition(NOTIFICATION_DEAD, "sms", subject, Severity.MAJOR, "sms is failing")
     first = engine.condition(raised, 1_000)
     assert [(t.after.rule, t.after.state, t.after.severity) for t in first] == [
         (NOTIFICATION_DEAD, AlarmState.FIRING, Severity.MAJOR)]
     assert engine.condition(raised, 2_000) == []             # still the same alarm
-    worse = engine.condition(Condition(NOTIFICATION_DEAD, "sms", subject, Severity.CRITICAL,
+    worse = engine.condition(HealthCondition(NOTIFICATION_DEAD, "sms", subject, Severity.CRITICAL,
                                        "a fire alarm was lost"), 3_000)
     assert [t.after.severity for t in worse] == [Severity.CRITICAL]
-    cleared = engine.condition(Condition(NOTIFICATION_DEAD, "sms", subject, Severity.MAJOR,
+    cleared = engine.condition(HealthCondition(NOTIFICATION_DEAD, "sms", subject, Severity.MAJOR,
                                          "delivers again", active=False), 4_000)
     assert [t.after.state for t in cleared] == [AlarmState.RESOLVED]
     # A restart keeps a system alarm (its rule is not in the rule files, but it is known).
@@ -45,7 +45,7 @@ def test_a_condition_is_one_alarm_per_rule_and_key_until_cleared(
     restored.tick(6_000)
     assert [a.alarm_id for a in restored.active()] == [again[0].after.alarm_id]
     with pytest.raises(ValueError, match="unknown system rule"):
-        Condition("fire_alarm", "x", subject, Severity.MAJOR, "no")
+        HealthCondition("fire_alarm", "x", subject, Severity.MAJOR, "no")
 
 
 @pytest.mark.integration

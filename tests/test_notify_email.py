@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from gateway.notify.base import Notification, Outcome
+from gateway.notify.base import Notification, SendOutcome
 from gateway.notify.channels.email import EmailChannel, SmtpSecurity, message_id
 
 USER, PASSWORD = "alarm@park.example", "smtp-P4ssw0rd!"
@@ -175,7 +175,7 @@ async def test_email_delivers_headers_body_and_ack_link(
     caplog.set_level(logging.DEBUG)
     result = await _channel(smtp_plain).send(NOTE)
 
-    assert result.outcome is Outcome.SENT, result
+    assert result.outcome is SendOutcome.SENT, result
     [got] = collector.received
     assert got["mail_from"] == "alarm@park.example"
     assert got["rcpt_tos"] == [NOTE.recipient]
@@ -210,7 +210,7 @@ async def test_email_starttls_with_auth(smtp_starttls: Controller, collector: Co
                                         cert: tuple[Path, Path]) -> None:
     channel = _channel(smtp_starttls, security=SmtpSecurity.STARTTLS, cert=cert)
     result = await channel.send(NOTE)
-    assert result.outcome is Outcome.SENT, result
+    assert result.outcome is SendOutcome.SENT, result
     assert collector.received[0]["tls"]
     assert collector.received[0]["authenticated"]
 
@@ -220,14 +220,14 @@ async def test_email_implicit_tls(smtp_ssl: Controller, collector: Collector,
     # This server speaks TLS from the first byte (aiosmtpd's session.ssl describes STARTTLS
     # only), so getting the message through at all proves the handshake.
     result = await _channel(smtp_ssl, security=SmtpSecurity.SSL, cert=cert).send(NOTE)
-    assert result.outcome is Outcome.SENT, result
+    assert result.outcome is SendOutcome.SENT, result
     assert len(collector.received) == 1
 
 
 async def test_starttls_refused_by_server_is_failed_not_downgraded(
         smtp_plain: Controller, collector: Collector) -> None:
     result = await _channel(smtp_plain, security=SmtpSecurity.STARTTLS).send(NOTE)
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is SendOutcome.FAILED
     assert collector.received == []
 
 
@@ -235,7 +235,7 @@ async def test_untrusted_certificate_is_retry(smtp_starttls: Controller) -> None
     """The default context verifies the certificate; a mismatch is a TLS error (transient as
     far as the channel can tell: certificates get renewed)."""
     result = await _channel(smtp_starttls, security=SmtpSecurity.STARTTLS).send(NOTE)
-    assert result.outcome is Outcome.RETRY
+    assert result.outcome is SendOutcome.RETRY
     assert "SSL" in result.detail
 
 
@@ -243,7 +243,7 @@ async def test_wrong_password_is_failed_and_not_leaked(
         smtp_plain: Controller, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     result = await _channel(smtp_plain, password="Wr0ng-Secret").send(NOTE)
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is SendOutcome.FAILED
     assert "535" in result.detail
     assert "Wr0ng-Secret" not in result.detail + caplog.text
 
@@ -251,14 +251,14 @@ async def test_wrong_password_is_failed_and_not_leaked(
 @pytest.mark.parametrize(
     ("rcpt", "data", "outcome"),
     [
-        ("550 5.1.1 Mailbox unavailable", None, Outcome.FAILED),
-        ("452 4.2.2 Mailbox full", None, Outcome.RETRY),
-        (None, "451 4.3.0 Try again later", Outcome.RETRY),
-        (None, "554 5.7.1 Rejected as spam", Outcome.FAILED),
+        ("550 5.1.1 Mailbox unavailable", None, SendOutcome.FAILED),
+        ("452 4.2.2 Mailbox full", None, SendOutcome.RETRY),
+        (None, "451 4.3.0 Try again later", SendOutcome.RETRY),
+        (None, "554 5.7.1 Rejected as spam", SendOutcome.FAILED),
     ],
 )
 async def test_smtp_reply_codes(smtp_plain: Controller, collector: Collector, rcpt: str | None,
-                                data: str | None, outcome: Outcome) -> None:
+                                data: str | None, outcome: SendOutcome) -> None:
     collector.rcpt_reply, collector.data_reply = rcpt, data
     result = await _channel(smtp_plain).send(NOTE)
     assert result.outcome is outcome, result
@@ -270,7 +270,7 @@ async def test_server_down_is_retry(caplog: pytest.LogCaptureFixture) -> None:
     channel = EmailChannel(host="127.0.0.1", port=_free_port(), security=SmtpSecurity.NONE,
                            username=USER, password=PASSWORD, sender=SENDER, timeout_s=2)
     result = await channel.send(NOTE)
-    assert result.outcome is Outcome.RETRY
+    assert result.outcome is SendOutcome.RETRY
     _assert_no_password(result.detail, caplog.text)
 
 

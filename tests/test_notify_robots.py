@@ -10,7 +10,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from gateway.notify.base import Channel, Notification, Outcome
+from gateway.notify.base import Channel, Notification, SendOutcome
 from gateway.notify.channels import dingtalk, feishu, wecom
 from tests.notify_servers import (
     DINGTALK_TOKEN,
@@ -105,7 +105,7 @@ def test_a_url_without_its_token_is_a_config_error(cls: type[Any], url: str) -> 
 async def test_dingtalk_signed_markdown_accepted() -> None:
     async with served(make_dingtalk) as (srv, ch):
         result = await ch.send(note(recipient="13800138000"))
-        assert result.outcome is Outcome.SENT
+        assert result.outcome is SendOutcome.SENT
         req = srv.requests[-1]
         assert (req.provider, req.problem, req.method) == ("dingtalk", None, "POST")
         assert req.query == {"access_token": DINGTALK_TOKEN, "timestamp": "1700000000000",
@@ -121,7 +121,7 @@ async def test_dingtalk_signed_markdown_accepted() -> None:
 
 async def test_wecom_markdown_accepted() -> None:
     async with served(make_wecom) as (srv, ch):
-        assert (await ch.send(note())).outcome is Outcome.SENT
+        assert (await ch.send(note())).outcome is SendOutcome.SENT
         req = srv.requests[-1]
         assert (req.provider, req.problem, req.query) == ("wecom", None, {"key": WECOM_KEY})
         content = req.json()["markdown"]["content"]
@@ -131,7 +131,7 @@ async def test_wecom_markdown_accepted() -> None:
 
 async def test_feishu_signed_post_accepted() -> None:
     async with served(make_feishu) as (srv, ch):
-        assert (await ch.send(note())).outcome is Outcome.SENT
+        assert (await ch.send(note())).outcome is SendOutcome.SENT
         req = srv.requests[-1]
         assert (req.provider, req.problem) == ("feishu", None)
         assert req.path == f"/open-apis/bot/v2/hook/{FEISHU_TOKEN}"
@@ -154,7 +154,7 @@ async def test_feishu_signed_post_accepted() -> None:
 async def test_rejections_are_permanent(make: Factory, kw: dict[str, Any], code: str) -> None:
     async with served(make, **kw) as (srv, ch):
         result = await ch.send(note())
-        assert result.outcome is Outcome.FAILED
+        assert result.outcome is SendOutcome.FAILED
         assert code in result.detail
         assert srv.requests[-1].problem is not None
 
@@ -168,26 +168,26 @@ def _fs(code: int, msg: str = "x") -> Step:
 
 
 @pytest.mark.parametrize(("make", "step", "outcome", "retry_after"), [
-    (make_dingtalk, _dt(130101), Outcome.RETRY, dingtalk.THROTTLE_RETRY_S),
-    (make_dingtalk, _dt(410100), Outcome.RETRY, dingtalk.THROTTLE_RETRY_S),
-    (make_dingtalk, _dt(-1), Outcome.RETRY, None),
-    (make_dingtalk, _dt(460101), Outcome.FAILED, None),
-    (make_wecom, _dt(45009), Outcome.RETRY, wecom.THROTTLE_RETRY_S),
-    (make_wecom, _dt(-1), Outcome.RETRY, None),
-    (make_wecom, _dt(40058), Outcome.FAILED, None),
-    (make_feishu, _fs(11232), Outcome.RETRY, feishu.THROTTLE_RETRY_S),
-    (make_feishu, _fs(9499, "too many request"), Outcome.RETRY, feishu.THROTTLE_RETRY_S),
-    (make_feishu, _fs(9499, "Bad Request"), Outcome.FAILED, None),
+    (make_dingtalk, _dt(130101), SendOutcome.RETRY, dingtalk.THROTTLE_RETRY_S),
+    (make_dingtalk, _dt(410100), SendOutcome.RETRY, dingtalk.THROTTLE_RETRY_S),
+    (make_dingtalk, _dt(-1), SendOutcome.RETRY, None),
+    (make_dingtalk, _dt(460101), SendOutcome.FAILED, None),
+    (make_wecom, _dt(45009), SendOutcome.RETRY, wecom.THROTTLE_RETRY_S),
+    (make_wecom, _dt(-1), SendOutcome.RETRY, None),
+    (make_wecom, _dt(40058), SendOutcome.FAILED, None),
+    (make_feishu, _fs(11232), SendOutcome.RETRY, feishu.THROTTLE_RETRY_S),
+    (make_feishu, _fs(9499, "too many request"), SendOutcome.RETRY, feishu.THROTTLE_RETRY_S),
+    (make_feishu, _fs(9499, "Bad Request"), SendOutcome.FAILED, None),
     (make_feishu, Step(json={"Extra": None, "StatusCode": 0, "StatusMessage": "success"}),
-     Outcome.SENT, None),
-    (make_dingtalk, Step(500), Outcome.RETRY, None),
-    (make_wecom, Step(502, headers={"Retry-After": "7"}), Outcome.RETRY, 7.0),
-    (make_feishu, Step(429, headers={"Retry-After": "3"}), Outcome.RETRY, 3.0),
-    (make_dingtalk, Step(404), Outcome.FAILED, None),
-    (make_wecom, Step(302, headers={"Location": "http://elsewhere/"}), Outcome.FAILED, None),
-    (make_feishu, Step(200), Outcome.RETRY, None),                       # empty 200: unknown
+     SendOutcome.SENT, None),
+    (make_dingtalk, Step(500), SendOutcome.RETRY, None),
+    (make_wecom, Step(502, headers={"Retry-After": "7"}), SendOutcome.RETRY, 7.0),
+    (make_feishu, Step(429, headers={"Retry-After": "3"}), SendOutcome.RETRY, 3.0),
+    (make_dingtalk, Step(404), SendOutcome.FAILED, None),
+    (make_wecom, Step(302, headers={"Location": "http://elsewhere/"}), SendOutcome.FAILED, None),
+    (make_feishu, Step(200), SendOutcome.RETRY, None),                       # empty 200: unknown
 ])
-async def test_provider_answers_map_to_outcomes(make: Factory, step: Step, outcome: Outcome,
+async def test_provider_answers_map_to_outcomes(make: Factory, step: Step, outcome: SendOutcome,
                                                 retry_after: float | None) -> None:
     async with served(make) as (srv, ch):
         srv.script(step)
@@ -195,7 +195,7 @@ async def test_provider_answers_map_to_outcomes(make: Factory, step: Step, outco
         assert (result.outcome, result.retry_after_s) == (outcome, retry_after)
         assert srv.requests[-1].problem is None
         # The script is spent: the next attempt is the provider's normal success.
-        assert (await ch.send(note())).outcome is Outcome.SENT
+        assert (await ch.send(note())).outcome is SendOutcome.SENT
 
 
 @pytest.mark.parametrize("make", [make_dingtalk, make_wecom, make_feishu])
@@ -203,7 +203,7 @@ async def test_timeout_is_retryable(make: Factory) -> None:
     async with served(make, timeout_s=0.2) as (srv, ch):
         srv.script(Step(delay_s=5))
         result = await ch.send(note())
-        assert result.outcome is Outcome.RETRY
+        assert result.outcome is SendOutcome.RETRY
         assert "timeout" in result.detail
 
 
@@ -211,7 +211,7 @@ async def test_timeout_is_retryable(make: Factory) -> None:
 async def test_connection_refused_is_retryable(make: Factory) -> None:
     async with served(make, base_url=closed_port_url()) as (_, ch):
         result = await ch.send(note())
-        assert result.outcome is Outcome.RETRY
+        assert result.outcome is SendOutcome.RETRY
         assert "network error" in result.detail
 
 
@@ -246,7 +246,7 @@ def test_truncate_utf8_never_splits_a_character() -> None:
 async def test_wecom_long_message_is_cut_and_keeps_the_ack_link() -> None:
     async with served(make_wecom) as (srv, ch):
         result = await ch.send(note(text="火灾报警🔥" * 1000))        # ~16 KB of UTF-8
-        assert result.outcome is Outcome.SENT
+        assert result.outcome is SendOutcome.SENT
         req = srv.requests[-1]
         assert req.problem is None
         content: str = req.json()["markdown"]["content"]

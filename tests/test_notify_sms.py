@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 import pytest
 from pydantic import ValidationError
 
-from gateway.notify.base import Notification, Outcome
+from gateway.notify.base import Notification, SendOutcome
 from gateway.notify.channels.sms_aliyun import AliyunSms
 from gateway.notify.channels.sms_http import BodyFormat, HttpSms, HttpSmsSettings, json_path
 from gateway.notify.channels.sms_tencent import TencentSms, to_e164
@@ -79,7 +79,7 @@ async def test_aliyun_sends_the_exact_signed_request(aliyun_server: AliyunSmsSer
     caplog.set_level(logging.DEBUG)
     result = await _aliyun(aliyun_server).send(NOTE)
 
-    assert result.outcome is Outcome.SENT, result
+    assert result.outcome is SendOutcome.SENT, result
     assert result.provider_id == "900001^0"
     [req] = aliyun_server.requests
     assert req.problems == ()
@@ -103,14 +103,14 @@ async def test_aliyun_server_rejects_a_wrong_signature(aliyun_server: AliyunSmsS
     """The server really verifies: a client with the wrong secret is told SignatureDoesNotMatch,
     and that is permanent."""
     result = await _aliyun(aliyun_server, secret="not-the-secret").send(NOTE)
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is SendOutcome.FAILED
     assert "SignatureDoesNotMatch" in result.detail
     assert aliyun_server.requests[0].problems == ("SignatureDoesNotMatch",)
 
 
 async def test_aliyun_unknown_access_key_is_permanent(aliyun_server: AliyunSmsServer) -> None:
     result = await _aliyun(aliyun_server, key_id="LTAIunknown").send(NOTE)
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is SendOutcome.FAILED
     assert "InvalidAccessKeyId.NotFound" in result.detail
 
 
@@ -134,24 +134,24 @@ def test_acs3_signature_matches_the_sdk_on_a_known_request() -> None:
 @pytest.mark.parametrize(
     ("answer", "outcome"),
     [
-        (Scripted(code="isv.BUSINESS_LIMIT_CONTROL", message="触发分钟级流控"), Outcome.RETRY),
-        (Scripted(code="isv.DAY_LIMIT_CONTROL"), Outcome.RETRY),
-        (Scripted(status=400, code="Throttling.User"), Outcome.RETRY),
+        (Scripted(code="isv.BUSINESS_LIMIT_CONTROL", message="触发分钟级流控"), SendOutcome.RETRY),
+        (Scripted(code="isv.DAY_LIMIT_CONTROL"), SendOutcome.RETRY),
+        (Scripted(status=400, code="Throttling.User"), SendOutcome.RETRY),
         (Scripted(status=400, code="Throttling.Api", headers={"x-acs-retry-after": "1500"}),
-         Outcome.RETRY),
-        (Scripted(status=503, code="ServiceUnavailable"), Outcome.RETRY),
-        (Scripted(status=500), Outcome.RETRY),                          # bare 500, not JSON
-        (Scripted(code="isv.MOBILE_NUMBER_ILLEGAL"), Outcome.FAILED),
-        (Scripted(code="isv.TEMPLATE_MISSING_PARAMETERS"), Outcome.FAILED),
-        (Scripted(code="isv.SMS_TEMPLATE_ILLEGAL"), Outcome.FAILED),
-        (Scripted(code="isv.SMS_SIGNATURE_ILLEGAL"), Outcome.FAILED),
-        (Scripted(code="isv.SMS_SIGNATURE_SCENE_ILLEGAL"), Outcome.FAILED),
-        (Scripted(code="isv.OUT_OF_SERVICE"), Outcome.FAILED),
+         SendOutcome.RETRY),
+        (Scripted(status=503, code="ServiceUnavailable"), SendOutcome.RETRY),
+        (Scripted(status=500), SendOutcome.RETRY),                          # bare 500, not JSON
+        (Scripted(code="isv.MOBILE_NUMBER_ILLEGAL"), SendOutcome.FAILED),
+        (Scripted(code="isv.TEMPLATE_MISSING_PARAMETERS"), SendOutcome.FAILED),
+        (Scripted(code="isv.SMS_TEMPLATE_ILLEGAL"), SendOutcome.FAILED),
+        (Scripted(code="isv.SMS_SIGNATURE_ILLEGAL"), SendOutcome.FAILED),
+        (Scripted(code="isv.SMS_SIGNATURE_SCENE_ILLEGAL"), SendOutcome.FAILED),
+        (Scripted(code="isv.OUT_OF_SERVICE"), SendOutcome.FAILED),
     ],
     ids=lambda v: f"{v.status}-{v.code}" if isinstance(v, Scripted) else str(v),
 )
 async def test_aliyun_outcomes(aliyun_server: AliyunSmsServer, answer: Scripted,
-                               outcome: Outcome) -> None:
+                               outcome: SendOutcome) -> None:
     aliyun_server.script(answer)
     result = await _aliyun(aliyun_server).send(NOTE)
     assert result.outcome is outcome, result
@@ -168,7 +168,7 @@ async def test_aliyun_recovers_after_500s_with_the_same_out_id(
     aliyun_server.fail_next(2)
     channel = _aliyun(aliyun_server)
     outcomes = [(await channel.send(NOTE)).outcome for _ in range(3)]
-    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.SENT]
+    assert outcomes == [SendOutcome.RETRY, SendOutcome.RETRY, SendOutcome.SENT]
     assert {r.query["OutId"] for r in aliyun_server.requests} == {NOTE.key}
 
 
@@ -177,7 +177,7 @@ async def test_aliyun_server_down_is_retry() -> None:
                         template_code="t", endpoint=f"127.0.0.1:{_free_port()}",
                         protocol="http", timeout_s=1)
     result = await channel.send(NOTE)
-    assert result.outcome is Outcome.RETRY
+    assert result.outcome is SendOutcome.RETRY
     assert "Connection refused" in result.detail
     assert NOTE.recipient not in result.detail      # the SDK's error repeats the URL's query
     _assert_no_secrets(result.detail)
@@ -205,7 +205,7 @@ async def test_tencent_sends_the_exact_signed_request(tencent_server: TencentSms
     caplog.set_level(logging.DEBUG)
     result = await _tencent(tencent_server).send(NOTE)
 
-    assert result.outcome is Outcome.SENT, result
+    assert result.outcome is SendOutcome.SENT, result
     assert result.provider_id == "2028:0000000001"
     [req] = tencent_server.requests
     assert req.problems == ()
@@ -228,7 +228,7 @@ async def test_tencent_sends_the_exact_signed_request(tencent_server: TencentSms
 
 async def test_tencent_server_rejects_a_wrong_signature(tencent_server: TencentSmsServer) -> None:
     result = await _tencent(tencent_server, secret="wrong").send(NOTE)
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is SendOutcome.FAILED
     assert "AuthFailure.SignatureFailure" in result.detail
     assert tencent_server.requests[0].problems == ("AuthFailure.SignatureFailure",)
 
@@ -236,16 +236,16 @@ async def test_tencent_server_rejects_a_wrong_signature(tencent_server: TencentS
 @pytest.mark.parametrize(
     ("code", "outcome"),
     [
-        ("LimitExceeded.PhoneNumberThirtySecondLimit", Outcome.RETRY),
-        ("LimitExceeded.PhoneNumberDailyLimit", Outcome.RETRY),
-        ("FailedOperation.InsufficientBalanceInSmsPackage", Outcome.FAILED),
-        ("FailedOperation.TemplateIncorrectOrUnapproved", Outcome.FAILED),
-        ("InvalidParameterValue.IncorrectPhoneNumber", Outcome.FAILED),
-        ("UnauthorizedOperation.SmsSdkAppIdVerifyFail", Outcome.FAILED),
+        ("LimitExceeded.PhoneNumberThirtySecondLimit", SendOutcome.RETRY),
+        ("LimitExceeded.PhoneNumberDailyLimit", SendOutcome.RETRY),
+        ("FailedOperation.InsufficientBalanceInSmsPackage", SendOutcome.FAILED),
+        ("FailedOperation.TemplateIncorrectOrUnapproved", SendOutcome.FAILED),
+        ("InvalidParameterValue.IncorrectPhoneNumber", SendOutcome.FAILED),
+        ("UnauthorizedOperation.SmsSdkAppIdVerifyFail", SendOutcome.FAILED),
     ],
 )
 async def test_tencent_per_number_outcomes(tencent_server: TencentSmsServer, code: str,
-                                           outcome: Outcome) -> None:
+                                           outcome: SendOutcome) -> None:
     tencent_server.number_status(code, "scripted")
     result = await _tencent(tencent_server).send(NOTE)
     assert result.outcome is outcome, result
@@ -256,18 +256,18 @@ async def test_tencent_per_number_outcomes(tencent_server: TencentSmsServer, cod
 @pytest.mark.parametrize(
     ("answer", "outcome"),
     [
-        (Scripted(code="RequestLimitExceeded"), Outcome.RETRY),
-        (Scripted(code="InternalError.Timeout"), Outcome.RETRY),
-        (Scripted(code="AuthFailure.SecretIdNotFound"), Outcome.FAILED),
-        (Scripted(code="FailedOperation.SignatureIncorrectOrUnapproved"), Outcome.FAILED),
-        (Scripted(code="InvalidParameterValue.TemplateParameterFormatError"), Outcome.FAILED),
-        (Scripted(status=500), Outcome.RETRY),
-        (Scripted(status=502), Outcome.RETRY),
+        (Scripted(code="RequestLimitExceeded"), SendOutcome.RETRY),
+        (Scripted(code="InternalError.Timeout"), SendOutcome.RETRY),
+        (Scripted(code="AuthFailure.SecretIdNotFound"), SendOutcome.FAILED),
+        (Scripted(code="FailedOperation.SignatureIncorrectOrUnapproved"), SendOutcome.FAILED),
+        (Scripted(code="InvalidParameterValue.TemplateParameterFormatError"), SendOutcome.FAILED),
+        (Scripted(status=500), SendOutcome.RETRY),
+        (Scripted(status=502), SendOutcome.RETRY),
     ],
     ids=lambda v: f"{v.status}-{v.code}" if isinstance(v, Scripted) else str(v),
 )
 async def test_tencent_request_level_outcomes(tencent_server: TencentSmsServer, answer: Scripted,
-                                              outcome: Outcome) -> None:
+                                              outcome: SendOutcome) -> None:
     tencent_server.script(answer)
     result = await _tencent(tencent_server).send(NOTE)
     assert result.outcome is outcome, result
@@ -279,7 +279,7 @@ async def test_tencent_missing_template_parameter_is_failed_without_a_request(
     note = Notification(key="k", channel="sms", recipient="13800138000", title="t", text="x",
                         template_params={"park": "一园"})
     result = await _tencent(tencent_server).send(note)
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is SendOutcome.FAILED
     assert "location" in result.detail
     assert tencent_server.requests == []
 
@@ -289,7 +289,7 @@ async def test_tencent_server_down_is_retry() -> None:
                          template_id="1", endpoint=f"127.0.0.1:{_free_port()}",
                          protocol="http", timeout_s=1)
     result = await channel.send(NOTE)
-    assert result.outcome is Outcome.RETRY
+    assert result.outcome is SendOutcome.RETRY
     _assert_no_secrets(result.detail)
 
 
@@ -337,7 +337,7 @@ async def test_http_sms_success(vendor: VendorSmsServer, body_format: BodyFormat
         result = await channel.send(NOTE)
     finally:
         await channel.close()
-    assert result.outcome is Outcome.SENT, result
+    assert result.outcome is SendOutcome.SENT, result
     assert result.provider_id == "m1"
     [req] = vendor.requests
     assert (req.method, req.path) == ("POST", "/api/send")
@@ -358,7 +358,7 @@ async def test_http_sms_get_puts_fields_in_the_query(vendor: VendorSmsServer) ->
         result = await channel.send(NOTE)
     finally:
         await channel.close()
-    assert result.outcome is Outcome.SENT
+    assert result.outcome is SendOutcome.SENT
     assert vendor.requests[0].query["mobile"] == NOTE.recipient
     assert vendor.requests[0].body == b""
 
@@ -366,16 +366,16 @@ async def test_http_sms_get_puts_fields_in_the_query(vendor: VendorSmsServer) ->
 @pytest.mark.parametrize(
     ("answer", "outcome", "retry_after"),
     [
-        (Scripted(status=500), Outcome.RETRY, None),
-        (Scripted(status=503, headers={"Retry-After": "7"}), Outcome.RETRY, 7.0),
-        (Scripted(status=429, code="1001", message="too fast"), Outcome.RETRY, None),
-        (Scripted(status=200, code="1001", message="too fast"), Outcome.RETRY, None),
-        (Scripted(status=200, code="2002", message="bad number"), Outcome.FAILED, None),
-        (Scripted(status=400, code="4000", message="bad request"), Outcome.FAILED, None),
+        (Scripted(status=500), SendOutcome.RETRY, None),
+        (Scripted(status=503, headers={"Retry-After": "7"}), SendOutcome.RETRY, 7.0),
+        (Scripted(status=429, code="1001", message="too fast"), SendOutcome.RETRY, None),
+        (Scripted(status=200, code="1001", message="too fast"), SendOutcome.RETRY, None),
+        (Scripted(status=200, code="2002", message="bad number"), SendOutcome.FAILED, None),
+        (Scripted(status=400, code="4000", message="bad request"), SendOutcome.FAILED, None),
     ],
     ids=lambda v: f"{v.status}-{v.code}" if isinstance(v, Scripted) else str(v),
 )
-async def test_http_sms_outcomes(vendor: VendorSmsServer, answer: Scripted, outcome: Outcome,
+async def test_http_sms_outcomes(vendor: VendorSmsServer, answer: Scripted, outcome: SendOutcome,
                                  retry_after: float | None) -> None:
     vendor.script(answer)
     channel = HttpSms.from_settings(_settings(vendor))
@@ -393,7 +393,7 @@ async def test_http_sms_wrong_key_is_failed_and_not_echoed(vendor: VendorSmsServ
         result = await channel.send(NOTE)
     finally:
         await channel.close()
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is SendOutcome.FAILED
     assert "leaked-wrong-key" not in result.detail
 
 
@@ -402,7 +402,7 @@ async def test_http_sms_unknown_template_field_is_failed(vendor: VendorSmsServer
     channel = HttpSms.from_settings(settings)
     result = await channel.send(NOTE)
     await channel.close()
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is SendOutcome.FAILED
     assert "nope" in result.detail
     assert vendor.requests == []
 
@@ -413,7 +413,7 @@ async def test_http_sms_server_down_is_retry() -> None:
     channel = HttpSms.from_settings(settings)
     result = await channel.send(NOTE)
     await channel.close()
-    assert result.outcome is Outcome.RETRY
+    assert result.outcome is SendOutcome.RETRY
 
 
 def test_http_sms_settings_are_strict() -> None:

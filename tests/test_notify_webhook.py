@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.notify.base import Notification, Outcome
+from gateway.notify.base import Notification, SendOutcome
 from gateway.notify.channels.httpclient import mask_url, redact, retry_after
 from gateway.notify.channels.webhook import WebhookChannel, secret_key, sign, verify
 from tests.notify_servers import ProviderServer, Step, closed_port_url, standard_signature, whsec
@@ -85,7 +85,7 @@ def test_secret_formats() -> None:
 async def test_signed_delivery_is_verified_by_the_receiver() -> None:
     async with served() as (srv, ch):
         result = await ch.send(note())
-        assert (result.outcome, result.detail) == (Outcome.SENT, "HTTP 204")
+        assert (result.outcome, result.detail) == (SendOutcome.SENT, "HTTP 204")
         req = srv.requests[-1]
         assert (req.provider, req.method, req.path, req.problem) == (
             "webhook", "POST", "/hooks/parkwatch", None)
@@ -101,8 +101,8 @@ async def test_signed_delivery_is_verified_by_the_receiver() -> None:
 async def test_a_retry_reuses_the_webhook_id() -> None:
     async with served() as (srv, ch):
         srv.script(Step(503))
-        assert (await ch.send(note())).outcome is Outcome.RETRY
-        assert (await ch.send(note())).outcome is Outcome.SENT
+        assert (await ch.send(note())).outcome is SendOutcome.RETRY
+        assert (await ch.send(note())).outcome is SendOutcome.SENT
         assert [r.headers["webhook-id"] for r in srv.requests] == [note().key] * 2
 
 
@@ -116,30 +116,32 @@ async def test_document_ack_url_is_kept_when_the_notification_has_none() -> None
 
 async def test_unsigned_delivery_has_no_signature_header() -> None:
     async with served(secret=None, server_secret=None) as (srv, ch):
-        assert (await ch.send(note())).outcome is Outcome.SENT
+        assert (await ch.send(note())).outcome is SendOutcome.SENT
         assert "webhook-signature" not in srv.requests[-1].headers
 
 
 async def test_wrong_secret_is_rejected_permanently() -> None:
     async with served(secret=whsec(b"other key")) as (srv, ch):
         result = await ch.send(note())
-        assert (result.outcome, result.detail) == (Outcome.FAILED, "HTTP 401")
+        assert (result.outcome, result.detail) == (SendOutcome.FAILED, "HTTP 401")
         assert srv.requests[-1].problem == "signature"
 
 
 @pytest.mark.parametrize(("step", "outcome", "retry_after_s"), [
-    (Step(200, json={"ok": True}), Outcome.SENT, None),
-    (Step(202), Outcome.SENT, None),
-    (Step(500), Outcome.RETRY, None),
-    (Step(503, headers={"Retry-After": "30"}), Outcome.RETRY, 30.0),
-    (Step(429, headers={"Retry-After": formatdate(NOW + 90, usegmt=True)}), Outcome.RETRY, 90.0),
-    (Step(408), Outcome.RETRY, None),
-    (Step(400), Outcome.FAILED, None),
-    (Step(404), Outcome.FAILED, None),
-    (Step(410), Outcome.FAILED, None),
-    (Step(301, headers={"Location": "http://elsewhere/"}), Outcome.FAILED, None),
+    (Step(200, json={"ok": True}), SendOutcome.SENT, None),
+    (Step(202), SendOutcome.SENT, None),
+    (Step(500), SendOutcome.RETRY, None),
+    (Step(503, headers={"Retry-After": "30"}), SendOutcome.RETRY, 30.0),
+    (Step(429, headers={"Retry-After": formatdate(NOW + 90, usegmt=True)}), SendOutcome.RETRY,
+     90.0),
+    (Step(408), SendOutcome.RETRY, None),
+    (Step(400), SendOutcome.FAILED, None),
+    (Step(404), SendOutcome.FAILED, None),
+    (Step(410), SendOutcome.FAILED, None),
+    (Step(301, headers={"Location": "http://elsewhere/"}), SendOutcome.FAILED, None),
 ])
-async def test_status_classes(step: Step, outcome: Outcome, retry_after_s: float | None) -> None:
+async def test_status_classes(step: Step, outcome: SendOutcome,
+                              retry_after_s: float | None) -> None:
     async with served() as (srv, ch):
         srv.script(step)
         result = await ch.send(note())
@@ -150,9 +152,9 @@ async def test_status_classes(step: Step, outcome: Outcome, retry_after_s: float
 async def test_outage_then_recovery() -> None:
     async with served() as (srv, ch):
         srv.outage = Step(500)
-        assert [(await ch.send(note())).outcome for _ in range(3)] == [Outcome.RETRY] * 3
+        assert [(await ch.send(note())).outcome for _ in range(3)] == [SendOutcome.RETRY] * 3
         srv.outage = None
-        assert (await ch.send(note())).outcome is Outcome.SENT
+        assert (await ch.send(note())).outcome is SendOutcome.SENT
         assert [r.problem for r in await srv.wait_for(4)] == [None] * 4
 
 
@@ -160,11 +162,11 @@ async def test_timeout_and_refused_connection_are_retryable() -> None:
     async with served(timeout_s=0.2) as (srv, ch):
         srv.script(Step(delay_s=5))
         result = await ch.send(note())
-        assert (result.outcome, result.detail) == (Outcome.RETRY, "timeout after 0.2 s")
+        assert (result.outcome, result.detail) == (SendOutcome.RETRY, "timeout after 0.2 s")
     refused = WebhookChannel(url=closed_port_url() + "/hook", secret=SECRET, clock=lambda: NOW)
     try:
         result = await refused.send(note())
-        assert result.outcome is Outcome.RETRY
+        assert result.outcome is SendOutcome.RETRY
         assert "network error" in result.detail
     finally:
         await refused.close()
@@ -175,7 +177,7 @@ async def test_tokens_in_the_url_are_never_logged(caplog: pytest.LogCaptureFixtu
     token = "tok3n-0123456789-abcdef"
     async with served(path=f"/hook/{token}?access_token={token}") as (_, ch):
         result = await ch.send(note())
-        assert result.outcome is Outcome.SENT
+        assert result.outcome is SendOutcome.SENT
     assert "/hook/***?access_token=***" in caplog.text
     assert token not in caplog.text + result.detail
     assert SECRET not in caplog.text

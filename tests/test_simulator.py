@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.ingest.validate import Router
+from gateway.ingest.validate import Validator
 from gateway.tools.devservices import Mosquitto
 from gateway.tools.simulator.runner import (
     SimStats,
@@ -214,20 +214,20 @@ def test_count_includes_the_status_messages(sample_registry: Registry) -> None:
 
 
 @pytest.fixture
-def router(sample_registry: Registry) -> Router:
-    return Router(registry=sample_registry, root="parks", timezones={}, default_timezone=SH,
+def validator(sample_registry: Registry) -> Validator:
+    return Validator(registry=sample_registry, root="parks", timezones={}, default_timezone=SH,
                   max_payload_bytes=65536, max_age_s=7 * 86400, max_future_s=300)
 
 
 def test_garbage_covers_every_reason_and_each_is_refused_for_it(
-        sample_registry: Registry, router: Router) -> None:
+        sample_registry: Registry, validator: Validator) -> None:
     cases = garbage_messages(sample_registry, "parks")
     # rate_limited takes a flood, not one message (tests/test_hostile_input.py).
     assert sorted(reason for _, _, reason in cases) == sorted(
         set(RejectReason) - {RejectReason.RATE_LIMITED})
     for topic, payload, reason in cases:
         with pytest.raises(Rejection) as caught:
-            router.route(topic, payload, round(T0 * 1000))
+            validator.validate(topic, payload, round(T0 * 1000))
         assert caught.value.reason is reason, (topic, payload[:80])
 
 

@@ -55,7 +55,7 @@ async def test_append_read_commit_reopen(tmp_path: Path) -> None:
         # Reading does not consume: the same lines come back until committed.
         assert as_text(await wal.read_batch(100)) == as_text(batch)
         assert batch is not None
-        await wal.commit(batch)
+        await wal.mark_delivered(batch)
         assert await wal.read_batch(100) is None
         assert wal.pending_bytes == 0
     async with Wal(tmp_path) as wal:
@@ -72,7 +72,7 @@ async def test_read_batch_takes_whole_records_up_to_max_lines(tmp_path: Path) ->
         assert as_text(await wal.read_batch(2)) == lines("a", 3)  # one record at least
         first = await wal.read_batch(3)
         assert first is not None
-        await wal.commit(first)
+        await wal.mark_delivered(first)
         assert as_text(await wal.read_batch(100)) == lines("b", 3) + lines("c", 3)
 
 
@@ -98,7 +98,7 @@ async def test_crash_without_close_replays_exactly_the_uncommitted_records(
     await wal.append(lines("a", 2))
     batch = await wal.read_batch(100)
     assert batch is not None
-    await wal.commit(batch)
+    await wal.mark_delivered(batch)
     await wal.append(lines("b", 2))
     await wal.append(lines("c", 1))
     crash(wal)
@@ -140,7 +140,7 @@ async def test_segments_rotate_and_are_deleted_once_committed(tmp_path: Path) ->
         seen: list[str] = []
         while (batch := await wal.read_batch(8)) is not None:
             seen += as_text(batch)
-            await wal.commit(batch)
+            await wal.mark_delivered(batch)
         assert seen == [line for i in range(10) for line in lines(f"s{i}", 4)]
         assert len(segments(tmp_path)) == 1
         assert metrics.wal_pending_bytes._value.get() == 0
@@ -173,7 +173,7 @@ async def test_backpressure_blocks_append_until_commit(tmp_path: Path) -> None:
         assert not blocked.done()
         batch = await wal.read_batch(10_000)
         assert batch is not None
-        await wal.commit(batch)
+        await wal.mark_delivered(batch)
         await asyncio.wait_for(blocked, 5)
         assert not wal.full
         assert as_text(await wal.read_batch(100)) == lines("late", 1)
@@ -208,25 +208,25 @@ async def test_unreadable_checkpoint_replays_everything(tmp_path: Path) -> None:
         await wal.append(lines("a", 2))
         batch = await wal.read_batch(100)
         assert batch is not None
-        await wal.commit(batch)
+        await wal.mark_delivered(batch)
         await wal.append(lines("b", 1))
     (tmp_path / "checkpoint").write_text("garbage")
     async with Wal(tmp_path) as wal:
         assert as_text(await wal.read_batch(100)) == lines("a", 2) + lines("b", 1)
 
 
-async def test_wait_for_data_and_wait_committed(tmp_path: Path) -> None:
+async def test_wait_for_data_and_wait_delivered(tmp_path: Path) -> None:
     async with Wal(tmp_path) as wal:
         assert not await wal.wait_for_data(0.01)
         waiter = asyncio.create_task(wal.wait_for_data(5))
         await wal.append(lines("a", 1))
         assert await waiter
         end = wal.end
-        assert not await wal.wait_committed(end, 0.01)
+        assert not await wal.wait_delivered(end, 0.01)
         batch = await wal.read_batch(10)
         assert batch is not None
-        committed = asyncio.create_task(wal.wait_committed(end, 5))
-        await wal.commit(batch)
+        committed = asyncio.create_task(wal.wait_delivered(end, 5))
+        await wal.mark_delivered(batch)
         assert await committed
 
 
@@ -240,7 +240,7 @@ async def test_append_before_open_is_an_error(tmp_path: Path) -> None:
 async def test_drop_oldest_evicts_whole_sealed_segments_and_counts_them_exactly(
         tmp_path: Path) -> None:
     metrics = Metrics()
-    async with Wal(tmp_path, segment_bytes=300, max_bytes=1500, full_policy="drop_oldest",
+    async with Wal(tmp_path, segment_bytes=300, max_bytes=1500, full_policy="drop_oldest_telemetry",
                    metrics=metrics, name="bulk") as wal:
         appended = 0
         for i in range(40):   # far more than fits: appends never wait, old segments go
@@ -251,7 +251,7 @@ async def test_drop_oldest_evicts_whole_sealed_segments_and_counts_them_exactly(
         delivered: list[str] = []
         while (batch := await wal.read_batch(1000)) is not None:
             delivered += as_text(batch)
-            await wal.commit(batch)
+            await wal.mark_delivered(batch)
         # Every line is either delivered or counted as evicted, never both, never neither.
         assert len(delivered) + wal.evicted_lines == appended
         assert len(set(delivered)) == len(delivered)
@@ -265,24 +265,24 @@ async def test_drop_oldest_evicts_whole_sealed_segments_and_counts_them_exactly(
 
 async def test_eviction_never_touches_the_batch_being_sent(tmp_path: Path) -> None:
     async with Wal(tmp_path, segment_bytes=200, max_bytes=100_000,
-                   full_policy="drop_oldest") as wal:
+                   full_policy="drop_oldest_telemetry") as wal:
         for i in range(12):
             await wal.append(lines(f"r{i}", 3))
         inflight = await wal.read_batch(9)   # spans the first segments
         assert inflight is not None
         evicted = await wal.evict_oldest(10_000_000)   # as much as it may
         assert evicted.segments > 0
-        await wal.commit(inflight)            # the writer's batch was delivered in full
+        await wal.mark_delivered(inflight)            # the writer's batch was delivered in full
         rest: list[str] = []
         while (batch := await wal.read_batch(1000)) is not None:
             rest += as_text(batch)
-            await wal.commit(batch)
+            await wal.mark_delivered(batch)
         assert len(inflight.lines) + len(rest) + evicted.lines == 36
         assert not set(as_text(inflight)) & set(rest)
 
 
 async def test_a_gap_left_by_eviction_survives_a_restart(tmp_path: Path) -> None:
-    async with Wal(tmp_path, segment_bytes=200, full_policy="drop_oldest") as wal:
+    async with Wal(tmp_path, segment_bytes=200, full_policy="drop_oldest_telemetry") as wal:
         for i in range(10):
             await wal.append(lines(f"g{i}", 3))
         evicted = await wal.evict_oldest(400)
@@ -292,7 +292,7 @@ async def test_a_gap_left_by_eviction_survives_a_restart(tmp_path: Path) -> None
         seen: list[str] = []
         while (batch := await wal.read_batch(1000)) is not None:
             seen += as_text(batch)
-            await wal.commit(batch)
+            await wal.mark_delivered(batch)
         assert len(seen) + evicted.lines == 30
         assert seen[-1] == lines("g9", 3)[-1]
 
@@ -349,7 +349,7 @@ async def test_streams_split_lines_and_drain_priority_with_its_own_checkpoint(
         assert as_text(await wal.bulk.read_batch(100)) == telemetry(3)
         batch = await wal.priority.read_batch(100)
         assert batch is not None
-        await wal.priority.commit(batch)
+        await wal.priority.mark_delivered(batch)
         crash(wal.priority)
         crash(wal.bulk)
     async with WalStreams(tmp_path, max_bytes=1 << 20) as wal:
@@ -370,7 +370,7 @@ async def test_block_policy_stops_telemetry_but_alarms_still_get_the_reserve(
         assert as_text(await wal.priority.read_batch(100)) == [ALARM, EVENT]
         batch = await wal.bulk.read_batch(1_000_000)
         assert batch is not None
-        await wal.bulk.commit(batch)
+        await wal.bulk.mark_delivered(batch)
         await asyncio.wait_for(pending, 5)
         assert wal.bulk.evicted_lines == 0
 
@@ -388,7 +388,7 @@ async def test_drop_oldest_telemetry_evicts_only_bulk(tmp_path: Path) -> None:
         bulk: list[str] = []
         while (batch := await wal.bulk.read_batch(100_000)) is not None:
             bulk += as_text(batch)
-            await wal.bulk.commit(batch)
+            await wal.bulk.mark_delivered(batch)
         assert len(bulk) + wal.evicted_lines == 600 * 50
         assert metrics.value("parkwatch_wal_evicted_lines_total", stream="bulk") \
             == wal.evicted_lines
@@ -406,7 +406,7 @@ async def test_a_log_from_an_older_version_is_replayed_first_then_removed(
         batch = await legacy.read_batch(100)
         assert as_text(batch) == lines("old", 2)
         assert batch is not None
-        await legacy.commit(batch)
+        await legacy.mark_delivered(batch)
     assert not segments(tmp_path)
     async with WalStreams(tmp_path) as wal:
         assert [w.name for w in wal.streams] == ["priority", "bulk"]

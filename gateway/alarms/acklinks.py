@@ -193,7 +193,7 @@ def _check(conn: sqlite3.Connection, secret: bytes, token: str, now_ms: int,
                     issued_at_ms=issued, expires_at_ms=expires, used_at_ms=used)
 
 
-def _purge(conn: sqlite3.Connection, before_ms: int) -> int:
+def _prune(conn: sqlite3.Connection, before_ms: int) -> int:
     cur = conn.execute("DELETE FROM ack_tokens WHERE expires_at_ms < ?", (before_ms,))
     if conn.in_transaction:
         conn.commit()
@@ -284,7 +284,7 @@ class AckLinks:
         await self._ensure_schema()
         return await self._store.execute(_check, self._secret, token, self.now_ms(), True)
 
-    async def purge(self, *, older_than_s: float = 7 * 24 * 3600) -> int:
+    async def prune(self, *, older_than_s: float = 7 * 24 * 3600) -> int:
         """Delete rows that expired more than ``older_than_s`` ago; the number deleted."""
         await self._ensure_schema()
-        return await self._store.execute(_purge, self.now_ms() - int(older_than_s * 1000))
+        return await self._store.execute(_prune, self.now_ms() - int(older_than_s * 1000))

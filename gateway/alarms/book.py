@@ -35,7 +35,7 @@ from rules.engine import Engine, EngineState
 from rules.loader import load_rules
 from rules.model import RuleSet
 from rules.observation import Observation
-from rules.system import Condition
+from rules.system import HealthCondition
 from sensors.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def retained_payload(alarm: Alarm, ack_url: str | None) -> bytes:
     return json.dumps(alarm.document(ack_url), ensure_ascii=False).encode()
 
 
-class AlarmBook:
+class AlarmKeeper:
     """Owns the engine and the store. Every method runs on the event loop; the engine is only
     ever touched from here, so concurrent messages cannot race on alarm state."""
 
@@ -108,7 +108,7 @@ class AlarmBook:
 
     @classmethod
     def from_paths(cls, *, rules_path: Path, registry: Registry, state_dir: Path,
-                   lateness_s: float) -> AlarmBook:
+                   lateness_s: float) -> AlarmKeeper:
         return cls(rules=load_rules(rules_path), registry=registry,
                    store=AlarmStore(state_dir / "alarms.sqlite3"), lateness_s=lateness_s)
 
@@ -135,7 +135,7 @@ class AlarmBook:
         assert self.engine is not None
         return self.engine.tick(at_ms)
 
-    def conditions(self, conditions: Sequence[Condition], at_ms: int) -> list[Transition]:
+    def conditions(self, conditions: Sequence[HealthCondition], at_ms: int) -> list[Transition]:
         """Gateway-health alarms raised or cleared (rules/system.py)."""
         assert self.engine is not None
         out: list[Transition] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.alarms.book import AlarmBook, now_ms
+from gateway.alarms.book import AlarmKeeper, now_ms
 from gateway.runtime.gateway import Gateway
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
 
@@ -17,7 +17,7 @@ class GatewayAlarmService:
         self._gateway = gateway
 
     @property
-    def _book(self) -> AlarmBook:
+    def _book(self) -> AlarmKeeper:
         if self._gateway.alarms is None:
             raise ValueError("alarms are disabled in this gateway's configuration")
         return self._gateway.alarms

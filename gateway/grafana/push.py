@@ -63,7 +63,7 @@ class PushError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class PushOutcome:
     kind: str      # datasource | folder | dashboard
     name: str
     uid: str
@@ -355,12 +355,12 @@ class GrafanaSession:
 
 def push(grafana: GrafanaSession, datasource: Datasource,
          dashboards: Mapping[str, dict[str, Any]], *, folder_title: str = "ParkWatch",
-         report: Callable[[Outcome], None] = lambda o: None) -> list[Outcome]:
+         report: Callable[[PushOutcome], None] = lambda o: None) -> list[PushOutcome]:
     """Upsert the datasource, the folder, then each dashboard; ``report`` hears each result."""
     grafana.check_health()
-    outcomes: list[Outcome] = []
+    outcomes: list[PushOutcome] = []
 
-    def done(outcome: Outcome) -> None:
+    def done(outcome: PushOutcome) -> None:
         outcomes.append(outcome)
         report(outcome)
 
@@ -371,10 +371,10 @@ def push(grafana: GrafanaSession, datasource: Datasource,
     return outcomes
 
 
-def _upsert_datasource(grafana: GrafanaSession, ds: Datasource) -> Outcome:
+def _upsert_datasource(grafana: GrafanaSession, ds: Datasource) -> PushOutcome:
     body = ds.body()
     existing = grafana.get_datasource(DATASOURCE_UID)
-    outcome = Outcome("datasource", DATASOURCE_NAME, DATASOURCE_UID, "created")
+    outcome = PushOutcome("datasource", DATASOURCE_NAME, DATASOURCE_UID, "created")
     if existing is None:
         grafana.create_datasource(body)
         return outcome
@@ -387,9 +387,9 @@ def _upsert_datasource(grafana: GrafanaSession, ds: Datasource) -> Outcome:
     return _replace(outcome, "updated")
 
 
-def _upsert_folder(grafana: GrafanaSession, title: str) -> Outcome:
+def _upsert_folder(grafana: GrafanaSession, title: str) -> PushOutcome:
     existing = grafana.get_folder(FOLDER_UID)
-    outcome = Outcome("folder", title, FOLDER_UID, "created")
+    outcome = PushOutcome("folder", title, FOLDER_UID, "created")
     if existing is None:
         grafana.create_folder(FOLDER_UID, title)
         return outcome
@@ -399,11 +399,11 @@ def _upsert_folder(grafana: GrafanaSession, title: str) -> Outcome:
     return _replace(outcome, "updated")
 
 
-def _upsert_dashboard(grafana: GrafanaSession, stem: str, dashboard: dict[str, Any]) -> Outcome:
+def _upsert_dashboard(grafana: GrafanaSession, stem: str, dashboard: dict[str, Any]) -> PushOutcome:
     uid = str(dashboard.get("uid") or f"parkwatch-{stem}"[:40])
     wanted = {k: v for k, v in dashboard.items() if k not in _VOLATILE_DASHBOARD_KEYS}
     wanted["uid"] = uid
-    outcome = Outcome("dashboard", str(wanted.get("title", stem)), uid, "created")
+    outcome = PushOutcome("dashboard", str(wanted.get("title", stem)), uid, "created")
     existing = grafana.get_dashboard(uid)
     if existing is not None:
         meta = existing.get("meta") or {}
@@ -420,5 +420,5 @@ def _upsert_dashboard(grafana: GrafanaSession, stem: str, dashboard: dict[str, A
     return outcome
 
 
-def _replace(outcome: Outcome, action: str) -> Outcome:
-    return Outcome(outcome.kind, outcome.name, outcome.uid, action)
+def _replace(outcome: PushOutcome, action: str) -> PushOutcome:
+    return PushOutcome(outcome.kind, outcome.name, outcome.uid, action)

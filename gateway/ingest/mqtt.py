@@ -173,11 +173,11 @@ class MqttSession:
                 self._resume_reading()
             yield batch
 
-    def ack(self, message: Inbound) -> None:
+    def puback(self, message: Inbound) -> None:
         """Acknowledge a QoS 1 message, unless the connection that delivered it is gone."""
-        self.ack_all((message,))
+        self.puback_all((message,))
 
-    def ack_all(self, messages: Iterable[Inbound]) -> None:
+    def puback_all(self, messages: Iterable[Inbound]) -> None:
         """Acknowledge messages in receive order; metrics are updated once per call."""
         acked = stale = 0
         generation, connected = self._generation, self.connected
@@ -396,7 +396,7 @@ class MqttSession:
         try:
             topic = msg.topic
         except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", "replace")  # the router rejects it as bad_topic
+            topic = msg._topic.decode("utf-8", "replace")  # the validator rejects it as bad_topic
         self._inbox.append(Inbound(topic, bytes(msg.payload), msg.qos, msg.mid, bool(msg.retain),
                                    time.time_ns() // 1_000_000, self._generation))
         if msg.qos:

@@ -16,7 +16,7 @@ receive time. The limit stops runaway firmware and floods of current messages; i
 access control (that is the broker's ACL, see docs/security.md).
 
 Pure: callers pass the times in; state is bounded by the number of registered devices because
-the router asks only after the registry lookup.
+the validator asks only after the registry lookup.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """From (topic, payload) to InfluxDB lines, or to a rejection with a reason.
 
-The router knows the topic layout (contract §2), the device registry and the spoofing guard, and
+The validator knows the topic layout (contract §2), the device registry and the spoofing guard, and
 hands the payload to the sensor kind's decoder, then applies the per-device rate limit. It does
 no I/O and reads no clock: time comes in with the message, so it is tested without a broker. Its
 only state is the rate limiter's buckets.
 
-Whatever the bytes, :meth:`Router.route` returns :class:`Routed` or raises :class:`Rejection`;
+Whatever the bytes, :meth:`Validator.route` returns :class:`Validated` or raises :class:`Rejection`;
 any other exception is a bug (tests/test_decoders_fuzz.py and tests/test_fuzz_corpus.py).
 """
 
@@ -35,7 +35,7 @@ class MessageType(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Routed:
+class Validated:
     """An accepted message: the lines to make durable and what the live view shows."""
 
     device: Device
@@ -62,7 +62,7 @@ class _DeviceWire:
     timezone: ZoneInfo
 
 
-class Router:
+class Validator:
     """Validates topics against the registry and decodes payloads into line protocol."""
 
     def __init__(self, *, registry: Registry, root: str, timezones: Mapping[str, ZoneInfo],
@@ -100,8 +100,8 @@ class Router:
         when the main session's in-flight window is full of telemetry waiting for room."""
         return [f"{self._prefix}+/+/+/event", f"{self._prefix}+/+/+/status"]
 
-    def route(self, topic: str | bytes, payload: bytes, received_at_ms: int,
-              retained: bool = False) -> Routed:
+    def validate(self, topic: str | bytes, payload: bytes, received_at_ms: int,
+              retained: bool = False) -> Validated:
         """Decode one message or raise :class:`Rejection`."""
         wire, mtype = self._resolve(_topic_text(topic))
         if len(payload) > self._max_payload:
@@ -112,18 +112,18 @@ class Router:
             # a fire alarm held back is worse than any flood.
             return self._event(wire, payload, received_at_ms)
         if mtype is MessageType.TELEMETRY:
-            routed = self._telemetry(wire, payload, received_at_ms)
+            validated = self._telemetry(wire, payload, received_at_ms)
         else:
-            routed = self._status(wire, payload, received_at_ms, retained)
+            validated = self._status(wire, payload, received_at_ms, retained)
         # After decoding: a broken message is reported for what it is, and the device's own
         # (trusted) time is known, which lets a replayed backlog through (ingest/ratelimit.py).
         if not self.limiter.allow(wire.device.device, received_ms=received_at_ms,
-                                  device_ms=routed.latest_ts_ms):
+                                  device_ms=validated.latest_ts_ms):
             raise Rejection(RejectReason.RATE_LIMITED,
                             f"device {wire.device.device!r} sends more than "
                             f"{self.limiter.rate_per_s:g} messages/s (burst "
                             f"{self.limiter.burst})")
-        return routed
+        return validated
 
     def _resolve(self, topic: str) -> tuple[_DeviceWire, MessageType]:
         if _REPLACEMENT in topic:
@@ -158,7 +158,7 @@ class Router:
         return TimeContext(received_at_ms=received_at_ms, timezone=wire.timezone,
                            max_age_s=self._max_age_s, max_future_s=self._max_future_s)
 
-    def _telemetry(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Routed:
+    def _telemetry(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Validated:
         dev = wire.device
         tel = decode_telemetry(payload, KIND_BY_NAME[dev.kind], self._ctx(wire, received_at_ms),
                                limits=dev.limits, max_bytes=self._max_payload,
@@ -187,11 +187,11 @@ class Router:
             observations.append(Reading(dev.device, ts_ms, sample.values, received_at_ms,
                                         sample.clock_trusted))
         newest = tel.samples[-1] if tel.samples else None
-        return Routed(dev, MessageType.TELEMETRY, lines, len(tel.samples), untrusted,
+        return Validated(dev, MessageType.TELEMETRY, lines, len(tel.samples), untrusted,
                       dict(newest.values) if newest else {},
                       newest.ts_ms if newest else received_at_ms, tel.seq, tuple(observations))
 
-    def _event(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Routed:
+    def _event(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Validated:
         ev = decode_event(payload, self._ctx(wire, received_at_ms), max_bytes=self._max_payload)
         fields: dict[str, float | int | bool | str] = {"detail": ev.detail, "point": ev.point}
         if ev.seq is not None:
@@ -199,12 +199,12 @@ class Router:
         line = encode_line(self._events_measurement, wire.event_tags[ev.type], fields, ev.ts_ms)
         obs = DeviceEvent(wire.device.device, ev.ts_ms, ev.type, received_at_ms, ev.point,
                           ev.detail)
-        return Routed(wire.device, MessageType.EVENT, [line], 0,
+        return Validated(wire.device, MessageType.EVENT, [line], 0,
                       0 if ev.clock_trusted else 1, {"event": ev.type.value}, ev.ts_ms, ev.seq,
                       (obs,))
 
     def _status(self, wire: _DeviceWire, payload: bytes, received_at_ms: int,
-                retained: bool) -> Routed:
+                retained: bool) -> Validated:
         status = decode_status(payload)
         # A retained status delivered on subscribe is an old announcement, not news: say so.
         fields: dict[str, float | int | bool | str] = {
@@ -214,7 +214,7 @@ class Router:
         # a retained "offline" (a Will) is still the truth about the device.
         observations: tuple[Observation, ...] = () if retained and status.online else (
             StatusChange(wire.device.device, status.online, received_at_ms),)
-        return Routed(wire.device, MessageType.STATUS, [line], 0, 0,
+        return Validated(wire.device, MessageType.STATUS, [line], 0, 0,
                       {"online": status.online}, received_at_ms, None, observations)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-class Outcome(enum.StrEnum):
+class SendOutcome(enum.StrEnum):
     SENT = "sent"          # the provider accepted it
     RETRY = "retry"        # temporary: network, 5xx, throttled; try again later
     FAILED = "failed"      # permanent: bad credentials, bad number, rejected template
@@ -40,22 +40,22 @@ class Notification:
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    outcome: Outcome
+    outcome: SendOutcome
     detail: str = ""
     retry_after_s: float | None = None
     provider_id: str | None = None     # the provider's message/request id, for the audit trail
 
     @classmethod
     def sent(cls, provider_id: str | None = None, detail: str = "") -> SendResult:
-        return cls(Outcome.SENT, detail, None, provider_id)
+        return cls(SendOutcome.SENT, detail, None, provider_id)
 
     @classmethod
     def retry(cls, detail: str, retry_after_s: float | None = None) -> SendResult:
-        return cls(Outcome.RETRY, detail, retry_after_s)
+        return cls(SendOutcome.RETRY, detail, retry_after_s)
 
     @classmethod
     def failed(cls, detail: str) -> SendResult:
-        return cls(Outcome.FAILED, detail)
+        return cls(SendOutcome.FAILED, detail)
 
 
 class Channel(Protocol):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from gateway.logs import RateLimited
 from gateway.metrics import Metrics
-from gateway.notify.base import Channel, Notification, Outcome, SendResult
+from gateway.notify.base import Channel, Notification, SendOutcome, SendResult
 from gateway.notify.outbox import Outbox, Pending, outbox_row
 from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
 
@@ -277,7 +277,7 @@ class Dispatcher:
             except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
                 result = SendResult.retry(f"channel error: {exc!r}")
             now_ms = int(self._clock() * 1000)
-            if result.outcome is not Outcome.SENT:
+            if result.outcome is not SendOutcome.SENT:
                 # A failed digest is retried at once when due, not after the group interval.
                 for p in batch:
                     self._holds.pop(p.group_key, None)
@@ -291,13 +291,13 @@ class Dispatcher:
                 lines.append(self._line(n.channel, n.recipient, n.alarm, outcome,
                                         self._audit_ms(now_ms),
                                         (self._clock() - started) * 1000, pending.attempts + 1))
-            if result.outcome is not Outcome.SENT:
+            if result.outcome is not SendOutcome.SENT:
                 self._warn.warning(f"{message.channel}:{result.outcome.value}",
                                    "notification via %s %s: %s", message.channel,
                                    result.outcome.value, result.detail)
             await self._audit(lines)
             if self._on_outcome is not None:
-                self._on_outcome(message.channel, result.outcome is Outcome.SENT)
+                self._on_outcome(message.channel, result.outcome is SendOutcome.SENT)
         finally:
             self._inflight.difference_update(p.notification.key for p in batch)
             self._wake.set()
@@ -305,13 +305,13 @@ class Dispatcher:
     async def _record(self, pending: Pending, result: SendResult, now_ms: int,
                       delay_s: float) -> str:
         n = pending.notification
-        dead = result.outcome is Outcome.RETRY and now_ms >= pending.deadline_ms
+        dead = result.outcome is SendOutcome.RETRY and now_ms >= pending.deadline_ms
         next_at = None
-        if result.outcome is Outcome.RETRY and not dead:
+        if result.outcome is SendOutcome.RETRY and not dead:
             next_at = now_ms + int(delay_s * 1000)
         await self._outbox.record(n.key, result, now_ms=now_ms, next_at_ms=next_at, dead=dead)
         outcome = "dead" if dead else result.outcome.value
-        gave_up = dead or result.outcome is Outcome.FAILED
+        gave_up = dead or result.outcome is SendOutcome.FAILED
         if gave_up and not await self._fall_back(pending, now_ms) and self._on_dead is not None:
             # Nobody else will carry this message: the gateway raises an alarm about it.
             self._on_dead(pending, f"{outcome}: {result.detail}")

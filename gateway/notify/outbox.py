@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.alarms.store import OUTBOX_INSERT, AlarmStore
-from gateway.notify.base import Notification, Outcome, SendResult
+from gateway.notify.base import Notification, SendOutcome, SendResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +91,11 @@ class Outbox:
                      next_at_ms: int | None = None, dead: bool = False) -> None:
         """Store the outcome of one attempt: sent, failed for good, retry at ``next_at_ms``,
         or dead (gave up at the deadline)."""
-        if result.outcome is Outcome.SENT:
+        if result.outcome is SendOutcome.SENT:
             state = "sent"
         elif dead:
             state = "dead"
-        elif result.outcome is Outcome.FAILED:
+        elif result.outcome is SendOutcome.FAILED:
             state = "failed"
         else:
             state = "pending"

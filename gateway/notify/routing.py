@@ -134,7 +134,7 @@ class Contact(_Model):
     channels: Names = ()                    # the channels this contact relies on
 
 
-class Match(_Model):
+class RouteMatch(_Model):
     """All given conditions must hold; an empty match matches everything."""
 
     min_severity: Severity | None = None
@@ -160,7 +160,7 @@ class RouteNode(_Model):
     """A node of the routing tree. ``None`` means "inherit from the parent"."""
 
     name: str = ""
-    match: Match = Match()
+    match: RouteMatch = RouteMatch()
     receivers: Names | None = None
     channels: Names | None = None           # restricts each receiver's channels to these
     group_by: Names | None = None

@@ -7,7 +7,7 @@
       [inbox]  MqttSession: reading pauses when full (policy: block; the broker holds messages)
          │ batches of ≤ ingest.commit_batch
          ▼
-      validate ── Router: topic → registry → spoofing guard → decoder → line protocol
+      validate ── Validator: topic → registry → spoofing guard → decoder → line protocol
          │   │                                     └── observations ──▶ rule engine (pure)
          │   └── rejected ──▶ dead-letter publish ──PUBACK──▶ ack original
          ▼                          alarm ticker (1 s) ──▶ rule engine timers ──┐
@@ -46,12 +46,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.alarms.acklinks import AckGrant, AckLinks
-from gateway.alarms.book import AlarmBook, alarm_line, alarm_topic, retained_payload
+from gateway.alarms.book import AlarmKeeper, alarm_line, alarm_topic, retained_payload
 from gateway.alarms.book import now_ms as _now_ms
 from gateway.config import Settings
 from gateway.ingest import deadletter
 from gateway.ingest.mqtt import Inbound, MqttSession, Will
-from gateway.ingest.validate import Routed, Router
+from gateway.ingest.validate import Validated, Validator
 from gateway.ingest.watchdog import Heartbeat, IngestWatchdog
 from gateway.logs import RateLimited
 from gateway.metrics import Metrics
@@ -68,7 +68,7 @@ from rules.system import (
     NOTIFICATION_DEAD,
     STORAGE_FULL,
     SYSTEM_KIND,
-    Condition,
+    HealthCondition,
 )
 from sensors.base import Rejection
 from sensors.errors import ParkWatchError
@@ -125,10 +125,10 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.started_at = time.time()
         # Last accepted message per device (bounded by the registry): the live view's source.
-        self.latest: dict[str, Routed] = {}
+        self.latest: dict[str, Validated] = {}
         self.untrusted_clock_devices: set[str] = set()
         self._last_seq: dict[str, int] = {}
-        self.router = Router(
+        self.validator = Validator(
             registry=registry, root=settings.mqtt.topic_root,
             timezones={p: ZoneInfo(s.timezone) for p, s in settings.parks.items()},
             default_timezone=ZoneInfo(settings.default_timezone),
@@ -158,11 +158,11 @@ class Gateway:
         self.wal: WalStreams | None = None
         self.writer: InfluxWriter | None = None
         self.ready = asyncio.Event()
-        self.alarms: AlarmBook | None = None
+        self.alarms: AlarmKeeper | None = None
         self.notifier: Notifier | None = None
         self.ack_links: AckLinks | None = None
         if settings.alarms.enabled:
-            self.alarms = AlarmBook.from_paths(rules_path=settings.rules, registry=registry,
+            self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
                                                state_dir=settings.state_dir,
                                                lateness_s=settings.alarms.lateness_s)
         if self.alarms is not None and settings.notify.ack_secret is not None:
@@ -173,7 +173,7 @@ class Gateway:
                 store=self.alarms.store, ttl_s=settings.notify.ack_ttl_s)
         self._state_saved_at = 0.0
         # Gateway-health conditions waiting for the alarm ticker (rules/system.py).
-        self._conditions: list[Condition] = []
+        self._conditions: list[HealthCondition] = []
         self._dead_channels: dict[tuple[str, str], Subject] = {}
         self._storage_alarmed = False
         self._counters = {t: self.metrics.received.labels(type=t) for t in (*_TYPES, "other")}
@@ -253,7 +253,7 @@ class Gateway:
             # manager restart us, and let the broker redeliver what was not acknowledged.
             raise StageFailed(", ".join(t.get_name() for t in failed))
 
-    async def _open_notifier(self, book: AlarmBook, wal: WalStreams) -> Notifier | None:
+    async def _open_notifier(self, book: AlarmKeeper, wal: WalStreams) -> Notifier | None:
         def active() -> list[Alarm]:
             return book.engine.active() if book.engine is not None else []
         if self.ack_links is not None:
@@ -289,21 +289,21 @@ class Gateway:
                 suffix = msg.topic.rpartition("/")[2]
                 received[suffix if suffix in _TYPES else "other"] += 1
                 try:
-                    routed = self.router.route(msg.topic, msg.payload, msg.received_at_ms,
+                    validated = self.validator.validate(msg.topic, msg.payload, msg.received_at_ms,
                                                msg.retain)
                 except Rejection as rejection:
                     self._reject(session, msg, rejection)
                     continue
-                if routed.seq is not None and routed.type.value == "event" \
+                if validated.seq is not None and validated.type.value == "event" \
                         and self.alarms is not None:
-                    deduped = self._dedup_event(routed, msg.payload, event_keys)
+                    deduped = self._dedup_event(validated, msg.payload, event_keys)
                     if deduped is None:   # a repeat: acknowledged once durable, nothing else
                         work.messages.append(msg)
                         continue
-                    routed = deduped
-                self._accept(work, msg, routed)
-                if self.alarms is not None and routed.observations:
-                    observed.extend(routed.observations)
+                    validated = deduped
+                self._accept(work, msg, validated)
+                if self.alarms is not None and validated.observations:
+                    observed.extend(validated.observations)
             if observed:
                 self._add_transitions(work, self.alarms.observe(observed, _now_ms())
                                       if self.alarms is not None else [])
@@ -312,17 +312,17 @@ class Gateway:
             self.metrics.queue_depth.labels(queue="commit").set(self._commit_q.qsize())
             await self._commit_q.put(work)
 
-    def _accept(self, work: _Committable, msg: Inbound, routed: Routed) -> None:
-        work.lines.extend(routed.lines)
+    def _accept(self, work: _Committable, msg: Inbound, validated: Validated) -> None:
+        work.lines.extend(validated.lines)
         work.messages.append(msg)
-        work.accepted_by_type[routed.type.value] += 1
-        work.samples += routed.samples
-        if routed.untrusted:
-            self.metrics.untrusted_clock.inc(routed.untrusted)
-            self.untrusted_clock_devices.add(routed.device.device)
-        self.latest[routed.device.device] = routed
-        if routed.seq is not None:
-            self._track_seq(routed.device.device, routed.seq)
+        work.accepted_by_type[validated.type.value] += 1
+        work.samples += validated.samples
+        if validated.untrusted:
+            self.metrics.untrusted_clock.inc(validated.untrusted)
+            self.untrusted_clock_devices.add(validated.device.device)
+        self.latest[validated.device.device] = validated
+        if validated.seq is not None:
+            self._track_seq(validated.device.device, validated.seq)
 
     async def _commit_stage(self) -> None:
         """Alarms first: priority lines (alarms, events, status) and the alarm store are made
@@ -373,7 +373,7 @@ class Gateway:
                     await self.wal.bulk.append(work.lines)
                 current = session()
                 if current is not None:
-                    current.ack_all(work.messages)
+                    current.puback_all(work.messages)
                 for mtype, n in work.accepted_by_type.items():
                     self.metrics.accepted.labels(type=mtype).inc(n)
                 self.metrics.readings.inc(work.samples)
@@ -458,7 +458,7 @@ class Gateway:
         in-flight window and its own ack stage. Returns [validate task, ack task]."""
         s = self.settings
         lane = MqttSession(settings=s.mqtt, client_id=f"{s.client_id}-priority",
-                           subscriptions=self.router.priority_subscriptions(),
+                           subscriptions=self.validator.priority_subscriptions(),
                            metrics=self.metrics, queue_size=s.ingest.queue_size, primary=False)
         await exits.enter_async_context(lane)
         self.priority_session = lane
@@ -512,7 +512,7 @@ class Gateway:
                 task.cancel()
 
     def _subscriptions(self) -> list[str]:
-        topics = self.router.subscriptions()
+        topics = self.validator.subscriptions()
         if self.settings.mqtt.watchdog_s > 0:
             topics.append(self.probe_topic)
         return topics
@@ -548,7 +548,7 @@ class Gateway:
         for park in sorted({d.park for d in self.registry}) or ["parkwatch"]:
             subject = Subject(park=park, building="gateway", kind=SYSTEM_KIND,
                               location=f"ParkWatch {self.settings.instance}")
-            self.report(Condition(
+            self.report(HealthCondition(
                 STORAGE_FULL, "wal", subject, Severity.CRITICAL if block else Severity.MAJOR,
                 f"ParkWatch {self.settings.instance}: {why}" if full else
                 f"ParkWatch {self.settings.instance}: the write-ahead log has room again",
@@ -562,10 +562,10 @@ class Gateway:
                               location=f"ParkWatch {self.settings.instance}")
             message = (f"ParkWatch {self.settings.instance} receives nothing from the broker: "
                        f"{why}" if stalled else f"ParkWatch {self.settings.instance}: {why}")
-            self.report(Condition(INGEST_STALLED, "ingest", subject, Severity.CRITICAL, message,
-                                  active=stalled))
+            self.report(HealthCondition(INGEST_STALLED, "ingest", subject, Severity.CRITICAL,
+                                        message, active=stalled))
 
-    def report(self, condition: Condition) -> None:
+    def report(self, condition: HealthCondition) -> None:
         """Raise or clear a gateway-health alarm; the alarm ticker commits it within a tick."""
         if len(self._conditions) < MAX_PENDING_CONDITIONS:
             self._conditions.append(condition)
@@ -574,7 +574,7 @@ class Gateway:
         n = pending.notification
         subject = _system_subject(n.alarm, f"notification channel {n.channel}")
         self._dead_channels[(n.channel, subject.park)] = subject
-        self.report(Condition(
+        self.report(HealthCondition(
             NOTIFICATION_DEAD, n.channel, subject,
             Severity.CRITICAL if pending.fire_class else Severity.MAJOR,
             f"Notification {n.key} via {n.channel} was not delivered ({why})"))
@@ -585,7 +585,7 @@ class Gateway:
         for (chan, park), subject in list(self._dead_channels.items()):
             if chan == channel:   # the channel delivers again: its dead-notification alarm ends
                 del self._dead_channels[(chan, park)]
-                self.report(Condition(NOTIFICATION_DEAD, channel, subject, Severity.MAJOR,
+                self.report(HealthCondition(NOTIFICATION_DEAD, channel, subject, Severity.MAJOR,
                                       f"Channel {channel} delivers again", active=False))
 
     # -- helpers -------------------------------------------------------------------------------
@@ -597,21 +597,22 @@ class Gateway:
             work.grants.extend(self.notifier.take_grants())
         work.lines.extend(alarm_line(t.after) for t in transitions if t.published)
 
-    def _dedup_event(self, routed: Routed, payload: bytes, batch_keys: set[str]) -> Routed | None:
+    def _dedup_event(self, validated: Validated, payload: bytes,
+                     batch_keys: set[str]) -> Validated | None:
         """None for an event already evaluated (broker redelivery after a lost ack, or a device
         resending its publish): a second alarm transition or notification must not follow. The
         key is (device, seq, payload hash); the engine remembers it with its saved state, so
         the check survives a restart. Events without a seq are never treated as repeats."""
         digest = hashlib.blake2b(payload, digest_size=8).hexdigest()
-        key = f"{routed.device.device}|{routed.seq}|{digest}"
+        key = f"{validated.device.device}|{validated.seq}|{digest}"
         engine = self.alarms.engine if self.alarms is not None else None
         if key in batch_keys or (engine is not None and engine.seen_event(key)):
             self.metrics.duplicate_events.inc()
             return None
         batch_keys.add(key)
-        return replace(routed, observations=tuple(
+        return replace(validated, observations=tuple(
             replace(o, dedup_key=key) if isinstance(o, DeviceEvent) else o
-            for o in routed.observations))
+            for o in validated.observations))
 
     def _state_save_due(self) -> bool:
         return time.monotonic() - self._state_saved_at >= self.settings.alarms.state_save_s
@@ -651,7 +652,7 @@ class Gateway:
             if fut.cancelled() or fut.exception() is not None:
                 return  # not acked: the broker redelivers the original and we try again
             self.metrics.deadletter_published.inc()
-            session.ack(msg)
+            session.puback(msg)
 
         published.add_done_callback(_done)
 

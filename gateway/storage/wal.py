@@ -3,7 +3,7 @@
 ::
 
     ingest ──append(lines)──▶ 000000000001.wal 000000000002.wal … ──read_batch()──▶ InfluxWriter
-            (returns after fsync;                  checkpoint      ◀──commit(batch)──┘
+            (returns after fsync;                  checkpoint ◀──mark_delivered(batch)──┘
              blocks while full)
 
 A record is a 12-byte header (magic ``PWL1``, u32 payload length, u32 CRC-32 of the payload,
@@ -14,7 +14,8 @@ payload splits back into its lines exactly.
 Durability and recovery:
 
 * :meth:`Wal.append` returns only once its record is on disk (``fdatasync``); callers that
-  arrive while a write is in progress are written together by the next one (group commit).
+  arrive while a write is in progress are written together by the next
+  one (one fsync for the group).
 * The reader's position is a checkpoint file, replaced atomically and not fsynced: losing the
   newest checkpoint only replays data, and replays are harmless (same series and timestamp).
 * A crash mid-write leaves a torn tail in the newest segment; :meth:`Wal.open` truncates the
@@ -25,12 +26,13 @@ Durability and recovery:
   decides (move the segment aside to give up its data, or restore it).
 
 Backpressure: once ``max_bytes`` are waiting for InfluxDB, :meth:`Wal.append` waits until the
-writer commits (ingest then stops acknowledging and the broker holds the messages). The state is
-visible as :attr:`Wal.full` and in the ``wal_pending_bytes`` gauge, and logged on each change.
+writer marks data delivered (ingest then stops acknowledging and the broker holds the
+messages). The state is visible as :attr:`Wal.full` and in the ``wal_pending_bytes`` gauge,
+and logged on each change.
 Disk use is bounded by ``max_bytes`` plus one segment (the consumed part of the oldest segment,
 deleted when the reader leaves it) plus one group of records.
 
-Eviction (``full_policy="drop_oldest"``, used for bulk telemetry only, see
+Eviction (``full_policy="drop_oldest_telemetry"``, used for bulk telemetry only, see
 :mod:`gateway.storage.walstreams`): instead of waiting, an append that finds the log full deletes
 the oldest *sealed* segments, counting their lines and bytes. The segment holding the checkpoint and
 every segment the writer's in-flight batch touches are never evicted, so what the writer is
@@ -65,7 +67,7 @@ _SEGMENT_NAME = re.compile(r"^(\d{12})\.wal$")
 _CHECKPOINT = "checkpoint"
 _READ_BUFFER = 1 << 20
 
-FullPolicy = Literal["block", "drop_oldest"]
+FullPolicy = Literal["block", "drop_oldest_telemetry"]
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -87,7 +89,7 @@ class Eviction:
 
 @dataclass(frozen=True, slots=True)
 class WalBatch:
-    """Lines read from the checkpoint forward; hand it back to :meth:`Wal.commit` when stored."""
+    """Lines read from the checkpoint forward; give it to :meth:`Wal.mark_delivered` once stored."""
 
     lines: tuple[bytes, ...]
     start: WalPosition
@@ -133,7 +135,7 @@ class Wal:
                  others_bytes: Callable[[], int] | None = None,
                  on_change: Callable[[], None] | None = None) -> None:
         """``others_bytes`` counts bytes of sibling logs against this one's ``max_bytes`` (a
-        shared disk cap); ``on_change`` is called after every durable append, commit and
+        shared disk cap); ``on_change`` is called after every durable append, delivery and
         eviction, and takes over the whole-log gauges (the owner of several logs sums them)."""
         if segment_bytes <= 0 or max_bytes <= 0:
             raise ValueError("segment_bytes and max_bytes must be positive")
@@ -146,14 +148,14 @@ class Wal:
         self._policy = full_policy
         self._others_bytes = others_bytes
         self._on_change = on_change
-        # End of the batch the reader holds (read, not yet committed): never evicted.
+        # End of the batch the reader holds (read, not yet delivered): never evicted.
         self._inflight: WalPosition | None = None
         self.evicted_lines = 0
         self.evicted_bytes = 0
         # Durable size of every segment, oldest first; only the event loop touches it.
         self._sizes: dict[int, int] = {}
         self._checkpoint = WalPosition(1, 0)
-        # Write side, owned by the one group-commit task while it runs.
+        # Write side, owned by the one group-fsync task while it runs.
         self._fd: int | None = None
         self._wseg = 0
         self._wsize = 0
@@ -164,7 +166,7 @@ class Wal:
         self._open = False
         self._full = False
         self._data = asyncio.Event()      # set after each durable append
-        self._committed = asyncio.Event()  # set after each commit (space freed)
+        self._delivered = asyncio.Event()  # set after each mark_delivered (space freed)
         self._read_lock = asyncio.Lock()
         self.fsync_count = 0
 
@@ -248,11 +250,11 @@ class Wal:
         self._sizes[seg] = 0
 
     async def close(self) -> None:
-        """Finish pending appends and close the segment file. Uncommitted data stays on disk."""
+        """Finish pending appends and close the segment file. Undelivered data stays on disk."""
         if not self._open:
             return
         self._open = False
-        self._committed.set()  # appends waiting for space wake up and see the WAL closed
+        self._delivered.set()  # appends waiting for space wake up and see the WAL closed
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
         if self._fd is not None:
@@ -290,7 +292,7 @@ class Wal:
 
     @property
     def pending_bytes(self) -> int:
-        """Durable bytes not yet committed by the reader."""
+        """Durable bytes not yet delivered by the reader."""
         cp = self._checkpoint
         return sum(size for seg, size in self._sizes.items() if seg >= cp.segment) - cp.offset
 
@@ -334,7 +336,7 @@ class Wal:
         self._queue.append((record, fut))
         self._queued_bytes += len(record)
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._group_commit(), name="wal-group-commit")
+            self._flusher = asyncio.create_task(self._group_fsync(), name="wal-group-fsync")
         try:
             # Shielded: a cancelled caller must not interrupt a write other callers share.
             await asyncio.shield(fut)
@@ -354,7 +356,7 @@ class Wal:
 
     async def _wait_for_space(self) -> None:
         while self._used() >= self._max_bytes:
-            if self._policy == "drop_oldest":
+            if self._policy == "drop_oldest_telemetry":
                 evicted = await self.evict_oldest(self._used() - self._max_bytes + 1)
                 if evicted.segments:
                     continue
@@ -365,11 +367,11 @@ class Wal:
                 self._update_metrics()
                 log.warning("WAL %s is full (%d bytes wait for InfluxDB): appends wait "
                             "until the writer catches up", self.directory, self.pending_bytes)
-            self._committed.clear()
-            await self._committed.wait()
+            self._delivered.clear()
+            await self._delivered.wait()
             self._check_usable()
 
-    async def _group_commit(self) -> None:
+    async def _group_fsync(self) -> None:
         """Write everything queued with one write and one fsync, until the queue is empty."""
         while self._queue:
             group, self._queue = self._queue, []
@@ -393,7 +395,7 @@ class Wal:
             self._update_metrics()
 
     def _write_sync(self, data: bytes) -> tuple[int, int]:
-        """Runs in a worker thread; only one at a time (the group-commit task awaits it)."""
+        """Runs in a worker thread; only one at a time (the group-fsync task awaits it)."""
         if self._broken is not None:
             raise WalError(self._broken)
         try:
@@ -436,7 +438,7 @@ class Wal:
     # ---- read side (one reader: the InfluxDB writer) ------------------------------------------
 
     async def wait_for_data(self, timeout_s: float | None, *, min_bytes: int = 1) -> bool:
-        """Wait until ``min_bytes`` uncommitted bytes are durable; False if the timeout passed."""
+        """Wait until ``min_bytes`` undelivered bytes are durable; False if the timeout passed."""
         try:
             async with asyncio.timeout(timeout_s):
                 while self.pending_bytes < min_bytes:
@@ -446,13 +448,13 @@ class Wal:
             return False
         return True
 
-    async def wait_committed(self, position: WalPosition, timeout_s: float | None) -> bool:
+    async def wait_delivered(self, position: WalPosition, timeout_s: float | None) -> bool:
         """Wait until the checkpoint reaches ``position``; False if the timeout passed."""
         try:
             async with asyncio.timeout(timeout_s):
                 while self._checkpoint < position:
-                    self._committed.clear()
-                    await self._committed.wait()
+                    self._delivered.clear()
+                    await self._delivered.wait()
         except TimeoutError:
             return False
         return True
@@ -529,7 +531,7 @@ class Wal:
                            "data (it will be lost) or restore it from a backup, then restart")
         return payload
 
-    async def commit(self, batch: WalBatch) -> None:
+    async def mark_delivered(self, batch: WalBatch) -> None:
         """Advance the checkpoint past ``batch`` and delete the segments left behind."""
         self._check_usable()
         async with self._read_lock:
@@ -549,13 +551,13 @@ class Wal:
             self._full = False
             log.info("WAL %s has room again: appends resume", self.directory)
         self._update_metrics()
-        self._committed.set()
+        self._delivered.set()
 
     def wake(self) -> None:
         """Re-check for space now (a sibling log sharing the cap freed some)."""
-        self._committed.set()
+        self._delivered.set()
 
-    # ---- eviction (bulk telemetry under full_policy="drop_oldest") ----------------------------
+    # ---- eviction (bulk telemetry under full_policy="drop_oldest_telemetry") -------------------
 
     def _evictable(self) -> list[int]:
         """Sealed segments, oldest first, that neither the checkpoint nor the reader touch."""

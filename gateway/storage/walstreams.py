@@ -11,7 +11,7 @@ Why two logs rather than one log with priority-aware eviction: each stream stays
 append-only log with one checkpoint, so order within a stream, crash recovery and "delivered or
 counted, never both" all come from :class:`gateway.storage.wal.Wal` unchanged; evicting telemetry is
 deleting whole old bulk segments, which cannot touch an alarm. The price is one extra fsync per
-commit that carries both kinds of line (the two run in parallel).
+append that carries both kinds of line (the two run in parallel).
 
 The cap (``wal.max_bytes``) is shared. Bulk may fill it up to ``max_bytes − reserve`` (the
 reserve is ``wal.priority_share`` of the cap); priority lines may use whatever the bulk leaves,
@@ -32,17 +32,15 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
 from gateway.metrics import Metrics
-from gateway.storage.wal import Wal
+from gateway.storage.wal import FullPolicy, Wal
 
 log = logging.getLogger(__name__)
 
 #: Measurements that are never evicted and are delivered before telemetry (contract §5).
 PRIORITY_MEASUREMENTS = frozenset({"alarms", "events", "device_status", "gateway",
                                    "notifications"})
-StreamPolicy = Literal["block", "drop_oldest_telemetry"]
 #: Bulk segments are at most this fraction of the bulk share, so eviction frees space in
 #: reasonable steps instead of one huge segment at a time.
 _BULK_SEGMENTS_PER_CAP = 16
@@ -74,7 +72,7 @@ class WalStreams:
 
     def __init__(self, directory: Path, *, max_bytes: int = 1 << 30,
                  segment_bytes: int = 64 << 20, fsync: bool = True,
-                 full_policy: StreamPolicy = "block", priority_share: float = 0.1,
+                 full_policy: FullPolicy = "block", priority_share: float = 0.1,
                  metrics: Metrics | None = None) -> None:
         if not 0 < priority_share < 1:
             raise ValueError("priority_share must be between 0 and 1")
@@ -87,8 +85,7 @@ class WalStreams:
         self._changed = asyncio.Event()
         self.bulk = Wal(directory / "bulk", segment_bytes=bulk_segment, max_bytes=bulk_cap,
                         fsync=fsync, metrics=metrics, name="bulk",
-                        full_policy="drop_oldest" if full_policy == "drop_oldest_telemetry"
-                        else "block",
+                        full_policy=full_policy,
                         on_change=self._on_bulk_change)
         self.priority = Wal(directory / "priority", segment_bytes=segment_bytes,
                             max_bytes=max_bytes, fsync=fsync, metrics=metrics, name="priority",
@@ -170,12 +167,12 @@ class WalStreams:
         return self.bulk.evicted_lines
 
     def _bulk_share_used(self) -> int:
-        # Capped at the bulk share: a group commit may take the bulk a little past its cap,
+        # Capped at the bulk share: one group fsync may take the bulk a little past its cap,
         # and that must not eat into the reserve (the priority log would stall on telemetry).
         return min(self.bulk.pending_bytes + self.bulk.queued_bytes, self.bulk.max_bytes)
 
     def _on_bulk_change(self) -> None:
-        # Bulk commits and evictions free room under the shared cap for priority lines too.
+        # Bulk deliveries and evictions free room under the shared cap for priority lines too.
         self.priority.wake()
         self._on_change()
 
@@ -198,7 +195,7 @@ class WalStreams:
             await self.bulk.append(bulk)
 
     async def wait_for_data(self, timeout_s: float | None, *, min_bytes: int = 1) -> bool:
-        """Wait until ``min_bytes`` uncommitted bytes are durable in any stream."""
+        """Wait until ``min_bytes`` undelivered bytes are durable in any stream."""
         try:
             async with asyncio.timeout(timeout_s):
                 while self.pending_bytes < min_bytes:

@@ -1,6 +1,6 @@
 """What every rule kind shares: the alarm book, per-device clocks, subjects and messages.
 
-The :class:`Book` holds the one active alarm per fingerprint and records a
+The :class:`Ledger` holds the one active alarm per fingerprint and records a
 :class:`~rules.alarm.Transition` for every change, so the kinds never build transitions
 themselves and can never create a second alarm for a fingerprint.
 """
@@ -70,7 +70,7 @@ def render(template: string.Template, subject: Subject, rule: str, severity: Sev
     return " ".join(template.safe_substitute(fields).split())
 
 
-class Book:
+class Ledger:
     """Active alarms by fingerprint; every change appends one Transition to ``out``."""
 
     def __init__(self, *, new_id: Callable[[], str],

@@ -18,7 +18,7 @@ import string
 from typing import Any
 
 from rules.alarm import Alarm, AlarmState, Subject
-from rules.kinds.base import Book, render
+from rules.kinds.base import Ledger, render
 from rules.model import CoincidenceRule
 
 _LIVE = (AlarmState.FIRING, AlarmState.ACKNOWLEDGED)
@@ -39,7 +39,7 @@ class ZoneCoincidence:
         self._window_ms = int(rule.window_s * 1000)
         self._signals: dict[str, tuple[int, str]] = {}   # "device[:point]" -> (time, alarm fp)
 
-    def on_signal(self, alarm: Alarm, book: Book) -> None:
+    def on_signal(self, alarm: Alarm, book: Ledger) -> None:
         point = alarm.labels.get("point", "")
         source = f"{alarm.subject.device}:{point}" if point else alarm.subject.device
         at = alarm.fired_at_ms if alarm.fired_at_ms is not None else alarm.updated_at_ms
@@ -65,14 +65,14 @@ class ZoneCoincidence:
                       severity=rule.single.severity, message=message, at_ms=at,
                       labels={"signals": names})
 
-    def on_signal_gone(self, at: int, book: Book) -> None:
+    def on_signal_gone(self, at: int, book: Ledger) -> None:
         self._prune(book)
         if not self._signals:
             book.resolve(self.fp, at, None)
             if self.single_fp is not None:
                 book.resolve(self.single_fp, at, None)
 
-    def _prune(self, book: Book) -> None:
+    def _prune(self, book: Ledger) -> None:
         for source, (_, fp) in list(self._signals.items()):
             if fp not in book.active:
                 del self._signals[source]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rules.alarm import AlarmState
-from rules.kinds.base import Book, device_fp, render, subject_of
+from rules.kinds.base import Ledger, device_fp, render, subject_of
 from rules.model import StateDurationRule
 from sensors.registry import Device
 
@@ -34,7 +34,7 @@ class DurationCheck:
     def build(cls, rule: StateDurationRule, device: Device) -> DurationCheck:
         return cls(rule, device)
 
-    def on_reading(self, value: float | bool, ts: int, book: Book) -> None:
+    def on_reading(self, value: float | bool, ts: int, book: Ledger) -> None:
         equals = self._rule.equals
         # A boolean state never equals a number (True == 1.0 in Python, not on a fire door).
         if isinstance(value, bool) == isinstance(equals, bool) and value == equals:
@@ -46,7 +46,7 @@ class DurationCheck:
             self.wants_tick = False
             book.resolve(self._fp, ts)
 
-    def on_tick(self, now: int, book: Book) -> None:
+    def on_tick(self, now: int, book: Ledger) -> None:
         if self._since is None:
             return
         firing = now - self._since >= self._for_ms

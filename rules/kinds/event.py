@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from rules.alarm import Severity
-from rules.kinds.base import Book, device_fp, render, subject_of
+from rules.kinds.base import Ledger, device_fp, render, subject_of
 from rules.model import EventRule
 from sensors.base import EventType
 from sensors.registry import Device
@@ -45,7 +45,7 @@ class EventCheck:
     def types(self) -> frozenset[EventType]:
         return self._raise | self._resolve
 
-    def on_event(self, type_: EventType, point: str, detail: str, ts: int, book: Book) -> None:
+    def on_event(self, type_: EventType, point: str, detail: str, ts: int, book: Ledger) -> None:
         rule = self._rule
         if type_ in self._raise:
             severity = rule.severity

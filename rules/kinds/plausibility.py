@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rules.kinds.base import Book, device_fp, fmt, render, subject_of
+from rules.kinds.base import Ledger, device_fp, fmt, render, subject_of
 from rules.model import UNITS, PlausibilityRule
 from sensors.registry import Device
 
@@ -44,7 +44,7 @@ class PlausibilityCheck:
     def build(cls, rule: PlausibilityRule, device: Device) -> PlausibilityCheck:
         return cls(rule, device)
 
-    def check(self, value: float, ts: int, book: Book) -> bool:
+    def check(self, value: float, ts: int, book: Ledger) -> bool:
         """True when the reading may feed the other rules of this device."""
         reason = self._implausible(value, ts)
         self._last_v, self._last_ts = value, ts

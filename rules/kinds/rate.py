@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from rules.kinds.base import Book, device_fp, render, subject_of
+from rules.kinds.base import Ledger, device_fp, render, subject_of
 from rules.model import UNITS, RateRule
 from sensors.registry import Device
 
@@ -41,7 +41,7 @@ class RateCheck:
     def build(cls, rule: RateRule, device: Device) -> RateCheck:
         return cls(rule, device)
 
-    def on_reading(self, value: float, ts: int, book: Book) -> None:
+    def on_reading(self, value: float, ts: int, book: Ledger) -> None:
         times, values = self._times, self._values
         times.append(ts)
         values.append(value)
@@ -55,7 +55,7 @@ class RateCheck:
                 return
         self.on_tick(ts, book)
 
-    def _breach(self, ts: int, value: float, change: float, book: Book) -> None:
+    def _breach(self, ts: int, value: float, change: float, book: Ledger) -> None:
         self._last_breach = ts
         self.wants_tick = True
         rule = self._rule
@@ -66,7 +66,7 @@ class RateCheck:
         book.open(self._fp, rule=rule.name, subject=self._subject, severity=rule.severity,
                   message=message, at_ms=ts, value=float(value))
 
-    def on_tick(self, now: int, book: Book) -> None:
+    def on_tick(self, now: int, book: Ledger) -> None:
         if self._last_breach is not None and now - self._last_breach >= self._clear_ms:
             self._last_breach = None
             self.wants_tick = False

@@ -21,7 +21,7 @@ import string
 from typing import Any
 
 from rules.alarm import AlarmState, Subject
-from rules.kinds.base import Book, DeviceClock, building_key, device_fp, render, subject_of
+from rules.kinds.base import DeviceClock, Ledger, building_key, device_fp, render, subject_of
 from rules.model import SilentRule
 from sensors.registry import Device
 
@@ -52,19 +52,19 @@ class SilentGroup:
         self._parent = (group is not None and len(devices) >= group.min_devices)
         self.parent_fp = f"{group.rule if group else rule.name}|building:{building_key(first)}"
 
-    def heard(self, m: Member, rx: int, book: Book) -> None:
+    def heard(self, m: Member, rx: int, book: Ledger) -> None:
         m.offline, m.since, m.grace_until = False, None, None
         book.resolve(m.fp, rx)
         if self._parent and self.parent_fp in book.active:
             self._parent_gone(rx, book)
 
-    def went_offline(self, m: Member, rx: int, book: Book, start_ms: int) -> None:
+    def went_offline(self, m: Member, rx: int, book: Ledger, start_ms: int) -> None:
         m.offline = True
         if m.since is None:
             m.since = rx
         self.tick(rx, book, start_ms)
 
-    def tick(self, now: int, book: Book, start_ms: int) -> None:
+    def tick(self, now: int, book: Ledger, start_ms: int) -> None:
         all_silent, newest_rx = True, start_ms
         for m in self.members:
             last = m.clock.last_rx if m.clock.last_rx is not None else start_ms
@@ -85,7 +85,7 @@ class SilentGroup:
                     or m.grace_until is not None)
             self._open(m, now, book, firing=fire, inhibited_by=None)
 
-    def _all_silent(self, now: int, book: Book) -> None:
+    def _all_silent(self, now: int, book: Ledger) -> None:
         group = self.rule.building
         assert group is not None
         started = max(m.since for m in self.members if m.since is not None)
@@ -97,13 +97,13 @@ class SilentGroup:
             m.grace_until = None
             self._open(m, now, book, firing=True, inhibited_by=self.parent_fp)
 
-    def _parent_gone(self, at: int, book: Book) -> None:
+    def _parent_gone(self, at: int, book: Ledger) -> None:
         book.resolve(self.parent_fp, at)
         for m in self.members:
             if m.since is not None:
                 m.grace_until = at + m.thr_ms
 
-    def _open(self, m: Member, now: int, book: Book, *, firing: bool,
+    def _open(self, m: Member, now: int, book: Ledger, *, firing: bool,
               inhibited_by: str | None) -> None:
         rule = self.rule
         assert m.since is not None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rules.alarm import AlarmState, Severity
-from rules.kinds.base import Book, device_fp, render, subject_of
+from rules.kinds.base import Ledger, device_fp, render, subject_of
 from rules.model import DIRECTION, OPS, UNITS, ThresholdRule
 from sensors.registry import Device
 
@@ -67,7 +67,7 @@ class ThresholdCheck:
             return cls(rule, device, tiers, lambda v: op(v, clear_thr))
         return cls(rule, device, tiers, lowest.leave)
 
-    def on_reading(self, value: float, ts: int, book: Book) -> None:
+    def on_reading(self, value: float, ts: int, book: Ledger) -> None:
         # Fast path, the common case: nothing held, not breached, no alarm waiting to clear.
         if (self._since[-1] is None and not self._lowest.breach(value, self._lowest.threshold)
                 and self._fp not in book.active):
@@ -81,10 +81,10 @@ class ThresholdCheck:
                 self._since[i] = None
         self._evaluate(ts, book, from_reading=True)
 
-    def on_tick(self, now: int, book: Book) -> None:
+    def on_tick(self, now: int, book: Ledger) -> None:
         self._evaluate(now, book, from_reading=False)
 
-    def _evaluate(self, now: int, book: Book, *, from_reading: bool) -> None:
+    def _evaluate(self, now: int, book: Ledger, *, from_reading: bool) -> None:
         reached = next((t for t, s in zip(self._tiers, self._since, strict=True)
                         if s is not None and now - s >= t.for_ms), None)
         held = [(t, s) for t, s in zip(self._tiers, self._since, strict=True) if s is not None]
@@ -99,7 +99,7 @@ class ThresholdCheck:
                 cur.state is AlarmState.PENDING or self._clear(self._value)):
             book.resolve(self._fp, now, self._message(cur.severity, self._lowest) + " (cleared)")
 
-    def _open(self, book: Book, tier: _Tier, at: int, *, firing: bool) -> None:
+    def _open(self, book: Ledger, tier: _Tier, at: int, *, firing: bool) -> None:
         started = min(s for s in self._since if s is not None)
         book.open(self._fp, rule=self._rule.name, subject=self._subject,
                   severity=tier.severity, message=self._message(tier.severity, tier),

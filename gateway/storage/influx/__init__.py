@@ -10,7 +10,7 @@ Import the pieces from their modules (``gateway.storage.influx.writer`` etc.); t
 only re-exports the small vocabulary they share.
 """
 
-from gateway.storage.influx.classify import Outcome, Verdict, classify
+from gateway.storage.influx.classify import Verdict, WriteOutcome, classify
 from gateway.storage.influx.sink import Sink, SinkResponse, SinkUnreachable
 
-__all__ = ["Outcome", "Sink", "SinkResponse", "SinkUnreachable", "Verdict", "classify"]
+__all__ = ["Sink", "SinkResponse", "SinkUnreachable", "Verdict", "WriteOutcome", "classify"]

@@ -38,7 +38,7 @@ _DROPPED = re.compile(r"dropped=(\d+)")
 _UNPARSABLE = "unable to parse"
 
 
-class Outcome(enum.Enum):
+class WriteOutcome(enum.Enum):
     ACCEPT = "accept"
     REJECT = "reject"
     SPLIT = "split"
@@ -50,7 +50,7 @@ class Outcome(enum.Enum):
 class Verdict:
     """What to do with the batch; ``cause`` labels the retry metric, ``delay_s`` the pause."""
 
-    outcome: Outcome
+    outcome: WriteOutcome
     cause: str = ""
     delay_s: float = 0.0
 
@@ -90,16 +90,16 @@ def classify(response: SinkResponse | None, *, attempt: int, max_backoff_s: floa
         return hinted if hinted is not None else backoff_s(attempt, max_backoff_s, rand)
 
     if response is None:
-        return Verdict(Outcome.RETRY, "network", later())
+        return Verdict(WriteOutcome.RETRY, "network", later())
     status = response.status
     if 200 <= status < 300:
-        return Verdict(Outcome.ACCEPT)
+        return Verdict(WriteOutcome.ACCEPT)
     if status in (400, 422):
-        return Verdict(Outcome.REJECT)
+        return Verdict(WriteOutcome.REJECT)
     if status == 413:
-        return Verdict(Outcome.SPLIT)
+        return Verdict(WriteOutcome.SPLIT)
     if status in (401, 403):
-        return Verdict(Outcome.AUTH, "auth", later())
+        return Verdict(WriteOutcome.AUTH, "auth", later())
     if status == 429:
         cause = "throttled"
     elif status == 404:
@@ -108,7 +108,7 @@ def classify(response: SinkResponse | None, *, attempt: int, max_backoff_s: floa
         cause = "server"
     else:
         cause = "unexpected"
-    return Verdict(Outcome.RETRY, cause, later())
+    return Verdict(WriteOutcome.RETRY, cause, later())
 
 
 def rejected_points(response: SinkResponse, lines: int) -> int:

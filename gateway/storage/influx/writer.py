@@ -4,7 +4,7 @@
 
     Wal ──read_batch──▶ chunk (≤ batch_lines) ──write──▶ Sink ──answer──▶ classify
      ▲                                                                      │
-     └─────────────── commit (all chunks accepted or rejected) ◀────────────┘
+     └──────────── mark_delivered (all chunks accepted or rejected) ◀──────────┘
                       split on 413, back off and repeat on retry/auth
 
 A batch is flushed when ``batch_lines`` worth of data is waiting or ``flush_interval_s`` after
@@ -31,7 +31,7 @@ from typing import Protocol
 
 from gateway.logs import RateLimited
 from gateway.metrics import Metrics
-from gateway.storage.influx.classify import Outcome, Verdict, classify, rejected_points
+from gateway.storage.influx.classify import Verdict, WriteOutcome, classify, rejected_points
 from gateway.storage.influx.sink import Sink, SinkResponse, SinkUnreachable
 from gateway.storage.wal import Wal
 
@@ -83,10 +83,10 @@ class InfluxWriter:
                     break
 
     async def _deliver_one(self, stream: Wal) -> bool:
-        """Send one batch of ``stream`` and commit it; False if it had nothing."""
+        """Send one batch of ``stream`` and mark it delivered; False if it had nothing."""
         backlog = stream.pending_bytes > 2 * self._batch_lines * self._bytes_per_line
         limit = self._batch_lines * (self._backlog_factor if backlog else 1)
-        # A batch claims its segments against eviction until committed: keep that claim a
+        # A batch claims its segments against eviction until delivered: keep that claim a
         # small part of the stream's cap, or a retried backlog batch could pin all of it.
         batch = await stream.read_batch(limit, max_bytes=max(1, stream.max_bytes // 8))
         if batch is None:
@@ -95,7 +95,7 @@ class InfluxWriter:
         # A backlog batch goes out in bigger requests (a 413 splits them again).
         for start in range(0, len(lines), limit):
             await self._send(lines[start:start + limit])
-        await stream.commit(batch)
+        await stream.mark_delivered(batch)
         if self._on_delivered is not None:
             self._on_delivered(lines)
         size = sum(map(len, lines)) + len(lines)
@@ -107,7 +107,7 @@ class InfluxWriter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         for stream in self._wal.streams:
-            if not await stream.wait_committed(stream.end, max(0.0, deadline - loop.time())):
+            if not await stream.wait_delivered(stream.end, max(0.0, deadline - loop.time())):
                 return False
         return True
 
@@ -117,7 +117,7 @@ class InfluxWriter:
         while todo:
             part = todo.pop()
             verdict, response = await self._post(part)
-            if verdict.outcome is not Outcome.SPLIT:
+            if verdict.outcome is not WriteOutcome.SPLIT:
                 continue
             if len(part) == 1:
                 # Nothing left to split: the point alone exceeds the server's limit.
@@ -134,18 +134,18 @@ class InfluxWriter:
             response, problem = await self._attempt(body)
             verdict = classify(response, attempt=attempt, max_backoff_s=self._max_backoff_s,
                                now=datetime.now(UTC))
-            if verdict.outcome is Outcome.ACCEPT:
+            if verdict.outcome is WriteOutcome.ACCEPT:
                 self._metrics.points_written.inc(len(part))
                 if attempt:
                     log.info("InfluxDB accepted a batch after %d retries", attempt)
                 return verdict, response
-            if verdict.outcome is Outcome.REJECT:
+            if verdict.outcome is WriteOutcome.REJECT:
                 self._reject(part, response, "refused by InfluxDB")
                 return verdict, response
-            if verdict.outcome is Outcome.SPLIT:
+            if verdict.outcome is WriteOutcome.SPLIT:
                 return verdict, response
             self._metrics.write_retries.labels(cause=verdict.cause).inc()
-            if verdict.outcome is Outcome.AUTH:
+            if verdict.outcome is WriteOutcome.AUTH:
                 self._metrics.influx_auth_ok.set(0)
             self._retry_log.warning("retry", "InfluxDB write failed (%s: %s); keeping %d points, "
                                     "retry %d in %.1fs", verdict.cause, problem, len(part),

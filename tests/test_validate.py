@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.ingest.validate import MessageType, Router
+from gateway.ingest.validate import MessageType, Validator
 from rules.observation import DeviceEvent
 from sensors.base import Rejection, RejectReason
 from sensors.registry import Registry, build_registry
@@ -31,46 +31,46 @@ def _registry() -> Registry:
 
 
 @pytest.fixture
-def router() -> Router:
-    return Router(registry=_registry(), root="parks", timezones={}, default_timezone=SH,
+def validator() -> Validator:
+    return Validator(registry=_registry(), root="parks", timezones={}, default_timezone=SH,
                   max_payload_bytes=65536, max_age_s=7 * 86400, max_future_s=300)
 
 
-def test_subscription_covers_the_whole_root_so_bad_topics_are_seen(router: Router) -> None:
-    assert router.subscriptions() == ["parks/#"]
+def test_subscription_covers_the_whole_root_so_bad_topics_are_seen(validator: Validator) -> None:
+    assert validator.subscriptions() == ["parks/#"]
 
 
-def test_telemetry_becomes_one_line_with_tags_fields_and_ms_time(router: Router) -> None:
-    routed = router.route("parks/xz01/b3/wp-0017/telemetry",
+def test_telemetry_becomes_one_line_with_tags_fields_and_ms_time(validator: Validator) -> None:
+    validated = validator.validate("parks/xz01/b3/wp-0017/telemetry",
                           b'{"ts": 1764059400.123, "seq": 1234, "values": {"pressure_mpa": 0.32},'
                           b' "battery_pct": 87, "rssi_dbm": -71}', RECEIVED_MS)
-    assert routed.type is MessageType.TELEMETRY
-    assert routed.lines == [
+    assert validated.type is MessageType.TELEMETRY
+    assert validated.lines == [
         "water_pressure,building=b3,device=wp-0017,floor=2,park=xz01,tenant=hs-elec,zone=east "
         "pressure_mpa=0.32,battery_pct=87.0,rssi_dbm=-71.0,seq=1234i 1764059400123"]
 
 
-def test_batch_form_gives_one_line_per_reading(router: Router) -> None:
+def test_batch_form_gives_one_line_per_reading(validator: Validator) -> None:
     readings = [{"ts": 1764059400 + 60 * i, "values": {"pressure_mpa": 0.3}} for i in range(10)]
-    routed = router.route("parks/xz01/b3/wp-0017/telemetry",
+    validated = validator.validate("parks/xz01/b3/wp-0017/telemetry",
                           json.dumps({"seq": 77, "readings": readings}).encode(), RECEIVED_MS)
-    assert len(routed.lines) == 10
-    assert routed.samples == 10
-    assert all(",seq=77i " in line for line in routed.lines)
+    assert len(validated.lines) == 10
+    assert validated.samples == 10
+    assert all(",seq=77i " in line for line in validated.lines)
 
 
-def test_event_line_has_kind_and_type_tags_and_string_fields(router: Router) -> None:
-    routed = router.route("parks/xz01/b1/fp-0001/event",
+def test_event_line_has_kind_and_type_tags_and_string_fields(validator: Validator) -> None:
+    validated = validator.validate("parks/xz01/b1/fp-0001/event",
                           b'{"ts": "2025-11-25T16:30:00+08:00", "seq": 5512, "type": "fire_alarm",'
                           b' "point": "1-02-034", "detail": "loop 2 \\"addr\\" 34"}', RECEIVED_MS)
-    assert routed.lines == [
+    assert validated.lines == [
         "events,building=b1,device=fp-0001,floor=1,kind=fire_panel,park=xz01,type=fire_alarm,"
         'zone=ctl detail="loop 2 \\"addr\\" 34",point="1-02-034",seq=5512i 1764059400000']
 
 
-def test_status_line_marks_retained_announcements(router: Router) -> None:
-    live = router.route("parks/xz01/b2/sm-0420/status", b"offline", RECEIVED_MS)
-    old = router.route("parks/xz01/b2/sm-0420/status", b"online", RECEIVED_MS, retained=True)
+def test_status_line_marks_retained_announcements(validator: Validator) -> None:
+    live = validator.validate("parks/xz01/b2/sm-0420/status", b"offline", RECEIVED_MS)
+    old = validator.validate("parks/xz01/b2/sm-0420/status", b"online", RECEIVED_MS, retained=True)
     assert live.lines[0].endswith(f'online=false,reason="reported" {RECEIVED_MS}')
     assert 'online=true,reason="retained"' in old.lines[0]
     assert live.lines[0].startswith("device_status,")
@@ -88,26 +88,27 @@ def test_status_line_marks_retained_announcements(router: Router) -> None:
     ("parks/xz02/b3/wp-0017/telemetry", RejectReason.TOPIC_MISMATCH),
     ("parks/xz01/b1/wp-0017/event", RejectReason.TOPIC_MISMATCH),
 ])
-def test_topic_rejections(router: Router, topic: str, reason: RejectReason) -> None:
+def test_topic_rejections(validator: Validator, topic: str, reason: RejectReason) -> None:
     with pytest.raises(Rejection) as info:
-        router.route(topic, b'{"values": {"pressure_mpa": 0.3}}', RECEIVED_MS)
+        validator.validate(topic, b'{"values": {"pressure_mpa": 0.3}}', RECEIVED_MS)
     assert info.value.reason is reason
 
 
 @pytest.mark.parametrize("case", sorted(p.name for p in GOLDEN_TOPIC.iterdir() if p.is_dir()))
-def test_golden_topic_cases(router: Router, case: str) -> None:
+def test_golden_topic_cases(validator: Validator, case: str) -> None:
     folder = GOLDEN_TOPIC / case
     expected = json.loads((folder / "error.json").read_text())
     with pytest.raises(Rejection) as info:
-        router.route((folder / "topic").read_text().strip(), (folder / "payload").read_bytes(),
-                     RECEIVED_MS)
+        validator.validate((folder / "topic").read_text().strip(),
+                           (folder / "payload").read_bytes(), RECEIVED_MS)
     assert info.value.reason.value == expected["reason"]
     assert expected["detail_contains"] in info.value.detail
 
 
-def test_oversize_checked_before_decoding(router: Router) -> None:
+def test_oversize_checked_before_decoding(validator: Validator) -> None:
     with pytest.raises(Rejection) as info:
-        router.route("parks/xz01/b3/wp-0017/telemetry", b"{" + b" " * 70000 + b"}", RECEIVED_MS)
+        validator.validate("parks/xz01/b3/wp-0017/telemetry", b"{" + b" " * 70000 + b"}",
+                           RECEIVED_MS)
     assert info.value.reason is RejectReason.OVERSIZE
 
 
@@ -116,23 +117,23 @@ def test_tag_values_are_escaped_in_lines() -> None:
     # in a future registry; the encoder, not the validator, is what keeps lines intact.
     rows = [(1, {"device": "wp-1", "park": "xz01", "building": "b3", "floor": "2",
                  "zone": "east", "kind": "water_pressure"})]
-    r = Router(registry=build_registry(rows, source="t"), root="a/b", timezones={},
+    r = Validator(registry=build_registry(rows, source="t"), root="a/b", timezones={},
                default_timezone=SH, max_payload_bytes=65536, max_age_s=1e9, max_future_s=300)
-    routed = r.route("a/b/xz01/b3/wp-1/telemetry", b'{"values": {"pressure_mpa": 1}}',
+    validated = r.validate("a/b/xz01/b3/wp-1/telemetry", b'{"values": {"pressure_mpa": 1}}',
                      RECEIVED_MS)
-    assert routed.lines[0].startswith("water_pressure,building=b3,device=wp-1,")
-    assert "pressure_mpa=1.0 " in routed.lines[0]
+    assert validated.lines[0].startswith("water_pressure,building=b3,device=wp-1,")
+    assert "pressure_mpa=1.0 " in validated.lines[0]
 
 
-def test_untrusted_batch_readings_keep_distinct_ordered_times(router: Router) -> None:
+def test_untrusted_batch_readings_keep_distinct_ordered_times(validator: Validator) -> None:
     # A device whose clock says 1970 flushes a buffer: the readings get the receive time, but
     # must not collapse onto one timestamp (InfluxDB would keep only the last).
     readings = [{"ts": 100 + i, "values": {"pressure_mpa": 0.3 + i / 100}} for i in range(5)]
-    routed = router.route("parks/xz01/b3/wp-0017/telemetry",
+    validated = validator.validate("parks/xz01/b3/wp-0017/telemetry",
                           json.dumps({"readings": readings}).encode(), RECEIVED_MS)
-    stamps = [int(line.rsplit(" ", 1)[1]) for line in routed.lines]
+    stamps = [int(line.rsplit(" ", 1)[1]) for line in validated.lines]
     assert stamps == [RECEIVED_MS - 4 + i for i in range(5)]
-    assert routed.untrusted == 5
+    assert validated.untrusted == 5
 
 
 # --------------------------------------------------------------------------- hostile input
@@ -140,9 +141,9 @@ def test_untrusted_batch_readings_keep_distinct_ordered_times(router: Router) ->
 WP = "parks/xz01/b3/wp-0017/telemetry"
 
 
-def _reason(router: Router, topic: str | bytes, payload: bytes) -> RejectReason:
+def _reason(validator: Validator, topic: str | bytes, payload: bytes) -> RejectReason:
     with pytest.raises(Rejection) as info:
-        router.route(topic, payload, RECEIVED_MS)
+        validator.validate(topic, payload, RECEIVED_MS)
     return info.value.reason
 
 
@@ -152,16 +153,16 @@ def _reason(router: Router, topic: str | bytes, payload: bytes) -> RejectReason:
     "wp\u20280017", "wp\u0430017", "wp;drop", "wp*", "wp$", "wp%2C0017",
 ])
 @pytest.mark.parametrize("level", [0, 1, 2])
-def test_injection_ids_in_any_topic_level_never_route(router: Router, bad: str,
+def test_injection_ids_in_any_topic_level_never_route(validator: Validator, bad: str,
                                                       level: int) -> None:
     parts = ["xz01", "b3", "wp-0017"]
     parts[level] = bad
     topic = "parks/" + "/".join(parts) + "/telemetry"
-    assert _reason(router, topic, b'{"values": {"pressure_mpa": 0.3}}') is RejectReason.BAD_ID
+    assert _reason(validator, topic, b'{"values": {"pressure_mpa": 0.3}}') is RejectReason.BAD_ID
 
 
-def test_an_id_of_exactly_64_characters_is_valid_but_unknown(router: Router) -> None:
-    assert _reason(router, "parks/xz01/b3/" + "w" * 64 + "/telemetry",
+def test_an_id_of_exactly_64_characters_is_valid_but_unknown(validator: Validator) -> None:
+    assert _reason(validator, "parks/xz01/b3/" + "w" * 64 + "/telemetry",
                    b"{}") is RejectReason.UNKNOWN_DEVICE
 
 
@@ -169,19 +170,19 @@ def test_an_id_of_exactly_64_characters_is_valid_but_unknown(router: Router) -> 
     b"parks/xz01/b3/wp-0017\xff/telemetry", b"parks/\xc3\x28/b3/wp-0017/telemetry",
     b"\xed\xa0\x80parks/xz01/b3/wp-0017/telemetry", b"parks/xz01/b3/wp-0017/telemetry\x80",
 ])
-def test_topic_bytes_that_are_not_utf8_are_bad_utf8(router: Router, topic: bytes) -> None:
-    assert _reason(router, topic, b'{"values": {"pressure_mpa": 0.3}}') is RejectReason.BAD_UTF8
+def test_topic_bytes_that_are_not_utf8_are_bad_utf8(validator: Validator, topic: bytes) -> None:
+    assert _reason(validator, topic, b'{"values": {"pressure_mpa": 0.3}}') is RejectReason.BAD_UTF8
 
 
-def test_topic_bytes_that_are_utf8_route_like_text(router: Router) -> None:
-    routed = router.route(WP.encode(), b'{"values": {"pressure_mpa": 0.3}}', RECEIVED_MS)
-    assert routed.device.device == "wp-0017"
+def test_topic_bytes_that_are_utf8_route_like_text(validator: Validator) -> None:
+    validated = validator.validate(WP.encode(), b'{"values": {"pressure_mpa": 0.3}}', RECEIVED_MS)
+    assert validated.device.device == "wp-0017"
 
 
-def test_a_topic_paho_could_not_decode_is_bad_utf8(router: Router) -> None:
+def test_a_topic_paho_could_not_decode_is_bad_utf8(validator: Validator) -> None:
     # gateway/ingest/mqtt.py decodes an invalid topic with errors="replace".
     topic = b"parks/xz01/b3/wp-0017\xff/telemetry".decode("utf-8", "replace")
-    assert _reason(router, topic, b"{}") is RejectReason.BAD_UTF8
+    assert _reason(validator, topic, b"{}") is RejectReason.BAD_UTF8
 
 
 @pytest.mark.parametrize(("topic", "payload"), [
@@ -192,8 +193,8 @@ def test_a_topic_paho_could_not_decode_is_bad_utf8(router: Router) -> None:
     ("parks/xz01/b3/sm-0420/status", b"offline"),
 ])
 def test_a_device_publishing_under_another_building_is_topic_mismatch(
-        router: Router, topic: str, payload: bytes) -> None:
-    assert _reason(router, topic, payload) is RejectReason.TOPIC_MISMATCH
+        validator: Validator, topic: str, payload: bytes) -> None:
+    assert _reason(validator, topic, payload) is RejectReason.TOPIC_MISMATCH
 
 
 @pytest.mark.parametrize("payload", [
@@ -202,10 +203,10 @@ def test_a_device_publishing_under_another_building_is_topic_mismatch(
     b'{"park": "xz02", "building": "b9", "values": {"pressure_mpa": 0.3}}',
     b'{"tags": {"device": "x"}, "values": {"pressure_mpa": 0.3}}',
 ])
-def test_identity_in_the_payload_is_refused_never_believed(router: Router,
+def test_identity_in_the_payload_is_refused_never_believed(validator: Validator,
                                                            payload: bytes) -> None:
     # Only the topic (checked against the registry) says who is speaking.
-    assert _reason(router, WP, payload) in {RejectReason.SCHEMA, RejectReason.UNKNOWN_METRIC}
+    assert _reason(validator, WP, payload) in {RejectReason.SCHEMA, RejectReason.UNKNOWN_METRIC}
 
 
 @pytest.mark.parametrize("template", [
@@ -219,37 +220,37 @@ def test_identity_in_the_payload_is_refused_never_believed(router: Router,
     "1" + "0" * 5000, '"0.3"', "[0.3]", "{}",
 ])
 def test_no_non_finite_or_non_number_passes_in_any_numeric_position(
-        router: Router, template: str, literal: str) -> None:
+        validator: Validator, template: str, literal: str) -> None:
     payload = template.replace("X", literal).encode()
     # Which reason depends on where the value sits; that it is refused is the point.
-    assert _reason(router, WP, payload) in {RejectReason.NAN, RejectReason.TYPE,
+    assert _reason(validator, WP, payload) in {RejectReason.NAN, RejectReason.TYPE,
                                             RejectReason.RANGE, RejectReason.BAD_JSON}
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
-def test_non_finite_values_are_nan(router: Router, literal: str) -> None:
+def test_non_finite_values_are_nan(validator: Validator, literal: str) -> None:
     for template in ('{"values": {"pressure_mpa": X}}', '{"pressure_mpa": X}',
                      '{"pressure": X, "unit": "kPa"}', '{"ts": X, "values": {"pressure_mpa": 1}}',
                      '{"values": {"pressure_mpa": 1}, "battery_pct": X}'):
         payload = template.replace("X", literal).encode()
-        assert _reason(router, WP, payload) is RejectReason.NAN, payload
+        assert _reason(validator, WP, payload) is RejectReason.NAN, payload
 
 
 @pytest.mark.parametrize("literal", ["NaN", "1e400", "true"])
 @pytest.mark.parametrize("key", ["ts", "seq", "point", "detail"])
-def test_event_fields_refuse_non_finite_and_wrong_types(router: Router, literal: str,
+def test_event_fields_refuse_non_finite_and_wrong_types(validator: Validator, literal: str,
                                                         key: str) -> None:
     payload = f'{{"type": "fire_alarm", "{key}": {literal}}}'.encode()
-    assert _reason(router, "parks/xz01/b1/fp-0001/event", payload) in {
+    assert _reason(validator, "parks/xz01/b1/fp-0001/event", payload) in {
         RejectReason.NAN, RejectReason.TYPE, RejectReason.SCHEMA}
 
 
 # --------------------------------------------------------------------------- size limits
 
 
-def _router(**kwargs: float) -> Router:
+def _router(**kwargs: float) -> Validator:
     args: dict[str, object] = {"max_payload_bytes": 65536, **kwargs}
-    return Router(registry=_registry(), root="parks", timezones={}, default_timezone=SH,
+    return Validator(registry=_registry(), root="parks", timezones={}, default_timezone=SH,
                   max_age_s=7 * 86400, max_future_s=300, **args)  # type: ignore[arg-type]
 
 
@@ -260,62 +261,62 @@ def _batch(n: int) -> bytes:
 
 def test_batch_limit_is_configurable_and_oversize() -> None:
     small = _router(max_batch=10)
-    assert len(small.route(WP, _batch(10), RECEIVED_MS).lines) == 10
+    assert len(small.validate(WP, _batch(10), RECEIVED_MS).lines) == 10
     with pytest.raises(Rejection) as info:
-        small.route(WP, _batch(11), RECEIVED_MS)
+        small.validate(WP, _batch(11), RECEIVED_MS)
     assert info.value.reason is RejectReason.OVERSIZE
     assert "11 items > 10" in info.value.detail
 
 
-def test_default_batch_limit_is_1000(router: Router) -> None:
-    assert len(router.route(WP, _batch(1000), RECEIVED_MS).lines) == 1000
-    assert _reason(router, WP, _batch(1001)) is RejectReason.OVERSIZE
+def test_default_batch_limit_is_1000(validator: Validator) -> None:
+    assert len(validator.validate(WP, _batch(1000), RECEIVED_MS).lines) == 1000
+    assert _reason(validator, WP, _batch(1001)) is RejectReason.OVERSIZE
 
 
-def test_any_long_array_is_oversize_not_validated_item_by_item(router: Router) -> None:
+def test_any_long_array_is_oversize_not_validated_item_by_item(validator: Validator) -> None:
     payload = b'{"values": {"pressure_mpa": [' + b",".join([b"1"] * 5000) + b"]}}"
-    assert _reason(router, WP, payload) is RejectReason.OVERSIZE
+    assert _reason(validator, WP, payload) is RejectReason.OVERSIZE
 
 
-def test_deep_nesting_is_oversize(router: Router) -> None:
+def test_deep_nesting_is_oversize(validator: Validator) -> None:
     payload = b'{"values": ' + b"[" * 40 + b"1" + b"]" * 40 + b"}"
-    assert _reason(router, WP, payload) is RejectReason.OVERSIZE
+    assert _reason(validator, WP, payload) is RejectReason.OVERSIZE
     recursion = b'{"values": ' + b"[" * 60000 + b"]" * 60000 + b"}"
     assert _reason(_router(max_payload_bytes=1 << 20), WP, recursion) is RejectReason.OVERSIZE
 
 
 @pytest.mark.parametrize("where", ["top", "values", "nested"])
-def test_objects_with_too_many_keys_are_oversize(router: Router, where: str) -> None:
+def test_objects_with_too_many_keys_are_oversize(validator: Validator, where: str) -> None:
     many = {f"k{i}": 1 for i in range(65)}
     docs: dict[str, object] = {"top": many, "values": {"values": many},
                                "nested": {"values": {"pressure_mpa": 0.3}, "x": {"y": many}}}
     doc = docs[where]
-    assert _reason(router, WP, json.dumps(doc).encode()) is RejectReason.OVERSIZE
+    assert _reason(validator, WP, json.dumps(doc).encode()) is RejectReason.OVERSIZE
 
 
-def test_64_keys_are_not_a_size_problem(router: Router) -> None:
+def test_64_keys_are_not_a_size_problem(validator: Validator) -> None:
     doc = {"values": {f"k{i}": 1 for i in range(64)}}
-    assert _reason(router, WP, json.dumps(doc).encode()) is RejectReason.UNKNOWN_METRIC
+    assert _reason(validator, WP, json.dumps(doc).encode()) is RejectReason.UNKNOWN_METRIC
 
 
-def test_overlong_event_text_is_cut_so_a_fire_alarm_is_never_lost(router: Router) -> None:
+def test_overlong_event_text_is_cut_so_a_fire_alarm_is_never_lost(validator: Validator) -> None:
     payload = json.dumps({"type": "fire_alarm", "point": "p" * 500,
                           "detail": "d\n" * 5000}).encode()
-    routed = router.route("parks/xz01/b1/fp-0001/event", payload, RECEIVED_MS)
-    assert len(routed.lines) == 1
-    assert "\n" not in routed.lines[0]
-    assert ",type=fire_alarm," in routed.lines[0]
-    event = routed.observations[0]
+    validated = validator.validate("parks/xz01/b1/fp-0001/event", payload, RECEIVED_MS)
+    assert len(validated.lines) == 1
+    assert "\n" not in validated.lines[0]
+    assert ",type=fire_alarm," in validated.lines[0]
+    event = validated.observations[0]
     assert isinstance(event, DeviceEvent)
     assert len(event.point) == 64
     assert event.point.endswith("\u2026")
     assert len(event.detail) == 256
 
 
-def test_rejection_details_stay_short_whatever_the_input(router: Router) -> None:
+def test_rejection_details_stay_short_whatever_the_input(validator: Validator) -> None:
     topic = "parks/xz01/b3/wp-0017/" + "t" * 60000
     with pytest.raises(Rejection) as info:
-        router.route(topic, b"{}", RECEIVED_MS)
+        validator.validate(topic, b"{}", RECEIVED_MS)
     assert info.value.reason is RejectReason.BAD_TOPIC
     assert len(info.value.detail) <= 300
 
@@ -332,21 +333,21 @@ def test_a_flooding_device_is_rate_limited_and_others_are_not() -> None:
         now = RECEIVED_MS + 1000 * second
         for _ in range(10):
             try:
-                r.route(WP, OK, now)
+                r.validate(WP, OK, now)
                 flood["ok"] += 1
             except Rejection as rejection:
                 flood[rejection.reason.value] += 1
         # Another device at an honest pace, in the middle of the flood: always accepted.
-        r.route("parks/xz01/b2/sm-0420/telemetry", b'{"values": {}, "seq": 1}', now)
+        r.validate("parks/xz01/b2/sm-0420/telemetry", b'{"values": {}, "seq": 1}', now)
     assert flood == {"ok": 5 + 19, "rate_limited": 200 - 24}
 
 
 def test_tokens_come_back_with_time() -> None:
     r = _router(device_rate_per_s=2, device_burst=2)
-    r.route(WP, OK, RECEIVED_MS)
-    r.route(WP, OK, RECEIVED_MS)
+    r.validate(WP, OK, RECEIVED_MS)
+    r.validate(WP, OK, RECEIVED_MS)
     assert _reason(r, WP, OK) is RejectReason.RATE_LIMITED
-    r.route(WP, OK, RECEIVED_MS + 500)
+    r.validate(WP, OK, RECEIVED_MS + 500)
     assert _reason(r, WP, OK) is RejectReason.RATE_LIMITED
 
 
@@ -354,15 +355,15 @@ def test_events_are_never_rate_limited() -> None:
     r = _router(device_rate_per_s=1, device_burst=1)
     for seq in range(500):
         for topic in ("parks/xz01/b1/fp-0001/event", "parks/xz01/b2/sm-0420/event"):
-            r.route(topic, b'{"type": "fire_alarm", "seq": %d}' % seq, RECEIVED_MS)
+            r.validate(topic, b'{"type": "fire_alarm", "seq": %d}' % seq, RECEIVED_MS)
     # ...and they do not use up the device's telemetry allowance either.
-    r.route("parks/xz01/b2/sm-0420/telemetry", b'{"values": {}, "seq": 1}', RECEIVED_MS)
+    r.validate("parks/xz01/b2/sm-0420/telemetry", b'{"values": {}, "seq": 1}', RECEIVED_MS)
 
 
 def test_status_messages_are_rate_limited() -> None:
     r = _router(device_rate_per_s=1, device_burst=2)
-    r.route("parks/xz01/b2/sm-0420/status", b"online", RECEIVED_MS)
-    r.route("parks/xz01/b2/sm-0420/status", b"offline", RECEIVED_MS)
+    r.validate("parks/xz01/b2/sm-0420/status", b"online", RECEIVED_MS)
+    r.validate("parks/xz01/b2/sm-0420/status", b"offline", RECEIVED_MS)
     assert _reason(r, "parks/xz01/b2/sm-0420/status", b"online") is RejectReason.RATE_LIMITED
 
 
@@ -371,7 +372,7 @@ def test_a_backlog_with_device_timestamps_replays_in_full() -> None:
     r = _router(device_rate_per_s=1, device_burst=5)
     start = RECEIVED_MS // 1000 - 3600
     for i in range(360):
-        r.route(WP, b'{"ts": %d, "values": {"pressure_mpa": 0.3}}' % (start + 10 * i),
+        r.validate(WP, b'{"ts": %d, "values": {"pressure_mpa": 0.3}}' % (start + 10 * i),
                 RECEIVED_MS)
 
 
@@ -381,7 +382,7 @@ def test_old_timestamps_out_of_order_earn_nothing() -> None:
     outcomes = []
     for t in ts:
         try:
-            r.route(WP, b'{"ts": %d, "values": {"pressure_mpa": 0.3}}' % t, RECEIVED_MS)
+            r.validate(WP, b'{"ts": %d, "values": {"pressure_mpa": 0.3}}' % t, RECEIVED_MS)
             outcomes.append(True)
         except Rejection:
             outcomes.append(False)
@@ -392,30 +393,30 @@ def test_refused_messages_do_not_use_tokens() -> None:
     r = _router(device_rate_per_s=1, device_burst=2)
     for _ in range(10):
         assert _reason(r, WP, b'{"values": {"pressure_mpa": 99}}') is RejectReason.RANGE
-    r.route(WP, OK, RECEIVED_MS)
-    r.route(WP, OK, RECEIVED_MS)
+    r.validate(WP, OK, RECEIVED_MS)
+    r.validate(WP, OK, RECEIVED_MS)
 
 
 def test_rate_zero_disables_the_limit() -> None:
     r = _router(device_rate_per_s=0, device_burst=1)
     for _ in range(1000):
-        r.route(WP, OK, RECEIVED_MS)
+        r.validate(WP, OK, RECEIVED_MS)
     assert len(r.limiter) == 0
 
 
 def test_a_receive_clock_stepping_back_does_not_lock_a_device_out() -> None:
     r = _router(device_rate_per_s=1, device_burst=2)
-    r.route(WP, OK, RECEIVED_MS)
+    r.validate(WP, OK, RECEIVED_MS)
     stepped = RECEIVED_MS - 3_600_000  # NTP stepped the gateway clock back an hour
-    r.route(WP, OK, stepped)
+    r.validate(WP, OK, stepped)
     with pytest.raises(Rejection, match="rate_limited"):
-        r.route(WP, OK, stepped)
-    r.route(WP, OK, stepped + 1000)  # a second later there is a token, not an hour later
+        r.validate(WP, OK, stepped)
+    r.validate(WP, OK, stepped + 1000)  # a second later there is a token, not an hour later
 
 
 def test_unknown_devices_create_no_buckets() -> None:
     r = _router(device_rate_per_s=1, device_burst=1)
     for i in range(1000):
         with pytest.raises(Rejection):
-            r.route(f"parks/xz01/b3/x{i}/telemetry", OK, RECEIVED_MS)
+            r.validate(f"parks/xz01/b3/x{i}/telemetry", OK, RECEIVED_MS)
     assert len(r.limiter) == 0
