@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.alarms.book import alarm_line, alarm_topic, retained_payload
+from gateway.alarms.outputs import alarm_line, alarm_topic, retained_payload
 from rules.alarm import Alarm, AlarmState, Disposition, Severity, Subject
 
 T0 = 1764059400000

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alarms.service import GatewayAlarmService
 from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
@@ -58,7 +57,8 @@ async def test_an_api_acknowledgement_is_durable_while_the_telemetry_log_is_full
             wal = gw.wal
             await wait_for(lambda: wal.full, timeout_s=60, what="the telemetry log full")
             # The duty officer acknowledges through the API while ingest is paused.
-            service = GatewayAlarmService(gw)
+            service = gw.alarm_service
+            assert service is not None
             acked = await asyncio.wait_for(
                 service.acknowledge(fire()[0], by="王值班", disposition=Disposition.REAL,
                                     channel="api"), timeout=10)

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from gateway.alarms.service import GatewayAlarmService
 from gateway.grafana.dashboards import build_all
 from gateway.metrics import Metrics
 from gateway.notify.dispatcher import Dispatcher
@@ -235,9 +234,9 @@ async def _fill(tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
                 await wait_for(lambda: any(a.state is AlarmState.FIRING for a in engine.active()),
                                timeout_s=30, what="a firing alarm", task=simulation)
                 firing = next(a for a in engine.active() if a.state is AlarmState.FIRING)
-                await GatewayAlarmService(gw).acknowledge(firing.alarm_id, by="duty officer",
-                                                          disposition=Disposition.REAL,
-                                                          channel="api")
+                assert gw.alarm_service is not None
+                await gw.alarm_service.acknowledge(firing.alarm_id, by="duty officer",
+                                                   disposition=Disposition.REAL, channel="api")
                 # Silence is declared after 3 of the device's report intervals of real time.
                 await wait_for(lambda: any(a.subject.device == silent.device
                                            and a.state is AlarmState.FIRING

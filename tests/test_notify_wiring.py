@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.alarms.service import GatewayAlarmService
 from gateway.alarms.store import AlarmStore
 from gateway.metrics import Metrics
 from gateway.notify.base import Notification, SendResult
@@ -121,7 +120,8 @@ async def test_fire_reaches_tenant_robot_and_duty_webhook_once_escalates_and_ack
             alarm_id = duty[0]["alarm_id"]
 
             # Acknowledge through the service (as the API and the ack page do).
-            acked = await GatewayAlarmService(gw).acknowledge(
+            assert gw.alarm_service is not None
+            acked = await gw.alarm_service.acknowledge(
                 alarm_id, by="li-hs", disposition=Disposition.REAL, channel="api")
             assert acked.state is AlarmState.ACKNOWLEDGED
             # Webhooks (systems) hear of the acknowledgement; people are not paged again.

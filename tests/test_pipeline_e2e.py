@@ -403,8 +403,8 @@ async def test_a_dead_stage_stops_the_gateway_instead_of_hanging(
     task = asyncio.create_task(gateway.run(asyncio.Event()))
     await wait_for(lambda: gateway.ready.is_set(), timeout_s=20, what="gateway ready")
     assert gateway.wal is not None
-    # The disk under the telemetry log fails: the ack stage, which writes it, dies.
+    # The disk under the telemetry log fails: the puback stage, which writes it, dies.
     gateway.wal.bulk.append = failing_append  # type: ignore[method-assign]
     await _publish(mosquitto.port, _plan(sample_registry, settings.mqtt.topic_root, 5))
-    with pytest.raises(StageFailed, match=r"\back\b"):
+    with pytest.raises(StageFailed, match=r"\bpuback\b"):
         await asyncio.wait_for(task, timeout=30)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.ingest.watchdog import Heartbeat, IngestWatchdog
+from gateway.ingest.watchdog import IngestWatchdog
+from gateway.runtime.heartbeat import Heartbeat
 from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from rules.system import INGEST_STALLED

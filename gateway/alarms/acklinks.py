@@ -9,12 +9,12 @@ Token format (24 characters of base64url, no padding — short enough for an SMS
     tag   = HMAC-SHA256(secret, "parkwatch-ack-v1" || len-prefixed(token_id, alarm_id, contact,
                                                                    channel, expires_at_ms))[:10]
 
-The token itself carries no alarm data: the server keeps one row per token in the alarm
-database (table ``ack_tokens``: token id → alarm id, contact, channel, expiry, use). The tag binds
-the row's content to the secret, so a token cannot be guessed (64 random bits *and* an 80-bit
-tag), forged, or pointed at another alarm / contact / channel / expiry by editing either the
-token or the row. The row makes the token expire and be used once. The secret comes from the
-caller (configuration or environment) and is never logged or shown in a ``repr``.
+The token itself carries no alarm data: the server keeps one row per token in the alarm database
+(table ``ack_tokens``, in the store's migrations: token id → alarm id, contact, channel, expiry,
+use). The tag binds the row's content to the secret, so a token cannot be guessed (64 random
+bits *and* an 80-bit tag), forged, or pointed at another alarm / contact / channel / expiry by
+editing either the token or the row. The row makes the token expire and be used once. The secret
+comes from the caller (configuration or environment) and is never logged or shown in a ``repr``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.alarms.store import AlarmStore
+from gateway.alarms.store import AlarmStore, prune_ack_tokens
 from sensors.errors import ParkWatchError
 
 TOKEN_ID_BYTES = 8
@@ -40,19 +40,6 @@ MAX_TOKEN_CHARS = 64                   # anything longer is rejected before any 
 _DOMAIN = b"parkwatch-ack-v1"
 _MIN_SECRET_BYTES = 16
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ack_tokens (
-    token_id      TEXT PRIMARY KEY,         -- base64url of the 8 random bytes
-    alarm_id      TEXT NOT NULL,
-    contact       TEXT NOT NULL,
-    channel       TEXT NOT NULL,
-    issued_at_ms  INTEGER NOT NULL,
-    expires_at_ms INTEGER NOT NULL,
-    used_at_ms    INTEGER
-) STRICT;
-CREATE INDEX IF NOT EXISTS ack_tokens_alarm ON ack_tokens (alarm_id);
-CREATE INDEX IF NOT EXISTS ack_tokens_expiry ON ack_tokens (expires_at_ms);
-"""
 
 
 class AckProblem(enum.StrEnum):
@@ -140,10 +127,6 @@ def verify_tag(secret: bytes, token_id: bytes, tag: bytes, alarm_id: str, contac
 
 # --- database work (runs in the store's worker) --------------------------------------------------
 
-def _ensure_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
-
-
 def _insert(conn: sqlite3.Connection, grant: AckGrant) -> bool:
     cur = conn.execute(
         "INSERT INTO ack_tokens (token_id, alarm_id, contact, channel, issued_at_ms,"
@@ -193,13 +176,6 @@ def _check(conn: sqlite3.Connection, secret: bytes, token: str, now_ms: int,
                     issued_at_ms=issued, expires_at_ms=expires, used_at_ms=used)
 
 
-def _prune(conn: sqlite3.Connection, before_ms: int) -> int:
-    cur = conn.execute("DELETE FROM ack_tokens WHERE expires_at_ms < ?", (before_ms,))
-    if conn.in_transaction:
-        conn.commit()
-    return cur.rowcount
-
-
 # --- the async facade ----------------------------------------------------------------------------
 
 class AckLinks:
@@ -216,7 +192,6 @@ class AckLinks:
         self._store = store
         self.ttl_s = ttl_s
         self._clock = clock
-        self._schema_ready = False
 
     def __repr__(self) -> str:  # never show the secret
         return f"AckLinks(base_url={self.base_url!r}, ttl_s={self.ttl_s})"
@@ -226,15 +201,6 @@ class AckLinks:
 
     def url(self, token: str) -> str:
         return f"{self.base_url}/ack/{token}"
-
-    async def _ensure_schema(self) -> None:
-        if not self._schema_ready:
-            await self._store.execute(_ensure_schema)
-            self._schema_ready = True
-
-    async def open(self) -> None:
-        """Create the token table now, so grants can be written inside other transactions."""
-        await self._ensure_schema()
 
     def mint(self, alarm_id: str, *, contact: str, channel: str) -> tuple[str, AckGrant]:
         """A link and its row, without touching the database: the caller writes the row with
@@ -249,7 +215,6 @@ class AckLinks:
 
     async def issue(self, alarm_id: str, *, contact: str, channel: str) -> str:
         """A new link for ``contact`` on ``channel``; the full URL ``{base_url}/ack/{token}``."""
-        await self._ensure_schema()
         now = self.now_ms()
         expires = now + int(self.ttl_s * 1000)
         for _ in range(5):  # a 64-bit collision is astronomically unlikely; never reuse one
@@ -266,7 +231,6 @@ class AckLinks:
         if len(token) > MAX_TOKEN_CHARS:
             raise AckTokenError(AckProblem.MALFORMED)
         decode_token(token)  # cheap rejection before touching the database
-        await self._ensure_schema()
         return await self._store.execute(_check, self._secret, token, self.now_ms(), False)
 
     async def resolve(self, token: str) -> AckGrant | None:
@@ -281,10 +245,9 @@ class AckLinks:
         if len(token) > MAX_TOKEN_CHARS:
             raise AckTokenError(AckProblem.MALFORMED)
         decode_token(token)
-        await self._ensure_schema()
         return await self._store.execute(_check, self._secret, token, self.now_ms(), True)
 
     async def prune(self, *, older_than_s: float = 7 * 24 * 3600) -> int:
         """Delete rows that expired more than ``older_than_s`` ago; the number deleted."""
-        await self._ensure_schema()
-        return await self._store.execute(_prune, self.now_ms() - int(older_than_s * 1000))
+        return await self._store.execute(prune_ack_tokens,
+                                         self.now_ms() - int(older_than_s * 1000))

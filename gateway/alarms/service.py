@@ -1,53 +1,55 @@
-"""The gateway's side of the alarm API: reads come from the store, changes go through the
-engine and the commit stage, so an acknowledgement is durable before the API answers."""
+"""The alarm service behind the HTTP API, the ack page and the CLI: reads come from the store,
+changes go through the engine and then the pipeline's commit stage, so a person's
+acknowledgement is durable (in the alarm store, with its transition) before the API answers."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.alarms.book import AlarmKeeper, now_ms
-from gateway.runtime.gateway import Gateway
+from gateway.alarms.keeper import AlarmKeeper, now_ms
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
+
+#: Makes alarm changes made outside the message flow durable and visible (the runtime's
+#: commit stage: alarm store, `alarms` points, retained documents, notifications).
+Commit = Callable[[list[Transition]], Awaitable[None]]
 
 
 class GatewayAlarmService:
-    """Implements :class:`gateway.http.alarmapi.AlarmService` for a running :class:`Gateway`."""
+    """Implements :class:`gateway.http.alarmapi.AlarmService` for a running gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
-
-    @property
-    def _book(self) -> AlarmKeeper:
-        if self._gateway.alarms is None:
-            raise ValueError("alarms are disabled in this gateway's configuration")
-        return self._gateway.alarms
+    def __init__(self, keeper: AlarmKeeper, commit: Commit) -> None:
+        self._keeper = keeper
+        self._commit = commit
 
     async def list_alarms(self, **filters: Any) -> list[Alarm]:
-        return await self._book.store.list(**filters)
+        return await self._keeper.store.list(**filters)
 
     async def get_alarm(self, alarm_id: str) -> Alarm | None:
-        return await self._book.store.get(alarm_id)
+        return await self._keeper.store.get(alarm_id)
 
     async def alarm_history(self, alarm_id: str) -> list[dict[str, Any]]:
-        return await self._book.store.history(alarm_id)
+        return await self._keeper.store.history(alarm_id)
 
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
                           channel: str) -> Alarm:
+        """Where a person's acknowledgement is decided: the engine for an active alarm, the
+        store for one that already resolved; then committed like any alarm change."""
         try:
-            transition = self._book.acknowledge(alarm_id, by=by, disposition=disposition,
-                                                channel=channel)
+            transition = self._keeper.acknowledge(alarm_id, by=by, disposition=disposition,
+                                                  channel=channel)
         except KeyError:
             transition = await self._acknowledge_resolved(alarm_id, by=by,
                                                           disposition=disposition,
                                                           channel=channel)
-        await self._gateway.commit_transitions([transition])
+        await self._commit([transition])
         return transition.after
 
     async def _acknowledge_resolved(self, alarm_id: str, *, by: str, disposition: Disposition,
                                     channel: str) -> Transition:
         """An alarm that cleared before anyone answered still needs a human verdict (was it a
         false alarm?) — and its retained document is cleared only once it has one."""
-        alarm = await self._book.store.get(alarm_id)
+        alarm = await self._keeper.store.get(alarm_id)
         if alarm is None:
             raise KeyError(alarm_id)
         if alarm.state is not AlarmState.RESOLVED or alarm.acknowledged_by is not None:
@@ -60,13 +62,10 @@ class GatewayAlarmService:
 
     async def set_maintenance(self, *, scope: str, target: str, mode: Maintenance,
                               until_ms: int | None, by: str) -> None:
-        transitions = self._book.set_maintenance(scope=scope, target=target, mode=mode,
-                                                 until_ms=until_ms, by=by)
-        # Saved even without transitions: the maintenance window itself is engine state.
-        await self._gateway.commit_transitions(transitions)
+        transitions = self._keeper.set_maintenance(scope=scope, target=target, mode=mode,
+                                                   until_ms=until_ms, by=by)
+        # Committed even without transitions: the maintenance window itself is engine state.
+        await self._commit(transitions)
 
     async def list_maintenance(self) -> list[dict[str, Any]]:
-        return self._book.maintenance_rows()
-
-    def ack_url(self, alarm: Alarm) -> str | None:
-        return None  # signed ack links arrive with notifications (issue 4)
+        return self._keeper.maintenance_rows()

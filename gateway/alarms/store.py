@@ -32,6 +32,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -41,7 +42,7 @@ from sensors.errors import ParkWatchError
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry migrates from version i to i + 1 (user_version counts applied entries).
 _MIGRATIONS: tuple[str, ...] = (
@@ -126,12 +127,63 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN group_interval_ms INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX outbox_group_sent ON outbox (group_key, sent_at_ms);
     """,
+    # v4: ack-link tokens (gateway/alarms/acklinks.py), written in the same transaction as the
+    # outbox rows whose messages carry the links. IF NOT EXISTS: earlier versions created the
+    # table on their own, outside the migrations.
+    """
+    CREATE TABLE IF NOT EXISTS ack_tokens (
+        token_id      TEXT PRIMARY KEY,         -- base64url of the 8 random bytes
+        alarm_id      TEXT NOT NULL,
+        contact       TEXT NOT NULL,
+        channel       TEXT NOT NULL,
+        issued_at_ms  INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        used_at_ms    INTEGER
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS ack_tokens_alarm ON ack_tokens (alarm_id);
+    CREATE INDEX IF NOT EXISTS ack_tokens_expiry ON ack_tokens (expires_at_ms);
+    """,
 )
 
-#: Inserts one row made by gateway.notify.outbox.outbox_row (kept here with the schema).
-OUTBOX_INSERT = ("INSERT OR IGNORE INTO outbox (key, channel, recipient, notification, fire_class,"
-                 " state, created_at_ms, next_at_ms, deadline_ms, group_key, group_interval_ms)"
-                 " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)")
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One notification as the outbox table stores it (made by gateway.notify.outbox.outbox_row;
+    the table and this row type live here, with the rest of the schema)."""
+
+    key: str                    # idempotency key: one message, ever
+    channel: str
+    recipient: str
+    notification_json: str      # the Notification as JSON
+    fire_class: bool
+    created_at_ms: int
+    due_ms: int
+    deadline_ms: int
+    group_key: str = ""
+    group_interval_ms: int = 0
+
+    def params(self) -> tuple[str | int, ...]:
+        return (self.key, self.channel, self.recipient, self.notification_json,
+                int(self.fire_class), self.created_at_ms, self.due_ms, self.deadline_ms,
+                self.group_key, self.group_interval_ms)
+
+
+_OUTBOX_INSERT = ("INSERT OR IGNORE INTO outbox (key, channel, recipient, notification,"
+                  " fire_class, state, created_at_ms, next_at_ms, deadline_ms, group_key,"
+                  " group_interval_ms) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)")
+
+
+def insert_outbox(conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> int:
+    """Insert rows inside the caller's transaction; a key already present is ignored (a replayed
+    transition enqueues nothing). Returns how many rows were new."""
+    before = conn.total_changes
+    conn.executemany(_OUTBOX_INSERT, [r.params() for r in rows])
+    return conn.total_changes - before
+
+
+def prune_ack_tokens(conn: sqlite3.Connection, expired_before_ms: int) -> int:
+    """Delete ack-link tokens that expired before ``expired_before_ms`` (no commit here)."""
+    return int(conn.execute("DELETE FROM ack_tokens WHERE expires_at_ms < ?",
+                            (expired_before_ms,)).rowcount)
 
 _COLUMNS = ("alarm_id", "fingerprint", "rule", "severity", "state", "park", "building", "floor",
             "zone", "device", "tenant", "kind", "location", "message", "value", "started_at_ms",
@@ -269,16 +321,14 @@ def _write_transition(conn: sqlite3.Connection, transition: Transition) -> None:
 
 def _apply_sync(conn: sqlite3.Connection, transitions: Sequence[Transition],
                 engine_state_json: str | None,
-                outbox: Sequence[tuple[Any, ...]] = (),
+                outbox: Sequence[OutboxRow] = (),
                 also: Sequence[Callable[[sqlite3.Connection], None]] = ()) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for transition in transitions:
             _write_transition(conn, transition)
         if outbox:
-            # OR IGNORE: the key is the idempotency key, a replayed transition enqueues nothing.
-            conn.executemany(
-                OUTBOX_INSERT, outbox)
+            insert_outbox(conn, outbox)
         for write in also:
             write(conn)
         if engine_state_json is not None:
@@ -423,7 +473,7 @@ class AlarmStore:
 
     async def apply(self, transitions: Sequence[Transition], *,
                     engine_state_json: str | None = None,
-                    outbox: Sequence[tuple[Any, ...]] = (),
+                    outbox: Sequence[OutboxRow] = (),
                     also: Sequence[Callable[[sqlite3.Connection], None]] = ()) -> None:
         """Store ``transitions`` (in order), the engine state and the notifications they cause
         (outbox rows, see gateway/notify/outbox.py), plus ``also`` writes by sibling modules

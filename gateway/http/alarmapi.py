@@ -13,8 +13,8 @@
 Every alarm is the contract §6 document, the same as on MQTT and in webhooks. Errors are JSON
 ``{"error": "..."}``: 400 for a bad request (unknown query parameters included, so a typo never
 silently widens a filter), 404 unknown, 409 conflict. The routes only translate HTTP; the
-:class:`AlarmService` (the gateway) owns the alarms. Not authenticated: like the status
-endpoints, bind them to loopback or put them behind an authenticating proxy.
+:class:`AlarmService` (gateway/alarms/service.py) owns the alarms. Authentication is the app's
+(gateway/http/auth.py): loopback by default, a bearer token otherwise.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ class AlarmService(Protocol):
 
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
                           channel: str) -> Alarm:
-        """The acknowledged alarm; KeyError if unknown, ValueError if already resolved."""
+        """The acknowledged alarm; KeyError if unknown, ValueError if it cannot be acknowledged
+        (pending, or already acknowledged). A resolved alarm nobody acknowledged can still be:
+        it needs a disposition for the false-alarm figures."""
         ...
 
     async def set_maintenance(self, *, scope: str, target: str, mode: Maintenance,
@@ -63,8 +65,6 @@ class AlarmService(Protocol):
         ...
 
     async def list_maintenance(self) -> list[dict[str, Any]]: ...
-
-    def ack_url(self, alarm: Alarm) -> str | None: ...
 
 
 ALARM_SERVICE = web.AppKey[AlarmService]("alarm_service")
@@ -184,14 +184,16 @@ async def _body(request: web.Request, model: type[_Model]) -> _Model:
 
 # --- handlers ------------------------------------------------------------------------------------
 
-def _document(service: AlarmService, alarm: Alarm) -> dict[str, Any]:
-    return alarm.document(ack_url=service.ack_url(alarm))
+def _document(alarm: Alarm) -> dict[str, Any]:
+    # ack_url stays null here: ack links are minted per recipient and travel only inside the
+    # notifications (gateway/alarms/acklinks.py); an API caller acknowledges with POST .../ack.
+    return alarm.document()
 
 
 async def _list(request: web.Request) -> web.Response:
     service = request.app[ALARM_SERVICE]
     alarms = await service.list_alarms(**_query_filters(request.query))
-    return web.json_response([_document(service, a) for a in alarms])
+    return web.json_response([_document(a) for a in alarms])
 
 
 async def _show(request: web.Request) -> web.Response:
@@ -202,7 +204,7 @@ async def _show(request: web.Request) -> web.Response:
         raise ApiError(404, f"no alarm with id {alarm_id!r}")
     history = [{**h, "at": iso(h["at_ms"])} if "at_ms" in h else h
                for h in await service.alarm_history(alarm_id)]
-    return web.json_response({**_document(service, alarm), "history": history})
+    return web.json_response({**_document(alarm), "history": history})
 
 
 async def _ack(request: web.Request) -> web.Response:
@@ -216,7 +218,7 @@ async def _ack(request: web.Request) -> web.Response:
         raise ApiError(404, f"no alarm with id {alarm_id!r}") from None
     except ValueError as exc:
         raise ApiError(409, f"cannot acknowledge alarm {alarm_id!r}: {exc}") from None
-    return web.json_response(_document(service, alarm))
+    return web.json_response(_document(alarm))
 
 
 async def _maintenance_list(request: web.Request) -> web.Response:

@@ -9,24 +9,57 @@ Bound to loopback by default: the API reveals the park's layout and acknowledges
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from gateway.alarms.service import GatewayAlarmService
-from gateway.config import is_loopback
+from gateway.alarms.acklinks import AckLinks
+from gateway.config import Settings, is_loopback
 from gateway.http.ackpage import add_ack_routes
-from gateway.http.alarmapi import add_alarm_routes
+from gateway.http.alarmapi import AlarmService, add_alarm_routes
 from gateway.http.auth import bearer_middleware, load_token
-from gateway.runtime.gateway import Gateway
-from rules.alarm import AlarmState
+from gateway.metrics import Metrics
+from rules.alarm import Alarm, AlarmState
 from sensors.errors import ConfigError
 
 CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
-GATEWAY = web.AppKey("gateway", Gateway)
 
 
-def build_app(gateway: Gateway) -> web.Application:
+class GatewayView(Protocol):
+    """All the HTTP layer may see of a running gateway (gateway/runtime/gateway.py has it)."""
+
+    # Read-only properties: a gateway's own (more specific) types satisfy them.
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def alarm_service(self) -> AlarmService | None: ...
+
+    @property
+    def ack_links(self) -> AckLinks | None: ...
+
+    @property
+    def untrusted_clock_devices(self) -> set[str]: ...
+
+    def broker_connected(self) -> bool: ...
+
+    def device_count(self) -> int: ...
+
+    def newest_readings(self, limit: int) -> list[dict[str, Any]]: ...
+
+    def active_alarms(self) -> list[Alarm]: ...
+
+
+GATEWAY = web.AppKey("gateway", GatewayView)
+
+
+def build_app(gateway: GatewayView) -> web.Application:
     """The API app; ConfigError if ``http.token_file`` cannot be read."""
     token = load_token(gateway.settings.http)
     app = web.Application(middlewares=[bearer_middleware(token)] if token is not None else [])
@@ -34,8 +67,8 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
-    if gateway.alarms is not None:
-        service = GatewayAlarmService(gateway)
+    service = gateway.alarm_service
+    if service is not None:
         add_alarm_routes(app, service)
         if gateway.ack_links is not None:
             add_ack_routes(app, links=gateway.ack_links, service=service,
@@ -44,14 +77,14 @@ def build_app(gateway: Gateway) -> web.Application:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    gw: Gateway = request.app[GATEWAY]
+    gw: GatewayView = request.app[GATEWAY]
     return web.Response(body=gw.metrics.exposition(),
                         headers={"Content-Type": CONTENT_TYPE_PROMETHEUS})
 
 
-def health(gw: Gateway) -> dict[str, Any]:
+def health(gw: GatewayView) -> dict[str, Any]:
     value = gw.metrics.value
-    broker = gw.session is not None and gw.session.connected
+    broker = gw.broker_connected()
     reachable = value("parkwatch_influx_reachable") == 1
     auth_ok = value("parkwatch_influx_auth_ok") == 1
     return {
@@ -69,7 +102,7 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
-def _counter_map(gw: Gateway, name: str) -> dict[str, float]:
+def _counter_map(gw: GatewayView, name: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in gw.metrics.registry.collect():
         for sample in family.samples:
@@ -80,30 +113,25 @@ def _counter_map(gw: Gateway, name: str) -> dict[str, float]:
 
 
 async def _status(request: web.Request) -> web.Response:
-    gw: Gateway = request.app[GATEWAY]
-    newest = sorted(gw.latest.values(), key=lambda r: r.latest_ts_ms, reverse=True)[:40]
-    latest = [{"device": r.device.device, "kind": r.device.kind, "building": r.device.building,
-               "ts_ms": r.latest_ts_ms, "values": dict(r.latest)} for r in newest]
+    gw: GatewayView = request.app[GATEWAY]
     return web.json_response({
         "instance": gw.settings.instance,
         "uptime_s": round(time.time() - gw.started_at, 1),
-        "devices": len(gw.registry),
+        "devices": gw.device_count(),
         "health": health(gw),
         "received": _counter_map(gw, "parkwatch_messages_received"),
         "accepted": _counter_map(gw, "parkwatch_messages_accepted"),
         "rejected": _counter_map(gw, "parkwatch_messages_rejected"),
         "points_written": _counter_map(gw, "parkwatch_points_written").get("total", 0),
         "untrusted_clock_devices": sorted(gw.untrusted_clock_devices),
-        "latest": latest,
+        "latest": gw.newest_readings(40),
         "alarms": _active_alarms(gw),
     })
 
 
-def _active_alarms(gw: Gateway, limit: int = 20) -> list[dict[str, Any]]:
+def _active_alarms(gw: GatewayView, limit: int = 20) -> list[dict[str, Any]]:
     """Firing and acknowledged alarms, worst first, for the live view."""
-    if gw.alarms is None or gw.alarms.engine is None:
-        return []
-    shown = [a for a in gw.alarms.engine.active() if a.state is not AlarmState.PENDING]
+    shown = [a for a in gw.active_alarms() if a.state is not AlarmState.PENDING]
     shown.sort(key=lambda a: (-a.severity.rank, -(a.fired_at_ms or 0)))
     return [{"severity": a.severity.value, "state": a.state.value, "rule": a.rule,
              "where": a.subject.device or a.subject.zone or a.subject.building,
@@ -111,7 +139,7 @@ def _active_alarms(gw: Gateway, limit: int = 20) -> list[dict[str, Any]]:
              "message": a.message, "paged": a.paged} for a in shown[:limit]]
 
 
-async def start_http(gateway: Gateway, host: str, port: int) -> web.AppRunner:
+async def start_http(gateway: GatewayView, host: str, port: int) -> web.AppRunner:
     app = build_app(gateway)
     if not app.middlewares and not is_loopback(host):
         # The settings refuse this already; host may come from elsewhere than the settings.

@@ -22,10 +22,9 @@ import datetime as dt
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 from gateway.alarms.acklinks import AckGrant, AckLinks
-from gateway.alarms.store import AlarmStore
+from gateway.alarms.store import AlarmStore, OutboxRow
 from gateway.config import NotifySettings, Settings
 from gateway.metrics import Metrics
 from gateway.notify.base import Channel, Notification
@@ -169,9 +168,9 @@ class Notifier:
 
     # -- planning (synchronous: runs inside the pipeline) ---------------------------------------
 
-    def plan(self, transitions: Sequence[Transition], now_ms: int) -> list[tuple[Any, ...]]:
+    def plan(self, transitions: Sequence[Transition], now_ms: int) -> list[OutboxRow]:
         """Outbox rows for these transitions (committed with them, in one transaction)."""
-        rows: list[tuple[Any, ...]] = []
+        rows: list[OutboxRow] = []
         if self._catch_all:
             rows.extend(self._catch_all_rows(transitions, now_ms))
         if self.config is None:
@@ -192,12 +191,12 @@ class Notifier:
                 self._next_check[alarm.alarm_id] = _NEVER
         return rows
 
-    def tick(self, now_ms: int) -> list[tuple[Any, ...]]:
+    def tick(self, now_ms: int) -> list[OutboxRow]:
         """Escalation tiers and fire-class repeats that fell due, as outbox rows."""
         if self.config is None:
             return []
         active = list(self._active())
-        rows: list[tuple[Any, ...]] = []
+        rows: list[OutboxRow] = []
         live = set()
         for alarm in active:
             live.add(alarm.alarm_id)
@@ -232,7 +231,7 @@ class Notifier:
         """How many alarms' outbox keys are held in memory (bounded by _forget)."""
         return len(self._keys)
 
-    def _rows(self, planned: Iterable[Planned], now_ms: int) -> list[tuple[Any, ...]]:
+    def _rows(self, planned: Iterable[Planned], now_ms: int) -> list[OutboxRow]:
         rows = []
         for p in planned:
             self._remember(p.notification.key)
@@ -243,8 +242,8 @@ class Notifier:
         return rows
 
     def _catch_all_rows(self, transitions: Sequence[Transition],
-                        now_ms: int) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = []
+                        now_ms: int) -> list[OutboxRow]:
+        rows: list[OutboxRow] = []
         for t in transitions:
             if not t.published:
                 continue

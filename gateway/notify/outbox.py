@@ -13,9 +13,8 @@ import dataclasses
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
-from gateway.alarms.store import OUTBOX_INSERT, AlarmStore
+from gateway.alarms.store import AlarmStore, OutboxRow, insert_outbox, prune_ack_tokens
 from gateway.notify.base import Notification, SendOutcome, SendResult
 
 
@@ -34,13 +33,15 @@ class Pending:
 
 def outbox_row(n: Notification, *, now_ms: int, due_ms: int, deadline_ms: int,
                fire_class: bool, group_key: str = "",
-               group_interval_ms: int = 0) -> tuple[Any, ...]:
-    """The row tuple ``AlarmStore.apply(outbox=...)`` inserts (``OUTBOX_INSERT``)."""
+               group_interval_ms: int = 0) -> OutboxRow:
+    """The row ``AlarmStore.apply(outbox=...)`` inserts for ``n``."""
     doc = json.dumps(dataclasses.asdict(n), ensure_ascii=False, default=dict)
     # Fire-class messages are never merged: each one goes out on its own, at once.
     key = "" if fire_class else group_key
-    return (n.key, n.channel, n.recipient, doc, int(fire_class), now_ms, due_ms, deadline_ms,
-            key, group_interval_ms if key else 0)
+    return OutboxRow(key=n.key, channel=n.channel, recipient=n.recipient, notification_json=doc,
+                     fire_class=fire_class, created_at_ms=now_ms, due_ms=due_ms,
+                     deadline_ms=deadline_ms, group_key=key,
+                     group_interval_ms=group_interval_ms if key else 0)
 
 
 def _notification(doc: str) -> Notification:
@@ -135,9 +136,7 @@ class Outbox:
         def write(conn: sqlite3.Connection) -> int:
             n = conn.execute("DELETE FROM outbox WHERE state != 'pending' AND created_at_ms < ?",
                              (before_ms,)).rowcount
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ack_tokens'").fetchone():
-                n += conn.execute("DELETE FROM ack_tokens WHERE expires_at_ms < ?",
-                                  (before_ms,)).rowcount
+            n += prune_ack_tokens(conn, before_ms)
             conn.commit()
             return int(n)
         return await self._store.execute(write)
@@ -154,12 +153,9 @@ class Outbox:
             return {str(r[0]) for r in rows}
         return await self._store.execute(read)
 
-    async def enqueue(self, rows: list[tuple[Any, ...]]) -> int:
+    async def enqueue(self, rows: list[OutboxRow]) -> int:
         """Insert rows made by :func:`outbox_row` outside an alarm transaction (fallbacks);
         a key already present is ignored. Returns how many rows were new."""
         def write(conn: sqlite3.Connection) -> int:
-            before = conn.total_changes
-            conn.executemany(OUTBOX_INSERT, rows)
-            conn.commit()
-            return conn.total_changes - before
+            return insert_outbox(conn, rows)
         return await self._store.execute(write)

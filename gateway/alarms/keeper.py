@@ -1,7 +1,7 @@
-"""The alarm side of the gateway: the rule engine, its durable store and its outputs.
+"""The alarm keeper: the pure rule engine and its durable store, driven from the event loop.
 
-The pure :class:`rules.engine.Engine` decides; this module gives it time and makes its
-decisions durable and visible:
+The pure :class:`rules.engine.Engine` decides; the keeper gives it time and makes its decisions
+durable (the outputs are in :mod:`gateway.alarms.outputs`):
 
     validate stage ── observe() ──▶ transitions ─┐
     ticker (1 s)   ── tick() ─────▶ transitions ─┤  (same commit queue as readings)
@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
-import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.alarms.acklinks import AckGrant, insert_grants
-from gateway.alarms.store import AlarmStore
-from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
-from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
+from gateway.alarms.store import AlarmStore, OutboxRow
+from rules.alarm import Disposition, Maintenance, Transition
 from rules.engine import Engine, EngineState
 from rules.loader import load_rules
 from rules.model import RuleSet
@@ -40,10 +37,6 @@ from sensors.registry import Registry
 
 log = logging.getLogger(__name__)
 
-ALARM_TOPIC_ROOT = "parkwatch/alarms"
-_ALARMS = escape_measurement("alarms")
-_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -51,47 +44,6 @@ def now_ms() -> int:
 
 def new_alarm_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def alarm_topic(alarm: Alarm) -> str:
-    """parkwatch/alarms/{park}/{building}/{device}/{rule}; a panel point's alarm adds
-    ``@{point}`` to the rule level, or its points would overwrite one another's document."""
-    s = alarm.subject
-    rule = alarm.rule
-    point = alarm.labels.get("point")
-    if point:
-        rule += "@" + _TOPIC_UNSAFE.sub("_", point)
-    return f"{ALARM_TOPIC_ROOT}/{s.park}/{s.building}/{s.topic_device}/{rule}"
-
-
-def alarm_line(alarm: Alarm) -> str:
-    """The `alarms` point of one state change (contract §5)."""
-    s = alarm.subject
-    tags = tag_set({"park": s.park, "building": s.building, "floor": s.floor, "zone": s.zone,
-                    "device": s.device, "tenant": s.tenant or "", "kind": s.kind,
-                    "rule": alarm.rule, "severity": alarm.severity.value})
-    fields: dict[str, float | int | bool | str] = {
-        "alarm_id": alarm.alarm_id, "state": alarm.state.value, "message": alarm.message,
-        # Beyond contract §5 (which only ever grows): what Grafana's alarm tables need without
-        # joining points — since when, who acknowledged, what it was, how long that took.
-        "started_at_ms": alarm.started_at_ms}
-    if alarm.value is not None and math.isfinite(alarm.value):
-        fields["value"] = float(alarm.value)
-    if alarm.acknowledged_by is not None:
-        fields["acknowledged_by"] = alarm.acknowledged_by
-    if alarm.disposition is not None:
-        fields["disposition"] = alarm.disposition.value
-    if alarm.acknowledged_at_ms is not None:
-        fired = alarm.fired_at_ms if alarm.fired_at_ms is not None else alarm.started_at_ms
-        fields["ack_s"] = max(0.0, (alarm.acknowledged_at_ms - fired) / 1000)
-    return encode_line(_ALARMS, tags, fields, alarm.updated_at_ms)
-
-
-def retained_payload(alarm: Alarm, ack_url: str | None) -> bytes:
-    """The retained document; empty (which clears it) once resolved and acknowledged."""
-    if alarm.state is AlarmState.RESOLVED and alarm.acknowledged_by is not None:
-        return b""
-    return json.dumps(alarm.document(ack_url), ensure_ascii=False).encode()
 
 
 class AlarmKeeper:
@@ -161,7 +113,7 @@ class AlarmKeeper:
         return self.engine.state().to_json()
 
     async def persist(self, transitions: Sequence[Transition], *, with_state: bool,
-                      outbox: Sequence[tuple[Any, ...]] = (),
+                      outbox: Sequence[OutboxRow] = (),
                       grants: Sequence[AckGrant] = ()) -> None:
         # Ack-link rows go in the same transaction as the messages that carry the links.
         also = [functools.partial(insert_grants, grants=list(grants))] if grants else []

@@ -1,0 +1,113 @@
+"""The durability stages: what is read becomes durable, then the broker gets its PUBACKs.
+
+::
+
+    [commit queue] ─▶ CommitStage: priority lines (alarms, events, status) → priority WAL (fsync)
+                        → alarm store (transitions, outbox, ack links, engine state: one SQLite
+                        transaction) → retained alarm documents, notifier woken, API answered
+                                │ telemetry lines and the messages
+                                ▼
+    [puback queue] ─▶ PubackStage (one per session): telemetry → bulk WAL (fsync) → PUBACK every
+                        message of the batch, in receive order
+
+Alarms first: a full telemetry log (InfluxDB down for days, block policy) holds up only the
+puback stage, never an alarm, an escalation or an acknowledgement made through the API; and
+the priority lane's session has its own puback stage that never waits behind telemetry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from gateway.alarms.keeper import AlarmKeeper
+from gateway.ingest.mqtt import MqttSession
+from gateway.metrics import Metrics
+from gateway.notify.notifier import Notifier
+from gateway.runtime.work import Work
+from gateway.storage.walstreams import WalStreams, split_lines
+from rules.alarm import Transition
+
+
+class CommitStage:
+    """Makes priority lines and alarm changes durable, in order, and sends alarm changes out."""
+
+    def __init__(self, *, queue: asyncio.Queue[Work], wal: WalStreams,
+                 keeper: AlarmKeeper | None, notifier: Notifier | None,
+                 publish_alarms: Callable[[list[Transition]], None], state_save_s: float,
+                 default_pubacks: asyncio.Queue[Work]) -> None:
+        self.queue = queue
+        self._wal = wal
+        self._keeper = keeper
+        self._notifier = notifier
+        self._publish_alarms = publish_alarms
+        self._state_save_s = state_save_s
+        self._default_pubacks = default_pubacks
+        self._state_saved_at = 0.0
+
+    def state_save_due(self) -> bool:
+        return time.monotonic() - self._state_saved_at >= self._state_save_s
+
+    async def run(self) -> None:
+        while True:
+            work = await self.queue.get()
+            try:
+                await self._commit(work)
+            except BaseException as exc:
+                if work.done is not None and not work.done.done():
+                    work.done.set_exception(exc)
+                raise
+            finally:
+                self.queue.task_done()
+
+    async def _commit(self, work: Work) -> None:
+        priority, bulk = split_lines(work.lines)
+        if priority:
+            await self._wal.priority.append(priority)
+        keeper = self._keeper
+        if keeper is not None and (work.transitions or work.outbox or work.save_state
+                                   or self.state_save_due()):
+            await keeper.persist(work.transitions, with_state=True, outbox=work.outbox,
+                                 grants=work.grants)
+            self._state_saved_at = time.monotonic()
+        self._publish_alarms(work.transitions)
+        if work.outbox and self._notifier is not None:
+            self._notifier.wake()
+        if work.done is not None and not work.done.done():
+            work.done.set_result(None)
+        if work.messages or bulk:
+            work.lines = bulk
+            # Never blocks: only work from a validate stage comes here, and that holds a slot
+            # of its session's PUBACK backlog until the messages got their PUBACKs.
+            (work.pubacks or self._default_pubacks).put_nowait(work)
+        else:
+            work.release()
+
+
+class PubackStage:
+    """Telemetry into its log, then the PUBACKs, in receive order, for one session. Under the
+    block policy this is where ingest waits for room; the broker keeps what has no PUBACK."""
+
+    def __init__(self, *, wal: WalStreams, session: Callable[[], MqttSession | None],
+                 metrics: Metrics) -> None:
+        self.queue: asyncio.Queue[Work] = asyncio.Queue()
+        self._wal = wal
+        self._session = session
+        self._metrics = metrics
+
+    async def run(self) -> None:
+        while True:
+            work = await self.queue.get()
+            try:
+                if work.lines:               # telemetry only (split by the commit stage)
+                    await self._wal.bulk.append(work.lines)
+                current = self._session()
+                if current is not None:
+                    current.puback_all(work.messages)   # where a PUBACK is sent
+                for mtype, n in work.accepted_by_type.items():
+                    self._metrics.accepted.labels(type=mtype).inc(n)
+                self._metrics.readings.inc(work.samples)
+            finally:
+                work.release()
+                self.queue.task_done()

@@ -1,0 +1,71 @@
+"""Work that runs on the clock, not on message arrival.
+
+- :class:`AlarmTicker` (every ``alarms.tick_s``): rule timers (for-durations, silence, doors),
+  gateway-health conditions, escalation tiers and fire-class repeats that fell due.
+- :class:`StatsStage` (every ``observe.gateway_interval_s``): the ``gateway`` measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from gateway.alarms.health import GatewayHealth
+from gateway.alarms.keeper import AlarmKeeper, now_ms
+from gateway.metrics import Metrics
+from gateway.notify.notifier import Notifier
+from gateway.runtime.durability import CommitStage
+from gateway.runtime.work import Work
+from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
+from gateway.storage.walstreams import WalStreams
+from rules.alarm import Transition
+
+
+class AlarmTicker:
+    def __init__(self, *, keeper: AlarmKeeper, health: GatewayHealth, notifier: Notifier | None,
+                 commit: CommitStage, add_transitions: Callable[[Work, list[Transition]], None],
+                 check_storage: Callable[[], None], tick_s: float) -> None:
+        self._keeper = keeper
+        self._health = health
+        self._notifier = notifier
+        self._commit = commit
+        self._add_transitions = add_transitions
+        self._check_storage = check_storage
+        self._tick_s = tick_s
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            work = Work()
+            now = now_ms()
+            self._add_transitions(work, self._keeper.tick(now))
+            self._check_storage()
+            conditions = self._health.take()
+            if conditions:
+                self._add_transitions(work, self._keeper.conditions(conditions, now))
+            if self._notifier is not None:
+                # Escalation tiers and fire-class repeats that fell due (no I/O: cheap).
+                work.outbox.extend(self._notifier.tick(now))
+                work.grants.extend(self._notifier.take_grants())
+            if work.transitions or work.outbox or self._commit.state_save_due():
+                await self._commit.queue.put(work)
+
+
+class StatsStage:
+    """The gateway's own counters and gauges as one `gateway` point, through the WAL."""
+
+    def __init__(self, *, wal: WalStreams, metrics: Metrics, instance: str,
+                 interval_s: float) -> None:
+        self._wal = wal
+        self._metrics = metrics
+        self._interval_s = interval_s
+        self._measurement = escape_measurement("gateway")
+        self._tags = tag_set({"instance": instance})
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            fields: dict[str, float | int | bool | str] = dict(self._metrics.flat())
+            line = encode_line(self._measurement, self._tags, fields, time.time_ns() // 1_000_000)
+            await self._wal.append([line])
