@@ -1,4 +1,5 @@
-"""Configuration: one YAML file, overridable by ``PARKWATCH_*`` environment variables (contract §7).
+"""Configuration: one YAML file, overridable by ``PARKWATCH_*`` environment variables
+(docs/configuration.md).
 
 The root :class:`Settings` is composed of one small model per component. Every model forbids
 unknown keys, so a typo is a start-up error that names the file, line and key instead of a setting
@@ -282,7 +283,7 @@ class AlarmSettings(_Section):
 
 
 class NotifySettings(_Section):
-    """Notifications: the catch-all webhook of contract §7 and, optionally, a routing file
+    """Notifications: the catch-all webhook of docs/configuration.md and, optionally, a routing file
     (channels, contacts, routing tree, escalation; see docs/notifications.md)."""
 
     webhook_url: str | None = None
@@ -351,7 +352,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment wins over the file (contract §7); the file arrives as init kwargs.
+        # The environment wins over the file (docs/configuration.md); the file comes as kwargs.
         return env_settings, init_settings, file_secret_settings
 
     @field_validator("default_timezone")

@@ -1,4 +1,4 @@
-"""Alarm state as data (contract §6), shared by the rule engine, the store and the outputs.
+"""Alarm state as data (docs/alarms.md), shared by the rule engine, the store and the outputs.
 
 An alarm is identified by its ``fingerprint`` (rule + device, or rule + zone/building): at most
 one alarm per fingerprint is active (not resolved) at any time. Every change is a
@@ -120,7 +120,7 @@ class Alarm:
         return replace(self, **changes)
 
     def document(self, ack_url: str | None = None) -> dict[str, Any]:
-        """The contract §6 JSON document (same everywhere: webhook, MQTT, HTTP API)."""
+        """The alarm document of docs/alarms.md (the same everywhere: webhook, MQTT, HTTP API)."""
         s = self.subject
         return {
             "alarm_id": self.alarm_id, "rule": self.rule, "state": self.state.value,

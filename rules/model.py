@@ -34,7 +34,7 @@ SOURCE = Field(min_length=3, description="the standard clause or practice this n
 COMMON_PLACEHOLDERS = frozenset({"rule", "severity", "device", "kind", "location", "park",
                                  "building", "floor", "zone", "tenant"})
 
-#: Display units by metric name (the unit lives in the name, contract §3).
+#: Display units by metric name (the unit lives in the name, docs/device-protocol.md, Telemetry).
 UNITS: Mapping[str, str] = {
     "lel_pct": "%LEL", "co_ppm": "ppm", "pressure_mpa": "MPa", "level_m": "m",
     "residual_current_ma": "mA", "temp_l1_c": "°C", "temp_l2_c": "°C", "temp_l3_c": "°C",
@@ -139,7 +139,7 @@ def check_template(template: string.Template, extra: frozenset[str]) -> None:
 
 
 def check_metric(metric: str, kinds: tuple[str, ...] | None) -> None:
-    """The metric must be a canonical metric of at least one matched kind (contract §3)."""
+    """The metric must be a canonical metric of at least one matched kind (device-protocol.md)."""
     models = [KIND_BY_NAME[k].values_model for k in (kinds or tuple(KIND_BY_NAME))]
     if not any(m is not None and metric in m.model_fields for m in models):
         raise ValueError(f"metric {metric!r} is not reported by kinds {list(kinds or ['any'])}")

@@ -82,7 +82,7 @@ class Telemetry:
 
 
 class EventType(enum.StrEnum):
-    """Discrete device events of contract §4."""
+    """Discrete device events of docs/device-protocol.md, Events."""
 
     FIRE_ALARM = "fire_alarm"
     PRE_ALARM = "pre_alarm"

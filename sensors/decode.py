@@ -60,7 +60,7 @@ MAX_JSON_DEPTH = 32
 #: Keys in any one JSON object. The widest legitimate object (a power meter's flat shape with
 #: its envelope) has about ten; a payload with thousands of keys only makes validation slow.
 MAX_OBJECT_KEYS = 64
-#: Event text reaching InfluxDB as string fields (contract §4).
+#: Event text reaching InfluxDB as string fields (docs/device-protocol.md, Events).
 MAX_POINT_CHARS = 64
 MAX_DETAIL_CHARS = 256
 
@@ -381,7 +381,7 @@ def _health(obj: Mapping[str, Any], key: str, low: float, high: float) -> float 
 
 def decode_event(payload: bytes, ctx: TimeContext, *,
                  max_bytes: int = MAX_PAYLOAD_BYTES) -> Event:
-    """Decode one event message (contract §4)."""
+    """Decode one event message (docs/device-protocol.md, Events)."""
     obj = parse_json_object(payload, max_bytes=max_bytes)
     _check_keys(obj, _EVENT_KEYS, "event")
     raw_type = obj.get("type")

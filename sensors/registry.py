@@ -1,8 +1,10 @@
-"""The device registry: which devices exist, where they are, and what kind they are (contract §1).
+"""The device registry: which devices exist, where they are, and what kind they are
+(docs/configuration.md, "Device registry").
 
-Loaded from YAML (``devices:`` list) or from a CSV export with the contract's exact header. Every
-problem in the file — bad IDs, unknown kinds, duplicates, missing columns — is collected and
-reported together, each with its line, so a park office fixes the spreadsheet in one pass.
+Loaded from YAML (``devices:`` list) or from a CSV export with the exact header of
+docs/configuration.md. Every problem in the file — bad IDs, unknown kinds, duplicates, missing
+columns — is collected and reported together, each with its line, so a park office fixes the
+spreadsheet in one pass.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class Device(BaseModel):
         return value
 
     def tags(self) -> dict[str, str]:
-        """The InfluxDB identity tags of contract §5 (tenant only when set)."""
+        """The InfluxDB identity tags (docs/device-protocol.md; tenant only when set)."""
         tags = {"park": self.park, "building": self.building, "floor": self.floor,
                 "zone": self.zone, "device": self.device}
         if self.tenant:
@@ -182,7 +184,7 @@ def _csv_rows(path: Path, errors: list[str]) -> list[tuple[int, Mapping[str, Any
                 errors.append(f"{path}:{reader.line_num}: expected {len(CSV_HEADER)} columns, "
                               f"got {len(row)} (a comma inside a cell needs quotes)")
                 continue
-            # Empty cells mean "not set" (contract §1), so they are left out, not passed as "".
+            # Empty cells mean "not set" (docs/configuration.md), so they are left out, not "".
             rows.append((reader.line_num, {k: v.strip() for k, v in zip(CSV_HEADER, row,
                                                                        strict=True) if v.strip()}))
         return rows

@@ -1,4 +1,5 @@
-"""Device timestamps → epoch milliseconds, with the contract §3 trust rules.
+"""Device timestamps → epoch milliseconds, with the trust rules of docs/device-protocol.md
+(Timestamps).
 
 Accepted forms of ``ts``:
 

@@ -1,4 +1,5 @@
-"""Short, signed, expiring, single-use acknowledgement links for notifications (issue 4, point 4).
+"""Short, signed, expiring, single-use acknowledgement links for notifications
+(docs/notifications.md, "Acknowledge links").
 
 Every SMS / IM / email carries ``{base_url}/ack/{token}``; the page behind it
 (:mod:`gateway.http.ackpage`) lets the person acknowledge the alarm with a disposition.

@@ -27,15 +27,16 @@ def alarm_topic(alarm: Alarm) -> str:
 
 
 def alarm_line(alarm: Alarm) -> str:
-    """The `alarms` point of one state change (contract §5)."""
+    """The `alarms` point of one state change (docs/device-protocol.md, What lands in InfluxDB)."""
     s = alarm.subject
     tags = tag_set({"park": s.park, "building": s.building, "floor": s.floor, "zone": s.zone,
                     "device": s.device, "tenant": s.tenant or "", "kind": s.kind,
                     "rule": alarm.rule, "severity": alarm.severity.value})
     fields: dict[str, float | int | bool | str] = {
         "alarm_id": alarm.alarm_id, "state": alarm.state.value, "message": alarm.message,
-        # Beyond contract §5 (which only ever grows): what Grafana's alarm tables need without
-        # joining points — since when, who acknowledged, what it was, how long that took.
+        # Beyond the documented fields (the schema only ever grows): what Grafana's alarm tables
+        # need without joining points: since when, who acknowledged, what it was, how long it
+        # took.
         "started_at_ms": alarm.started_at_ms}
     if alarm.value is not None and math.isfinite(alarm.value):
         fields["value"] = float(alarm.value)

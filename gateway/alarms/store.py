@@ -75,7 +75,7 @@ _MIGRATIONS: tuple[str, ...] = (
         maintenance        TEXT NOT NULL,
         inhibited_by       TEXT,
         labels             TEXT NOT NULL,   -- JSON object
-        document           TEXT NOT NULL    -- contract section 6 document (ack_url null)
+        document           TEXT NOT NULL    -- alarm document, docs/alarms.md (ack_url null)
     ) STRICT;
     -- The invariant of the lifecycle, enforced where a bug cannot bypass it.
     CREATE UNIQUE INDEX alarms_one_active_per_fingerprint

@@ -1,4 +1,4 @@
-"""The minimal mobile page behind an ack link (issue 4, point 4)::
+"""The minimal mobile page behind an ack link (docs/notifications.md, Acknowledge links)::
 
     GET  /ack/{token}   what, where, since when, current state; a form to acknowledge
     POST /ack/{token}   form: disposition=real|false_alarm|test|fault, name=… (optional)

@@ -1,12 +1,13 @@
 """From (topic, payload) to InfluxDB lines, or to a rejection with a reason.
 
-The validator knows the topic layout (contract §2), the device registry and the spoofing guard, and
-hands the payload to the sensor kind's decoder, then applies the per-device rate limit. It does
-no I/O and reads no clock: time comes in with the message, so it is tested without a broker. Its
-only state is the rate limiter's buckets.
+The validator knows the topic layout (docs/device-protocol.md, Topics), the device registry and the
+spoofing guard, and hands the payload to the sensor kind's decoder, then applies the per-device
+rate limit. It does no I/O and reads no clock: time comes in with the message, so it is tested
+without a broker. Its only state is the rate limiter's buckets.
 
-Whatever the bytes, :meth:`Validator.route` returns :class:`Validated` or raises :class:`Rejection`;
-any other exception is a bug (tests/test_decoders_fuzz.py and tests/test_fuzz_corpus.py).
+Whatever the bytes, :meth:`Validator.validate` returns :class:`Validated` or raises
+:class:`Rejection`; any other exception is a bug (tests/test_decoders_fuzz.py and
+tests/test_fuzz_corpus.py).
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ class Validator:
             raise Rejection(RejectReason.OVERSIZE,
                             f"{len(payload)} bytes > limit {self._max_payload}")
         if mtype is MessageType.EVENT:
-            # Never rate-limited (contract §4): a panel or detector in a real fire bursts, and
-            # a fire alarm held back is worse than any flood.
+            # Never rate-limited (docs/device-protocol.md, Events): a panel or detector in a real
+            # fire bursts, and a fire alarm held back is worse than any flood.
             return self._event(wire, payload, received_at_ms)
         if mtype is MessageType.TELEMETRY:
             validated = self._telemetry(wire, payload, received_at_ms)

@@ -33,7 +33,7 @@ class Notification:
     recipient: str                     # phone number, email address, or "" for group robots
     title: str
     text: str                          # the rendered body (already in the right language)
-    alarm: Mapping[str, Any] = field(default_factory=dict)   # the contract §6 document
+    alarm: Mapping[str, Any] = field(default_factory=dict)   # the alarm document (docs/alarms.md)
     ack_url: str | None = None
     template_params: Mapping[str, str] = field(default_factory=dict)  # SMS template variables
 

@@ -3,7 +3,7 @@
 Two sources of notifications, both written to the durable outbox in the same SQLite
 transaction as the alarm change (or ticker pass) that caused them:
 
-- the catch-all generic webhook of contract §7 (``PARKWATCH_NOTIFY__WEBHOOK_URL`` /
+- the catch-all generic webhook of docs/configuration.md (``PARKWATCH_NOTIFY__WEBHOOK_URL`` /
   ``__WEBHOOK_SECRET``): every published alarm state change, signed per Standard Webhooks;
 - the routing tree of ``notify.config`` (:mod:`gateway.notify.routing`): tier 0 when an alarm
   changes (:meth:`Notifier.plan`), later escalation tiers and fire-class repeats when they fall
@@ -42,7 +42,7 @@ from sensors.errors import ConfigError
 DEADLINE_MS = 24 * 3600 * 1000
 #: How long the outbox keys of an alarm that is no longer active stay in memory.
 KEY_MEMORY_MS = 3600 * 1000
-#: The catch-all webhook's channel name (contract §7).
+#: The catch-all webhook's channel name (docs/configuration.md).
 CATCH_ALL = "webhook"
 _NEVER = 2**62
 

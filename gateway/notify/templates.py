@@ -280,7 +280,7 @@ def render(kind: ChannelKind | str, lang: str, alarm_document: Mapping[str, Any]
     kind = ChannelKind(kind)
     lang = _lang(lang)
     if kind is ChannelKind.WEBHOOK:
-        # Machines get the contract §6 document verbatim; wording is for people.
+        # Machines get the alarm document (docs/alarms.md) verbatim; wording is for people.
         doc = {**alarm_document, "ack_url": ack_url}
         return Rendered(title=f"{doc.get('rule')} {doc.get('state')}",
                         text=json.dumps(doc, ensure_ascii=False, sort_keys=True))

@@ -38,7 +38,8 @@ from gateway.storage.wal import FullPolicy, Wal
 
 log = logging.getLogger(__name__)
 
-#: Measurements that are never evicted and are delivered before telemetry (contract §5).
+#: Measurements that are never evicted and are delivered before telemetry
+#: (docs/device-protocol.md, "What lands in InfluxDB").
 PRIORITY_MEASUREMENTS = frozenset({"alarms", "events", "device_status", "gateway",
                                    "notifications"})
 #: Bulk segments are at most this fraction of the bulk share, so eviction frees space in

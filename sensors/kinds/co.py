@@ -1,4 +1,6 @@
-"""Carbon monoxide detectors (underground car parks, boiler rooms) (contract §3).
+"""Carbon monoxide detectors (underground car parks, boiler rooms).
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 Vendor shapes, before the generic flat shape:
 

@@ -1,4 +1,6 @@
-"""Electrical fire monitors on distribution boards (GB 14287 style) (contract §3).
+"""Electrical fire monitors on distribution boards (GB 14287 style).
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 They measure the residual (earth-leakage) current of a circuit and, optionally, the temperature
 of each phase conductor and the neutral.

@@ -1,4 +1,6 @@
-"""Temperature / humidity sensors in archive rooms, warehouses and plant rooms (contract §3).
+"""Temperature / humidity sensors in archive rooms, warehouses and plant rooms.
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 Vendor shapes, before the generic flat shape:
 

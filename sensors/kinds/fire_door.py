@@ -1,4 +1,6 @@
-"""Fire door position monitors (contract §3).
+"""Fire door position monitors.
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 ``open`` is a boolean. Whether open is normal depends on the door's registry ``mode``
 (``normally_open`` / ``normally_closed``); that is for the rules, not the decoder.

@@ -1,4 +1,6 @@
-"""Fire alarm control panels, bridged to MQTT by a protocol converter (contract §3).
+"""Fire alarm control panels, bridged to MQTT by a protocol converter.
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 Events only: alarms, faults, isolations and resets of the panel's loop points arrive as events
 with ``point`` set to the loop/address. Telemetry may only be a heartbeat (no metrics;

@@ -1,4 +1,6 @@
-"""Combustible gas detectors (kitchens, boiler rooms, gas meter rooms) (contract §3).
+"""Combustible gas detectors (kitchens, boiler rooms, gas meter rooms).
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 ``lel_pct`` is the concentration as a percentage of the lower explosive limit.
 

@@ -1,4 +1,6 @@
-"""Point heat detectors and linear heat sensing cable controllers (contract §3).
+"""Point heat detectors and linear heat sensing cable controllers.
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 Vendor shapes, before the generic flat shape:
 

@@ -1,4 +1,6 @@
-"""Manual call points ("break glass" alarm buttons) (contract §3).
+"""Manual call points ("break glass" alarm buttons).
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 Events only: a press arrives as a ``fire_alarm`` event. Telemetry may only be a heartbeat (no
 metrics; ``battery_pct`` / ``rssi_dbm`` allowed); any metric is rejected as UNKNOWN_METRIC.

@@ -1,4 +1,6 @@
-"""Power meters on fire-pump, smoke-extraction and fire-lift supplies (contract §3).
+"""Power meters on fire-pump, smoke-extraction and fire-lift supplies.
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 Every metric is optional: meters report whatever registers they were configured to poll.
 ``power_kw`` is signed (export is negative); ``energy_kwh`` has no upper bound.

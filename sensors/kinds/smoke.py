@@ -1,4 +1,6 @@
-"""Point smoke detectors (photoelectric, often NB-IoT, battery powered) (contract §3).
+"""Point smoke detectors (photoelectric, often NB-IoT, battery powered).
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 Both metrics are optional: most detectors only send a heartbeat with ``battery_pct`` and
 ``rssi_dbm`` and report alarms as events; some also report obscuration (% per metre) and the

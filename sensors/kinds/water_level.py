@@ -1,4 +1,6 @@
-"""Level transmitters on fire-water tanks and pools (contract §3).
+"""Level transmitters on fire-water tanks and pools.
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 ``level_m`` is the water height above the transmitter's reference; it can be slightly negative
 when the probe sits above the tank floor.

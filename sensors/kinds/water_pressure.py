@@ -1,4 +1,6 @@
-"""Water pressure transmitters on hydrant and sprinkler pipe networks (contract §3).
+"""Water pressure transmitters on hydrant and sprinkler pipe networks.
+
+Metrics and accepted ranges: docs/device-protocol.md, "Metrics per kind".
 
 ``pressure_mpa`` is gauge pressure; the range starts slightly below zero because a drained riser
 can sit under a light vacuum.

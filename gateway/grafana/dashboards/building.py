@@ -50,7 +50,7 @@ def _boolean_panel(kind: str, metric: str) -> Any:
                                                                         "green")})]))
 
 
-#: Grafana unit ids for canonical metrics (the unit lives in the metric's name, contract §3).
+#: Grafana unit ids for canonical metrics (the unit lives in the metric's name).
 _UNITS = {"temperature_c": "celsius", "temp_l1_c": "celsius", "temp_l2_c": "celsius",
           "temp_l3_c": "celsius", "temp_n_c": "celsius", "humidity_pct": "humidity",
           "lel_pct": "percent", "co_ppm": "ppm", "pressure_mpa": "suffix: MPa",

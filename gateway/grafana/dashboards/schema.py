@@ -1,4 +1,5 @@
-"""What ParkWatch writes to InfluxDB (contract §5), taken from the code that writes it.
+"""What ParkWatch writes to InfluxDB (docs/device-protocol.md, "What lands in InfluxDB"), taken
+from the code that writes it.
 
 Dashboards name measurements, tags and fields only through this module, so a renamed metric or
 a new sensor kind changes the generated JSON (and fails the committed-JSON test) instead of

@@ -1,4 +1,4 @@
-"""Realistic telemetry, events and status messages for registered devices (contract §2-§4).
+"""Realistic telemetry, events and status messages for registered devices (docs/device-protocol.md).
 
 Each device gets its own deterministic random stream (seeded by the run seed and the device ID),
 a baseline drawn once (this hydrant riser sits at 0.38 MPa, that tank at 4.2 m), Gaussian noise
@@ -48,7 +48,8 @@ Overlay = Callable[[Device, float, Values], tuple[Values, tuple[str, ...]]]
 BATTERY_KINDS = frozenset({"smoke", "heat", "water_pressure", "water_level", "environment"})
 #: Kinds with a radio link that reports signal strength (NB-IoT / 4G / LoRa).
 _RADIO_KINDS = BATTERY_KINDS | {"gas", "co", "electrical_fire", "fire_panel"}
-#: Kinds whose telemetry is only a heartbeat; their news are events (contract §3 table).
+#: Kinds whose telemetry is only a heartbeat; their news are events
+#: (docs/device-protocol.md, "Metrics per kind").
 EVENT_ONLY_KINDS = frozenset({"manual_call_point", "fire_panel"})
 
 _BATCH_READINGS = 5
@@ -205,8 +206,8 @@ class TrafficGenerator:
                        "status", retain=True)
 
     def _event_ts(self, device: Device, ts: float) -> float | str:
-        # Panel protocol converters stamp RFC 3339 local time (contract §4 example); the rest
-        # send epoch seconds.
+        # Panel protocol converters stamp RFC 3339 local time (docs/device-protocol.md, Events);
+        # the rest send epoch seconds.
         if device.kind == "fire_panel":
             return datetime.fromtimestamp(ts, self.timezone).isoformat(timespec="milliseconds")
         return round(ts, 3)
