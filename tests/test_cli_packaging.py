@@ -1,10 +1,11 @@
-"""The ``parkwatch`` entry point as installed: what loading it costs.
+"""The ``parkwatch`` entry point as installed: ``--version``, and what loading it costs.
 
 Run in subprocesses, so what other tests imported cannot hide an import the CLI makes.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -59,3 +60,8 @@ def test_grafana_commands_still_reach_their_library(heavy: str) -> None:
     done = _python("-c", probe)
     assert done.returncode == 0, done.stderr
 
+
+def test_version() -> None:
+    done = _python("-m", "gateway.tools.cli", "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"parkwatch {importlib.metadata.version('parkwatch')}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parkwatch", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway")
@@ -91,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="stop after this many seconds (default: until Ctrl-C)")
     demo.set_defaults(handler=_cmd_demo)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("parkwatch")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "(not installed)"
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
