@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -121,6 +122,32 @@ def _report(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+_Handler = Callable[[argparse.Namespace], int]
+_ConfiguredHandler = Callable[[argparse.Namespace, Settings, Registry], int]
+
+
+def _reported(handler: _Handler) -> _Handler:
+    """A ConfigError out of ``handler`` is printed as its list of problems; exit 2."""
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ConfigError as exc:
+            return _report(exc)
+    return run
+
+
+def _configured(handler: _ConfiguredHandler) -> _Handler:
+    """``handler(args, settings, registry)`` with ``--config`` and its registry loaded; a problem
+    in either (or a ConfigError out of the handler) is reported as by :func:`_reported`."""
+    @_reported
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        settings, registry = load_all(args.config)
+        return handler(args, settings, registry)
+    return run
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     problems: list[str] = []
     settings: Settings | None = None
@@ -146,15 +173,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check_rules(args: argparse.Namespace) -> int:
+@_configured
+def _cmd_check_rules(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     from rules.dryrun import dry_run, read_recording
     from rules.loader import load_rules
 
-    try:
-        settings, registry = load_all(args.config)
-        ruleset = load_rules(args.rules or settings.rules)
-    except ConfigError as exc:
-        return _report(exc)
+    ruleset = load_rules(args.rules or settings.rules)
     print(f"OK: {len(ruleset.rules)} rules from {args.rules or settings.rules} for "
           f"{len(registry)} devices")
     if args.recording is None:
@@ -171,11 +195,8 @@ def _cmd_check_rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        settings, registry = load_all(args.config)
-    except ConfigError as exc:
-        return _report(exc)
+@_configured
+def _cmd_run(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     from gateway.logs import setup_logging
 
     if getattr(args, "dry_run", False):
@@ -185,13 +206,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(settings, registry))
 
 
+@_reported
 def _cmd_notify_test(args: argparse.Namespace) -> int:
     from gateway.notify.testsend import send_test
 
-    try:
-        result = asyncio.run(send_test(args.config, args.channel, to=args.to))
-    except ConfigError as exc:
-        return _report(exc)
+    result = asyncio.run(send_test(args.config, args.channel, to=args.to))
     print(f"{args.channel}: {result.outcome.value}"
           + (f" ({result.detail})" if result.detail else "")
           + (f" provider id {result.provider_id}" if result.provider_id else ""))
@@ -227,11 +246,8 @@ async def _run(settings: Settings, registry: Registry) -> int:
     return 0
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    try:
-        settings, registry = load_all(args.config)
-    except ConfigError as exc:
-        return _report(exc)
+@_configured
+def _cmd_simulate(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     from gateway.tools.simulator.runner import main_from_args
 
     if args.mqtt_url is None:
