@@ -5,6 +5,7 @@ Run in subprocesses, so what other tests imported cannot hide an import the CLI 
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import subprocess
@@ -65,3 +66,25 @@ def test_version() -> None:
     done = _python("-m", "gateway.tools.cli", "--version")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"parkwatch {importlib.metadata.version('parkwatch')}"
+
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return {name: sub for action in parser._actions
+            if isinstance(action, argparse._SubParsersAction)
+            for name, sub in action.choices.items()}
+
+
+def test_docstring_lists_every_command() -> None:
+    """The module docstring (``parkwatch --help``) names each command and each action."""
+    from gateway.tools import cli
+
+    assert cli.__doc__ is not None
+    listed = dict([*line.split(), ""][:2] for line in cli.__doc__.splitlines()
+                  if line.startswith("  "))
+    commands = _subcommands(cli._parser())
+    assert sorted(listed) == sorted([*commands, "--version"])
+    for name, command in commands.items():
+        actions = list(_subcommands(command))
+        if actions:
+            assert listed[name].split("|") == actions, name

@@ -1,4 +1,21 @@
-"""The ``parkwatch`` command: run, check-config, simulate, top, demo."""
+"""The ``parkwatch`` command line.
+
+  run [--dry-run]                  run the gateway (--dry-run logs notifications, sends none)
+  check-config                     validate the config and device registry, connect to nothing
+  check-rules                      validate the alarm rules; dry-run them on a --recording
+  simulate                         publish simulated sensor traffic for the registry
+  top                              live terminal view of a running gateway
+  notify test                      send a test message through one notification channel
+  alarms list|show|ack|history     list, show, acknowledge alarms of a running gateway
+  maintenance set|clear|list       test / isolated modes of a running gateway
+  grafana export|push              write the dashboard JSON files / upsert them into Grafana
+  demo                             broker, InfluxDB, gateway and simulator with the live view
+  --version                        print the installed version
+
+``parkwatch COMMAND --help`` lists a command's options. Exit codes: 0 ok, 1 failed, 2 a
+configuration or usage problem; see gateway.tools.alarmcli and gateway.grafana.push for the
+codes their commands add.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parkwatch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="parkwatch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
