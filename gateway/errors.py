@@ -16,3 +16,14 @@ class InfluxError(ParkWatchError):
 
 class MqttError(ParkWatchError):
     """The MQTT connection failed in a way that reconnecting will not fix (bad URL, TLS files)."""
+
+
+class CodedError(ParkWatchError):
+    """A refusal told to a person as ``message``, with ``code`` for the program on the other side:
+    an HTTP status (:class:`gateway.http.alarmapi.ApiError`) or a process exit code
+    (:class:`gateway.tools.alarmcli.CliError`)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -26,13 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import requests.exceptions
-from grafana_client.api import GrafanaApi
-from grafana_client.client import (
-    GrafanaClientError,
-    GrafanaException,
-    GrafanaUnauthorizedError,
-)
+# grafana-client and requests are imported where a push talks to Grafana, not here: building the
+# ``parkwatch`` parser (``add_arguments``) must not load them for every other command.
 
 DATASOURCE_UID = "parkwatch-influxdb"
 DATASOURCE_NAME = "ParkWatch InfluxDB"
@@ -254,6 +249,8 @@ class GrafanaSession:
             raise PushError(f"--url has an invalid port: {url!r}", EXIT_USAGE) from None
         prefix = parts.path.strip("/")
         self.url = url
+        from grafana_client.api import GrafanaApi
+
         # grafana-client joins "{host}/{prefix}api", so a sub-path needs its trailing slash.
         self._api: Any = GrafanaApi(
             auth=token, host=parts.hostname, port=port,
@@ -310,6 +307,7 @@ class GrafanaSession:
 
     def _lookup(self, doing: str, fn: Callable[[], Any]) -> dict[str, Any] | None:
         """Like :meth:`_call`, but a 404 means "not there yet" instead of an error."""
+        from grafana_client.client import GrafanaClientError
 
         def attempt() -> Any:
             try:
@@ -327,6 +325,13 @@ class GrafanaSession:
 
     def _call(self, doing: str, fn: Callable[[], T]) -> T:
         """Run one API call; turn grafana-client's exceptions into messages and exit codes."""
+        import requests.exceptions
+        from grafana_client.client import (
+            GrafanaClientError,
+            GrafanaException,
+            GrafanaUnauthorizedError,
+        )
+
         url = self.url
         try:
             return fn()

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gateway.errors import CodedError
 from rules.alarm import Alarm, Disposition, Maintenance, Severity, iso
 
 MAX_LIMIT = 5000
@@ -94,13 +95,8 @@ class MaintenanceBody(BaseModel):
         return self
 
 
-class ApiError(Exception):
-    """Answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class ApiError(CodedError):
+    """Answered as ``{"error": message}`` with HTTP status ``code``."""
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -112,7 +108,7 @@ def _json_errors(handler: _Handler) -> _Handler:
         try:
             return await handler(request)
         except ApiError as exc:
-            return web.json_response({"error": exc.message}, status=exc.status)
+            return web.json_response({"error": exc.message}, status=exc.code)
     return wrapped
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from gateway.errors import CodedError
 from gateway.http.auth import client_headers
 from rules.alarm import iso
 
@@ -34,13 +35,8 @@ _MESSAGE_WIDTH = 60
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class CliError(Exception):
+class CliError(CodedError):
     """Printed as ``parkwatch: message``; the command exits with ``code``."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 _Handler = Callable[[argparse.Namespace], int]

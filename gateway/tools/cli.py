@@ -1,14 +1,33 @@
-"""The ``parkwatch`` command: run, check-config, simulate, top, demo."""
+"""The ``parkwatch`` command line.
+
+  run [--dry-run]                  run the gateway (--dry-run logs notifications, sends none)
+  check-config                     validate the config and device registry, connect to nothing
+  check-rules                      validate the alarm rules; dry-run them on a --recording
+  simulate                         publish simulated sensor traffic for the registry
+  top                              live terminal view of a running gateway
+  notify test                      send a test message through one notification channel
+  alarms list|show|ack|history     list, show, acknowledge alarms of a running gateway
+  maintenance set|clear|list       test / isolated modes of a running gateway
+  grafana export|push              write the dashboard JSON files / upsert them into Grafana
+  demo                             broker, InfluxDB, gateway and simulator with the live view
+  --version                        print the installed version
+
+``parkwatch COMMAND --help`` lists a command's options. Exit codes: 0 ok, 1 failed, 2 a
+configuration or usage problem; see gateway.tools.alarmcli and gateway.grafana.push for the
+codes their commands add.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import functools
+import importlib.metadata
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parkwatch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="parkwatch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway")
@@ -93,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("parkwatch")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "(not installed)"
+
+
 def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", type=Path, default=None,
                    help="YAML config file (env PARKWATCH_* overrides it)")
@@ -110,6 +138,32 @@ def _report(exc: ConfigError) -> int:
     for problem in exc.problems:
         print(f"  {problem}", file=sys.stderr)
     return EXIT_CONFIG
+
+
+_Handler = Callable[[argparse.Namespace], int]
+_ConfiguredHandler = Callable[[argparse.Namespace, Settings, Registry], int]
+
+
+def _reported(handler: _Handler) -> _Handler:
+    """A ConfigError out of ``handler`` is printed as its list of problems; exit 2."""
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ConfigError as exc:
+            return _report(exc)
+    return run
+
+
+def _configured(handler: _ConfiguredHandler) -> _Handler:
+    """``handler(args, settings, registry)`` with ``--config`` and its registry loaded; a problem
+    in either (or a ConfigError out of the handler) is reported as by :func:`_reported`."""
+    @_reported
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        settings, registry = load_all(args.config)
+        return handler(args, settings, registry)
+    return run
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -137,15 +191,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check_rules(args: argparse.Namespace) -> int:
+@_configured
+def _cmd_check_rules(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     from rules.dryrun import dry_run, read_recording
     from rules.loader import load_rules
 
-    try:
-        settings, registry = load_all(args.config)
-        ruleset = load_rules(args.rules or settings.rules)
-    except ConfigError as exc:
-        return _report(exc)
+    ruleset = load_rules(args.rules or settings.rules)
     print(f"OK: {len(ruleset.rules)} rules from {args.rules or settings.rules} for "
           f"{len(registry)} devices")
     if args.recording is None:
@@ -162,11 +213,8 @@ def _cmd_check_rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        settings, registry = load_all(args.config)
-    except ConfigError as exc:
-        return _report(exc)
+@_configured
+def _cmd_run(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     from gateway.logs import setup_logging
 
     if getattr(args, "dry_run", False):
@@ -176,13 +224,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(settings, registry))
 
 
+@_reported
 def _cmd_notify_test(args: argparse.Namespace) -> int:
     from gateway.notify.testsend import send_test
 
-    try:
-        result = asyncio.run(send_test(args.config, args.channel, to=args.to))
-    except ConfigError as exc:
-        return _report(exc)
+    result = asyncio.run(send_test(args.config, args.channel, to=args.to))
     print(f"{args.channel}: {result.outcome.value}"
           + (f" ({result.detail})" if result.detail else "")
           + (f" provider id {result.provider_id}" if result.provider_id else ""))
@@ -218,11 +264,8 @@ async def _run(settings: Settings, registry: Registry) -> int:
     return 0
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    try:
-        settings, registry = load_all(args.config)
-    except ConfigError as exc:
-        return _report(exc)
+@_configured
+def _cmd_simulate(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     from gateway.tools.simulator.runner import main_from_args
 
     if args.mqtt_url is None:
