@@ -95,9 +95,6 @@ class FakeService:
                 {"scope": "device", "target": "sd-1", "mode": "test", "until": None,
                  "by": "bob"}]
 
-    def ack_url(self, alarm: Alarm) -> str | None:
-        return f"https://pw.example/ack/{alarm.alarm_id}"
-
 
 def sample_alarms() -> dict[str, Alarm]:
     items = [
@@ -130,7 +127,7 @@ async def test_list_defaults_to_active_documents(client: Client, service: FakeSe
     resp = await client.get("/alarms")
     assert resp.status == 200
     body = await resp.json()
-    assert body == [service.alarms[i].document(ack_url=f"https://pw.example/ack/{i}")
+    assert body == [service.alarms[i].document()
                     for i in ("a1", "a2")]
     assert service.list_calls == [{"active": True, "since_ms": None, "until_ms": None,
                                    "park": None, "building": None, "device": None,
@@ -184,7 +181,7 @@ async def test_show_returns_document_and_history(client: Client, service: FakeSe
     assert resp.status == 200
     body = await resp.json()
     history = body.pop("history")
-    assert body == service.alarms["a1"].document(ack_url="https://pw.example/ack/a1")
+    assert body == service.alarms["a1"].document()
     assert history[0]["to_state"] == "firing"
     assert history[0]["at"] == iso(T0)
 
@@ -204,7 +201,8 @@ async def test_ack(client: Client, service: FakeService) -> None:
     assert doc["state"] == "acknowledged"
     assert doc["acknowledged_by"] == "alice"
     assert doc["disposition"] == "real"
-    assert doc["ack_url"] == "https://pw.example/ack/a1"
+    # Ack links are minted per recipient and travel only in notifications, never in the API.
+    assert doc["ack_url"] is None
     assert service.ack_calls == [{"id": "a1", "by": "alice", "disposition": Disposition.REAL,
                                   "channel": "api"}]
     resp = await client.post("/alarms/a2/ack",
