@@ -1,4 +1,4 @@
-"""``parkwatch grafana push`` against a local fake Grafana (tests/grafana_server.py).
+"""``parkwatch grafana push`` against a local fake Grafana (tests/support/grafana_server.py).
 
 The fake records each request as Grafana would receive it, so these tests check the real
 bodies and headers grafana-client sends, the idempotency of a second push, the error messages
@@ -17,7 +17,7 @@ import pytest
 from gateway.grafana import push
 from gateway.tools.cli import main
 from gateway.tools.devservices import free_port
-from tests.grafana_server import FakeGrafana
+from tests.support.grafana_server import FakeGrafana
 
 TOKEN = "glsa_TestServiceAccountToken_0123456789abcdef"
 INFLUX_TOKEN = "influx-Read-Token-Only-For-Grafana-9876543210=="

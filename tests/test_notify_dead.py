@@ -17,7 +17,7 @@ from rules.model import RuleSet
 from rules.system import NOTIFICATION_DEAD, SYSTEM_KIND, HealthCondition
 from sensors.registry import Registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import ProviderServer
+from tests.support.notify_servers import ProviderServer
 from tests.test_notify_wiring import DT_SECRET, WH_SECRET, _env, _hook, _write, routing
 
 

@@ -15,7 +15,7 @@ from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.registry import Registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import ProviderServer, Step
+from tests.support.notify_servers import ProviderServer, Step
 
 pytestmark = pytest.mark.integration
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -21,7 +21,7 @@ from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.registry import load_registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import DINGTALK_URL, ProviderServer
+from tests.support.notify_servers import DINGTALK_URL, ProviderServer
 from tests.test_notify_wiring import DT_SECRET
 
 pytestmark = pytest.mark.integration

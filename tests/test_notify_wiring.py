@@ -2,7 +2,7 @@
 
 The end-to-end test runs the real gateway on a real broker and InfluxDB, with the tenant's
 contact on a DingTalk robot and the duty officer / park manager on webhooks, all served by the
-local provider fakes of tests/notify_servers.py (which check signatures like the real APIs).
+local provider fakes of tests/support/notify_servers.py (which check signatures like the real APIs).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from rules.alarm import AlarmState, Disposition
 from sensors.errors import ConfigError
 from sensors.registry import Registry
 from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import DINGTALK_URL, ProviderServer
+from tests.support.notify_servers import DINGTALK_URL, ProviderServer
 from tests.test_pipeline_e2e import _Collector
 
 ROOT = Path(__file__).resolve().parent.parent

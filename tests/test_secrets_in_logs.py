@@ -35,7 +35,7 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.errors import ConfigError
 from sensors.registry import Registry
 from tests.conftest import ROOT, SAMPLE_REGISTRY, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import ProviderServer, closed_port_url
+from tests.support.notify_servers import ProviderServer, closed_port_url
 
 pytestmark = pytest.mark.integration
 

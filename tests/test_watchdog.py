@@ -18,8 +18,8 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from rules.system import INGEST_STALLED
 from sensors.registry import Registry
 from tests.conftest import influx_count, make_settings, running_gateway, unique, wait_for
-from tests.faultproxy import FaultProxy
-from tests.notify_servers import ProviderServer
+from tests.support.faultproxy import FaultProxy
+from tests.support.notify_servers import ProviderServer
 
 
 class _Clock:
