@@ -27,14 +27,11 @@ from gateway.tools.simulator.runner import iter_messages
 from gateway.tools.simulator.traffic import Message
 from rules.alarm import Alarm, AlarmState
 from sensors.registry import Registry, load_registry
-from tests.conftest import (
-    ROOT,
-    influx_rows,
-    make_settings,
-    running_gateway,
-    unique,
-    wait_for,
-)
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_for
 from tests.test_pipeline_e2e import _Collector, _spawn_gateway
 
 pytestmark = pytest.mark.integration

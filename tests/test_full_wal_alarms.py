@@ -21,7 +21,9 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
 from rules.system import STORAGE_FULL
 from sensors.registry import Registry
-from tests.conftest import make_settings, running_gateway, unique, wait_for
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.waiting import wait_for
 from tests.test_pipeline_e2e import _plan
 
 pytestmark = pytest.mark.integration

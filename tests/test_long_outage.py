@@ -26,7 +26,10 @@ from gateway.runtime.gateway import Gateway
 from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.registry import Registry
-from tests.conftest import influx_count, influx_rows, make_settings, unique, wait_for
+from tests.support.gateway import make_settings
+from tests.support.ids import unique
+from tests.support.influx import influx_count, influx_rows
+from tests.support.waiting import wait_for
 from tests.test_pipeline_e2e import (
     _await_landed,
     _devices,

@@ -43,7 +43,8 @@ from gateway.ingest.mqtt import MqttSession
 from gateway.metrics import Metrics
 from gateway.tools.devservices import Influxd, Mosquitto, free_port
 from sensors.registry import Device, Registry
-from tests.conftest import make_settings, running_gateway, wait_for
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,11 @@ from rules.engine import Engine
 from rules.model import RuleSet
 from rules.system import NOTIFICATION_DEAD, SYSTEM_KIND, HealthCondition
 from sensors.registry import Registry
-from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
 from tests.support.notify_servers import ProviderServer
+from tests.support.waiting import wait_for
 from tests.test_notify_wiring import DT_SECRET, WH_SECRET, _env, _hook, _write, routing
 
 

@@ -14,8 +14,11 @@ from gateway.notify.channels.webhook import verify
 from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.registry import Registry
-from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
 from tests.support.notify_servers import ProviderServer, Step
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

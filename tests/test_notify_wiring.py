@@ -32,8 +32,11 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
 from sensors.errors import ConfigError
 from sensors.registry import Registry
-from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
 from tests.support.notify_servers import DINGTALK_URL, ProviderServer
+from tests.support.waiting import wait_for
 from tests.test_pipeline_e2e import _Collector
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,15 +28,11 @@ from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.base import RejectReason
 from sensors.registry import Device, Registry
-from tests.conftest import (
-    ROOT,
-    influx_count,
-    influx_rows,
-    make_settings,
-    running_gateway,
-    unique,
-    wait_for,
-)
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_count, influx_rows
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

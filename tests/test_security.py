@@ -22,7 +22,8 @@ from gateway.tools.cli import main
 from gateway.tools.top import run_top
 from sensors.errors import ConfigError
 from sensors.registry import Registry
-from tests.conftest import ROOT, make_settings
+from tests.support.gateway import make_settings
+from tests.support.paths import ROOT
 
 TOKEN = "api-token-0123456789abcdef"
 

@@ -19,7 +19,7 @@ import yaml
 
 from gateway.tools.devservices import Influxd, Mosquitto
 from sensors.registry import Registry
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 from tests.test_pipeline_e2e import (
     _await_landed,
     _plan,
