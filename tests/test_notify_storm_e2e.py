@@ -23,9 +23,9 @@ from sensors.registry import load_registry
 from tests.support.gateway import make_settings, running_gateway
 from tests.support.ids import unique
 from tests.support.influx import influx_rows
+from tests.support.notify import DT_SECRET
 from tests.support.notify_servers import DINGTALK_URL, ProviderServer
 from tests.support.waiting import wait_for
-from tests.test_notify_wiring import DT_SECRET
 
 pytestmark = pytest.mark.integration
 STORM = 200

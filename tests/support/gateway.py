@@ -1,12 +1,18 @@
-"""A gateway under test: settings of its own, run in this event loop until the block exits."""
+"""A gateway under test: settings of its own, run in this event loop or as a subprocess."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from gateway.config import Settings
 from gateway.runtime.gateway import Gateway
@@ -55,3 +61,23 @@ async def running_gateway(settings: Settings, registry: Registry,
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+def write_config(tmp_path: Path, mqtt_url: str, influx_url: str,
+                 **overrides: Any) -> tuple[Path, str, str]:
+    """``make_settings`` written as a config file: (path, topic root, database)."""
+    settings = make_settings(tmp_path, mqtt_url=mqtt_url, influx_url=influx_url, **overrides)
+    doc = json.loads(settings.model_dump_json())
+    doc["http"] = {"enabled": False}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path, settings.mqtt.topic_root, settings.influx.database
+
+
+def spawn_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``parkwatch run`` as a real process (for SIGKILL and SIGTERM), its output appended to
+    ``log``; the caller stops it."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "gateway.tools.cli", "run", "--config",
+                                 str(config)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
