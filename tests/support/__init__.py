@@ -1,7 +1,7 @@
 """What tests share and are not tests: helpers, fake servers and the chaos driver.
 
 Test modules import from here, never from one another or from ``tests.conftest`` (which holds
-fixtures only). One concern per module:
+fixtures only); tests/test_layout.py enforces that. One concern per module:
 
 - ``paths``: the repository root and the sample registry.
 - ``ids``: unique names, so tests sharing a broker or database do not see each other.
