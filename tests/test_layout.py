@@ -4,7 +4,8 @@ A test module imported by another runs its imports, fixtures and marks where nob
 and its private helpers change as if they were local; conftest.py is pytest's plugin file, not
 a library. So no module under tests/ (nor bench/ or scripts/, which reuse test helpers) may
 import ``tests.test_*`` or ``tests.conftest``, including inside a function or in the source of
-a subprocess kept in a string.
+a subprocess kept in a string. And the project's own packages are imported, never
+``importorskip``-ed: a broken import must fail the run.
 """
 
 from __future__ import annotations
@@ -85,6 +86,23 @@ def test_no_module_imports_a_test_module_or_conftest() -> None:
                                        in_strings=path != Path(__file__).resolve())]
     assert not problems, ("import shared helpers from tests.support, never from a test module "
                           "or conftest:\n  " + "\n  ".join(problems))
+
+
+OWN_PACKAGES = ("gateway", "sensors", "rules")
+
+
+def test_the_project_is_never_imported_with_importorskip() -> None:
+    # A broken import of our own code must fail the run, not turn into a quiet skip.
+    skipped = []
+    for path, _ in _modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "importorskip" and node.args):
+                continue
+            name = ast.literal_eval(node.args[0]) if isinstance(node.args[0], ast.Constant) else ""
+            if str(name).split(".")[0] in OWN_PACKAGES:
+                skipped.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert not skipped, "import the project's own modules normally:\n  " + "\n  ".join(skipped)
 
 
 @pytest.mark.parametrize("source", [
