@@ -8,7 +8,6 @@ with the broker and lands after the restart.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -78,10 +77,3 @@ async def test_sigterm_with_a_full_wal_exits_in_bounded_time_and_loses_nothing(
                 proc.kill()
     finally:
         influx.stop()
-
-
-def test_shutdown_timeout_is_a_setting() -> None:
-    from gateway.config import Settings
-
-    assert Settings().shutdown_timeout_s == 20.0
-    assert json.loads(Settings(shutdown_timeout_s=5).model_dump_json())["shutdown_timeout_s"] == 5
