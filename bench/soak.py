@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.soak --devices 2000 --rounds 5
 
-Each round injects every fault of tests/chaos.py once (kill -9, broker restart, network cut,
+Each round injects every fault of tests/support/chaos.py once (kill -9, broker restart, network cut,
 network stall, InfluxDB stopped with a kill -9 in the middle, InfluxDB link stalled while the
 broker link is cut); after the last round it proves that nothing was lost or doubled. The exit
 status is 0 only if the proof holds and the gateway recovered from every fault on its own.
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.chaos import Chaos, ChaosConfig, ChaosReport
+from tests.support.chaos import Chaos, ChaosConfig, ChaosReport
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -27,15 +27,12 @@ from gateway.tools.simulator.runner import iter_messages
 from gateway.tools.simulator.traffic import Message
 from rules.alarm import Alarm, AlarmState
 from sensors.registry import Registry, load_registry
-from tests.conftest import (
-    ROOT,
-    influx_rows,
-    make_settings,
-    running_gateway,
-    unique,
-    wait_for,
-)
-from tests.test_pipeline_e2e import _Collector, _spawn_gateway
+from tests.support.gateway import make_settings, running_gateway, spawn_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
+from tests.support.mqtt import Collector
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,15 +83,15 @@ async def _stored(gw: Gateway, **filters: Any) -> list[Alarm]:
 
 
 @pytest.fixture
-def alarm_docs(mosquitto: Mosquitto) -> Iterator[_Collector]:
-    collector = _Collector(mosquitto.port, "parkwatch/alarms/#")
+def alarm_docs(mosquitto: Mosquitto) -> Iterator[Collector]:
+    collector = Collector(mosquitto.port, "parkwatch/alarms/#")
     yield collector
     collector.close()
 
 
 async def test_fire_scenario_confirms_within_2s_of_the_second_signal(
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
-        alarm_docs: _Collector) -> None:
+        alarm_docs: Collector) -> None:
     settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url)
 
     async with running_gateway(settings, sample_registry) as gw:
@@ -132,7 +129,7 @@ async def test_fire_scenario_confirms_within_2s_of_the_second_signal(
 
 async def test_pipe_burst_raises_pressure_alarms_everywhere_users_look(
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
-        alarm_docs: _Collector) -> None:
+        alarm_docs: Collector) -> None:
     settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url)
     port = free_port()
     async with running_gateway(settings, sample_registry) as gw:
@@ -289,7 +286,7 @@ async def test_kill_9_with_active_alarms_keeps_them_none_lost_none_doubled(
         except aiohttp.ClientError:
             return []
 
-    proc = _spawn_gateway(config, log)
+    proc = spawn_gateway(config, log)
     try:
         await wait_for(lambda: b"mqtt connected" in log.read_bytes(), timeout_s=30,
                        what="gateway connected")
@@ -309,7 +306,7 @@ async def test_kill_9_with_active_alarms_keeps_them_none_lost_none_doubled(
         before = sorted(d["alarm_id"] for d in await active_docs())
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        proc = _spawn_gateway(config, log)
+        proc = spawn_gateway(config, log)
         # The same messages again (as a broker redelivery would bring them): still no doubles.
         async with MqttPublisher("127.0.0.1", settings.mqtt.port,
                                  client_id=unique("k2")) as pub:
@@ -358,7 +355,7 @@ def test_check_rules_validates_the_pack_and_dry_runs_a_recording(
 
 async def test_ack_and_maintenance_through_the_api_show_everywhere(
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
-        alarm_docs: _Collector, capsys: pytest.CaptureFixture[str]) -> None:
+        alarm_docs: Collector, capsys: pytest.CaptureFixture[str]) -> None:
     from gateway.tools.alarmcli import main as alarm_cli
 
     settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url)

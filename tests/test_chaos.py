@@ -1,4 +1,6 @@
-"""The chaos suite, CI size: 524 devices, every fault once, then the proof (see tests/chaos.py).
+"""The chaos suite, CI size: 524 devices, every fault once, then the proof.
+
+The driver is tests/support/chaos.py.
 
 Faults: kill -9 of the gateway; broker restart; network cut and network stall between gateway
 and broker; InfluxDB stopped for 60 s with a kill -9 of the gateway in the middle; the InfluxDB
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import Chaos, ChaosConfig
+from tests.support.chaos import Chaos, ChaosConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

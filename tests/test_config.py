@@ -129,3 +129,15 @@ def test_credentials_in_the_mqtt_url_win(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("PARKWATCH_MQTT__URL", "mqtt://from-env:pw@broker")
     settings = load_settings(cfg)
     assert settings.mqtt.username == "from-env"
+
+
+def test_shutdown_timeout_is_read_from_the_file_and_must_be_positive(tmp_path: Path) -> None:
+    # The SIGTERM test in test_shutdown.py relies on the file's value reaching the gateway.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("shutdown_timeout_s: 3\n")
+    assert load_settings(cfg).shutdown_timeout_s == 3.0
+    # Zero would make every shutdown give up at once and leave all in-flight work to the broker.
+    cfg.write_text("instance: demo\nshutdown_timeout_s: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert info.value.problems[0].startswith(f"{cfg}:2: shutdown_timeout_s")

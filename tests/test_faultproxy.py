@@ -12,8 +12,9 @@ import pytest
 
 from gateway.tools.devservices import Mosquitto, free_port
 from gateway.tools.simulator.publisher import MqttPublisher, MqttPublishError
-from tests.conftest import unique, wait_for
-from tests.faultproxy import FaultProxy, Mode
+from tests.support.faultproxy import FaultProxy, Mode
+from tests.support.ids import unique
+from tests.support.waiting import wait_for
 
 # Long enough for a forwarded byte to arrive many times over on loopback; a stall must hold it.
 _QUIET_S = 0.5

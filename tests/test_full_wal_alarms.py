@@ -20,8 +20,10 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
 from rules.system import STORAGE_FULL
 from sensors.registry import Registry
-from tests.conftest import make_settings, running_gateway, unique, wait_for
-from tests.test_pipeline_e2e import _plan
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.readings import plan
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +52,7 @@ async def test_an_api_acknowledgement_is_durable_while_the_telemetry_log_is_full
 
             await wait_for(lambda: bool(fire()), timeout_s=15, what="the fire alarm")
             influx.stop()                        # from now on nothing leaves the WAL
-            for topic, payload in _plan(sample_registry, root, 15_000):
+            for topic, payload in plan(sample_registry, root, 15_000):
                 await pub.publish(topic, payload)
             await pub.flush(60)
             assert gw.wal is not None
@@ -100,7 +102,7 @@ async def test_a_fire_event_still_alarms_while_the_main_session_is_held_up_by_te
         async with running_gateway(settings, sample_registry) as gw, \
                 MqttPublisher("127.0.0.1", mosquitto.port, client_id=unique("f")) as pub:
             influx.stop()
-            for topic, payload in _plan(sample_registry, root, 15_000):
+            for topic, payload in plan(sample_registry, root, 15_000):
                 await pub.publish(topic, payload)
             await pub.flush(60)
             assert gw.wal is not None

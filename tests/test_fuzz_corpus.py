@@ -12,7 +12,7 @@ import pytest
 from gateway.ingest.validate import Validated, Validator
 from sensors.base import Rejection, RejectReason
 from sensors.registry import Registry, load_registry
-from tests.conftest import SAMPLE_REGISTRY
+from tests.support.paths import SAMPLE_REGISTRY
 
 CORPUS = Path(__file__).parent / "fuzz"
 RECEIVED_MS = 1764059460000

@@ -18,7 +18,7 @@ from gateway.grafana import export
 from gateway.grafana.dashboards import build_all, influxql, schema
 from gateway.grafana.dashboards.common import DATASOURCE_UID, _plain
 from rules.alarm import Disposition
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 COMMITTED = ROOT / "deploy" / "grafana" / "dashboards"
 

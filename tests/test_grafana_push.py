@@ -1,4 +1,4 @@
-"""``parkwatch grafana push`` against a local fake Grafana (tests/grafana_server.py).
+"""``parkwatch grafana push`` against a local fake Grafana (tests/support/grafana_server.py).
 
 The fake records each request as Grafana would receive it, so these tests check the real
 bodies and headers grafana-client sends, the idempotency of a second push, the error messages
@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from gateway.grafana import push
+from gateway.grafana.dashboards import build_all
 from gateway.tools.cli import main
 from gateway.tools.devservices import free_port
-from tests.grafana_server import FakeGrafana
+from tests.support.grafana_server import FakeGrafana
 
 TOKEN = "glsa_TestServiceAccountToken_0123456789abcdef"
 INFLUX_TOKEN = "influx-Read-Token-Only-For-Grafana-9876543210=="
@@ -233,8 +234,7 @@ def test_provisioned_objects_are_left_alone(
 
 def test_generated_dashboards_are_pushed_by_default(
         grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]) -> None:
-    generator = pytest.importorskip("gateway.grafana.dashboards")
-    expected = generator.build_all()
+    expected = build_all()
     rc = main(["grafana", "push", "--url", grafana.url])
     assert rc == push.EXIT_OK, capsys.readouterr().err
     assert len(grafana.state.dashboards) == len(expected)

@@ -28,8 +28,10 @@ from gateway.tools.simulator.scenarios import SCENARIO_NAMES
 from rules.alarm import AlarmState, Disposition
 from sensors.catalogue import KINDS
 from sensors.registry import Registry
-from tests.conftest import influx_rows, make_settings, running_gateway, wait_for
-from tests.notify_servers import ProviderServer
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.influx import influx_rows
+from tests.support.notify_servers import ProviderServer
+from tests.support.waiting import wait_for
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #: What Grafana would put in for its macros on a "last hour" dashboard.

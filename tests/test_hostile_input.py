@@ -34,7 +34,10 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.base import Rejection, RejectReason
 from sensors.errors import RegistryError
 from sensors.registry import ID_PATTERN, Device, Registry, build_registry
-from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
+from tests.support.waiting import wait_for
 
 NOW_S = int(time.time())
 BASE_TS = NOW_S - 86400  # a day ago: trusted, and far from the flood's timestamps

@@ -19,22 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from gateway.config import Settings
 from gateway.runtime.gateway import Gateway
 from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.registry import Registry
-from tests.conftest import influx_count, influx_rows, make_settings, unique, wait_for
-from tests.test_pipeline_e2e import (
-    _await_landed,
-    _devices,
-    _per_device_counts,
-    _plan,
-    _publish,
-    _spawn_gateway,
-)
+from tests.support.gateway import make_settings, spawn_gateway, write_config
+from tests.support.ids import unique
+from tests.support.influx import influx_count, influx_rows
+from tests.support.readings import await_landed, devices, per_device_counts, plan, publish
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +72,7 @@ def _event(root: str, registry: Registry, seq: int) -> tuple[str, bytes]:
 
 def _seqs_in_order(delivered: Sequence[bytes], registry: Registry) -> dict[str, list[int]]:
     """Per telemetry device, the seq field of its lines in delivery order."""
-    kinds = {d.kind for d in _devices(registry)}
+    kinds = {d.kind for d in devices(registry)}
     out: dict[str, list[int]] = {}
     for line in delivered:
         text = line.decode()
@@ -95,15 +90,15 @@ async def test_block_policy_stops_acks_then_everything_lands_once_alarms_first(
                              wal=SMALL_WAL)
     root, db = settings.mqtt.topic_root, settings.influx.database
     total = 9000
-    plan = _plan(sample_registry, root, total)
+    planned = plan(sample_registry, root, total)
     # Two fire alarms early in the outage, behind 1000 telemetry messages each.
-    messages = [*plan[:1000], _event(root, sample_registry, 1), *plan[1000:2000],
-                _event(root, sample_registry, 2), *plan[2000:]]
+    messages = [*planned[:1000], _event(root, sample_registry, 1), *planned[1000:2000],
+                _event(root, sample_registry, 2), *planned[2000:]]
     delivered: list[bytes] = []
     async with gateway_recording(settings, sample_registry, delivered) as gw:
         assert gw.wal is not None
         await asyncio.to_thread(influx.stop)
-        await _publish(mosquitto.port, messages)   # the broker has them all
+        await publish(mosquitto.port, messages)   # the broker has them all
         await wait_for(lambda: gw.wal is not None and gw.wal.bulk.full, timeout_s=60,
                        what="telemetry filled its share of the WAL")
         assert gw.metrics.value("parkwatch_wal_full_events_total", stream="bulk") >= 1
@@ -114,11 +109,11 @@ async def test_block_policy_stops_acks_then_everything_lands_once_alarms_first(
         assert gw.metrics.value("parkwatch_wal_evicted_lines_total", stream="bulk") == 0
         assert gw.metrics.value("parkwatch_messages_accepted_total", type="event") == 2
         await asyncio.to_thread(influx.start)
-        await _await_landed(influx, db, sample_registry, total, timeout_s=120)
+        await await_landed(influx, db, sample_registry, total, timeout_s=120)
         await wait_for(lambda: influx_count(influx, db, "events", "seq") == 2, timeout_s=30,
                        what="both events in InfluxDB")
     # Every reading exactly once (per-device seq contiguous), in order per device.
-    for dev in _devices(sample_registry)[:5]:
+    for dev in devices(sample_registry)[:5]:
         seqs = [int(r[1]) for r in influx_rows(
             influx, db, f'SELECT "seq" FROM "{dev.kind}" WHERE "device" = \'{dev.device}\'')]
         assert seqs == list(range(len(seqs))), dev.device
@@ -140,15 +135,15 @@ async def test_drop_oldest_telemetry_keeps_acking_and_counts_every_evicted_line(
                              wal={**SMALL_WAL, "full_policy": "drop_oldest_telemetry"})
     root, db = settings.mqtt.topic_root, settings.influx.database
     total = 12_000
-    plan = _plan(sample_registry, root, total)
+    planned = plan(sample_registry, root, total)
     events = [_event(root, sample_registry, i) for i in range(1, 13)]
     messages: list[tuple[str, bytes]] = []
     for i in range(12):   # a fire alarm every 1000 readings, the oldest ones included
-        messages += [*plan[i * 1000:(i + 1) * 1000], events[i]]
+        messages += [*planned[i * 1000:(i + 1) * 1000], events[i]]
     delivered: list[bytes] = []
     async with gateway_recording(settings, sample_registry, delivered) as gw:
         await asyncio.to_thread(influx.stop)
-        await _publish(mosquitto.port, messages)
+        await publish(mosquitto.port, messages)
         # Nothing waits: every message is acknowledged although InfluxDB is down.
         await wait_for(lambda: gw.metrics.value("parkwatch_messages_accepted_total",
                                                 type="telemetry") == total,
@@ -160,29 +155,19 @@ async def test_drop_oldest_telemetry_keeps_acking_and_counts_every_evicted_line(
         await asyncio.to_thread(influx.start)
         assert gw.writer is not None
         assert await gw.writer.flush(120)
-    counts = {kind: _per_device_counts(influx, db, kind)
-              for kind in {d.kind for d in _devices(sample_registry)}}
+    counts = {kind: per_device_counts(influx, db, kind)
+              for kind in {d.kind for d in devices(sample_registry)}}
     landed = sum(sum(c.values()) for c in counts.values())
     assert landed + int(evicted) == total   # delivered or counted as evicted, exactly
     assert influx_count(influx, db, "events", "seq") == 12   # no event is ever evicted
     # What survived is the newest telemetry: the last reading of every device is there.
-    for dev in _devices(sample_registry)[:5]:
+    for dev in devices(sample_registry)[:5]:
         last = max(int(r[1]) for r in influx_rows(
             influx, db, f'SELECT "seq" FROM "{dev.kind}" WHERE "device" = \'{dev.device}\''))
-        assert last == max(i // len(_devices(sample_registry))
+        assert last == max(i // len(devices(sample_registry))
                            for i in range(total)
-                           if _devices(sample_registry)[i % len(_devices(sample_registry))]
+                           if devices(sample_registry)[i % len(devices(sample_registry))]
                            == dev)
-
-
-def _write_config(tmp_path: Path, mqtt_url: str, influx_url: str) -> tuple[Path, str, str]:
-    settings = make_settings(tmp_path, mqtt_url=mqtt_url, influx_url=influx_url,
-                             wal={"max_bytes": 64 << 20, "segment_bytes": 1 << 16})
-    doc = json.loads(settings.model_dump_json())
-    doc["http"] = {"enabled": False}
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path, settings.mqtt.topic_root, settings.influx.database
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -192,11 +177,12 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 async def test_kill_9_during_the_outage_and_again_during_replay_loses_nothing(
         tmp_path: Path, mosquitto: Mosquitto, influx: Influxd, sample_registry: Registry) -> None:
-    config, root, db = _write_config(tmp_path, mosquitto.url, influx.url)
+    config, root, db = write_config(tmp_path, mosquitto.url, influx.url,
+                                   wal={"max_bytes": 64 << 20, "segment_bytes": 1 << 16})
     log = tmp_path / "gateway.log"
     total = 8000
-    plan = _plan(sample_registry, root, total)
-    proc = _spawn_gateway(config, log)
+    planned = plan(sample_registry, root, total)
+    proc = spawn_gateway(config, log)
     try:
         await wait_for(lambda: b"mqtt connected" in log.read_bytes(), timeout_s=30,
                        what="gateway subprocess connected")
@@ -206,18 +192,18 @@ async def test_kill_9_during_the_outage_and_again_during_replay_loses_nothing(
         def backlog() -> int:
             return sum(p.stat().st_size for p in bulk.glob("*.wal"))
 
-        await _publish(mosquitto.port, plan[:total // 2])
+        await publish(mosquitto.port, planned[:total // 2])
         await wait_for(lambda: backlog() > 100_000, timeout_s=30, what="a backlog in the WAL")
         _kill(proc)                                    # kill -9 in the middle of the outage
-        proc = _spawn_gateway(config, log)
-        await _publish(mosquitto.port, plan[total // 2:])
+        proc = spawn_gateway(config, log)
+        await publish(mosquitto.port, planned[total // 2:])
         await asyncio.to_thread(influx.start)
         await wait_for(lambda: influx_count(influx, db, "water_pressure", "seq") > 0,
                        timeout_s=60, what="replay under way")
         _kill(proc)                                    # and again in the middle of the replay
-        proc = _spawn_gateway(config, log)
-        await _await_landed(influx, db, sample_registry, total, timeout_s=120)
-        for dev in _devices(sample_registry)[:5]:
+        proc = spawn_gateway(config, log)
+        await await_landed(influx, db, sample_registry, total, timeout_s=120)
+        for dev in devices(sample_registry)[:5]:
             seqs = [int(r[1]) for r in influx_rows(
                 influx, db, f'SELECT "seq" FROM "{dev.kind}" WHERE "device" = \'{dev.device}\'')]
             assert seqs == list(range(len(seqs))), dev.device

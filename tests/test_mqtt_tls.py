@@ -43,7 +43,9 @@ from gateway.ingest.mqtt import MqttSession
 from gateway.metrics import Metrics
 from gateway.tools.devservices import Influxd, Mosquitto, free_port
 from sensors.registry import Device, Registry
-from tests.conftest import make_settings, running_gateway, wait_for
+from tests.support.acl import REFERENCE_ACL
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,25 +56,6 @@ DEVICE_PASSWORD = {DEVICE_A: "dev-a-secret", DEVICE_B: "dev-b-secret"}
 TOPIC_A = f"parks/p1/b1/{DEVICE_A}/telemetry"
 TOPIC_B = f"parks/p1/b1/{DEVICE_B}/telemetry"
 
-# The reference ACL of docs/security.md (kept identical; test_security.py checks that).
-REFERENCE_ACL = """\
-# ParkWatch logs in as "parkwatch": it reads every device topic and writes only its own topics
-# (dead letters, alarm documents, its liveness status and Last Will), and reads back the
-# watchdog's probe (mqtt.watchdog_s).
-user parkwatch
-topic read parks/#
-topic write parkwatch/deadletter/#
-topic write parkwatch/alarms/#
-topic write parkwatch/gateway/#
-topic read parkwatch/gateway/+/probe
-
-# Every other login is a device whose user name is its device id; mosquitto puts that name in
-# place of %u. A device may publish telemetry, events and its status (and Last Will) under its
-# own id only, and may read nothing. ParkWatch checks park and building against the registry.
-pattern write parks/+/+/%u/telemetry
-pattern write parks/+/+/%u/event
-pattern write parks/+/+/%u/status
-"""
 # Test only: a user that sees everything, to prove what the broker let through.
 AUDITOR, AUDITOR_PASSWORD = "auditor", "auditor-secret"
 TEST_ACL = REFERENCE_ACL + f"\nuser {AUDITOR}\ntopic read #\n"

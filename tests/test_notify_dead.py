@@ -16,9 +16,19 @@ from rules.engine import Engine
 from rules.model import RuleSet
 from rules.system import NOTIFICATION_DEAD, SYSTEM_KIND, HealthCondition
 from sensors.registry import Registry
-from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import ProviderServer
-from tests.test_notify_wiring import DT_SECRET, WH_SECRET, _env, _hook, _write, routing
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
+from tests.support.notify import (
+    DT_SECRET,
+    WH_SECRET,
+    routing,
+    set_channel_env,
+    webhook_bodies,
+    write_notify_config,
+)
+from tests.support.notify_servers import ProviderServer
+from tests.support.waiting import wait_for
 
 
 def test_a_condition_is_one_alarm_per_rule_and_key_until_cleared(
@@ -53,11 +63,11 @@ async def test_a_dead_notification_raises_an_alarm_that_reaches_the_duty_officer
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
         monkeypatch: pytest.MonkeyPatch) -> None:
     async with ProviderServer(dingtalk_secret=DT_SECRET, webhook_secret=WH_SECRET) as srv:
-        _env(monkeypatch, srv)
+        set_channel_env(monkeypatch, srv)
         doc = routing(srv.url, escalate_after_s=600)
         doc["notify"]["duty_officer"] = "wang-duty"
         settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url,
-                                 notify={"config": str(_write(tmp_path, doc))})
+                                 notify={"config": str(write_notify_config(tmp_path, doc))})
         smoke = next(d for d in sample_registry if d.tenant == "hs-elec" and d.kind == "smoke")
         topic = f"{settings.mqtt.topic_root}/{smoke.park}/{smoke.building}/{smoke.device}/event"
         # The robot's signing secret was rotated on DingTalk's side: every send is refused for
@@ -70,7 +80,7 @@ async def test_a_dead_notification_raises_an_alarm_that_reaches_the_duty_officer
             await pub.flush(10)
 
             def dead_alarms() -> list[dict[str, object]]:
-                return [d for d in _hook(srv, "/duty") if d["rule"] == NOTIFICATION_DEAD]
+                return [d for d in webhook_bodies(srv, "/duty") if d["rule"] == NOTIFICATION_DEAD]
 
             await wait_for(lambda: bool(dead_alarms()), timeout_s=15,
                            what="the duty officer told that a notification died")

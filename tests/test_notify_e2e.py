@@ -14,8 +14,11 @@ from gateway.notify.channels.webhook import verify
 from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.registry import Registry
-from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import ProviderServer, Step
+from tests.support.gateway import make_settings, running_gateway, spawn_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
+from tests.support.notify_servers import ProviderServer, Step
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -75,7 +78,6 @@ async def test_kill_9_with_a_notification_persisted_but_not_sent_sends_it_once_a
 
     import yaml
 
-    from tests.test_pipeline_e2e import _spawn_gateway
 
     async with ProviderServer(webhook_secret=SECRET) as hook:
         settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url,
@@ -89,7 +91,7 @@ async def test_kill_9_with_a_notification_persisted_but_not_sent_sends_it_once_a
         panel = next(d for d in sample_registry if d.kind == "fire_panel")
         topic = f"{settings.mqtt.topic_root}/{panel.park}/{panel.building}/{panel.device}/event"
         hook.outage = Step(503)          # the receiver is down: nothing can be sent yet
-        proc = _spawn_gateway(config, log)
+        proc = spawn_gateway(config, log)
         try:
             await wait_for(lambda: b"mqtt connected" in log.read_bytes(), timeout_s=30,
                            what="gateway connected")
@@ -103,7 +105,7 @@ async def test_kill_9_with_a_notification_persisted_but_not_sent_sends_it_once_a
             proc.wait(10)
             failed_attempts = len(hook.of("webhook"))
             hook.outage = None           # the receiver recovers while the gateway is dead
-            proc = _spawn_gateway(config, log)
+            proc = spawn_gateway(config, log)
             await wait_for(lambda: len(hook.of("webhook")) > failed_attempts, timeout_s=60,
                            what="the notification sent after the restart")
             # Proving an absence needs a window: a second copy (the restart re-planning the

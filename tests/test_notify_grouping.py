@@ -11,7 +11,7 @@ from gateway.metrics import Metrics
 from gateway.notify.base import Notification, SendResult
 from gateway.notify.dispatcher import DIGEST_ITEMS, Dispatcher, RateLimit
 from gateway.notify.outbox import Outbox, outbox_row
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 class RecordingChannel:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.notify.base import Channel, Notification, SendOutcome
 from gateway.notify.channels import dingtalk, feishu, wecom
-from tests.notify_servers import (
+from tests.support.notify_servers import (
     DINGTALK_TOKEN,
     DINGTALK_URL,
     FEISHU_TOKEN,

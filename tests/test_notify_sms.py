@@ -1,7 +1,7 @@
 """SMS channels against local servers that check the provider's exact request and signature.
 
 The official Aliyun and Tencent SDKs are pointed at a local endpoint over plain HTTP; the servers
-in ``tests/sms_servers.py`` recompute each signature with the documented algorithm.
+in ``tests/support/sms_servers.py`` recompute each signature with the documented algorithm.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from gateway.notify.base import Notification, SendOutcome
 from gateway.notify.channels.sms_aliyun import AliyunSms
 from gateway.notify.channels.sms_http import BodyFormat, HttpSms, HttpSmsSettings, json_path
 from gateway.notify.channels.sms_tencent import TencentSms, to_e164
-from tests.sms_servers import (
+from tests.support.sms_servers import (
     AliyunSmsServer,
     Scripted,
     TencentSmsServer,

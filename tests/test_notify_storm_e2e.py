@@ -20,9 +20,12 @@ import yaml
 from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.registry import load_registry
-from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import DINGTALK_URL, ProviderServer
-from tests.test_notify_wiring import DT_SECRET
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
+from tests.support.notify import DT_SECRET
+from tests.support.notify_servers import DINGTALK_URL, ProviderServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 STORM = 200

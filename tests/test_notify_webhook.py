@@ -14,7 +14,13 @@ import pytest
 from gateway.notify.base import Notification, SendOutcome
 from gateway.notify.channels.httpclient import mask_url, redact, retry_after
 from gateway.notify.channels.webhook import WebhookChannel, secret_key, sign, verify
-from tests.notify_servers import ProviderServer, Step, closed_port_url, standard_signature, whsec
+from tests.support.notify_servers import (
+    ProviderServer,
+    Step,
+    closed_port_url,
+    standard_signature,
+    whsec,
+)
 
 NOW = 1_700_000_000.0
 KEY = bytes(range(32))

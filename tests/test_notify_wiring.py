@@ -2,7 +2,7 @@
 
 The end-to-end test runs the real gateway on a real broker and InfluxDB, with the tenant's
 contact on a DingTalk robot and the duty officer / park manager on webhooks, all served by the
-local provider fakes of tests/notify_servers.py (which check signatures like the real APIs).
+local provider fakes of tests/support/notify_servers.py (which check signatures like the real APIs).
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from gateway.alarms.store import AlarmStore
 from gateway.metrics import Metrics
@@ -31,60 +29,22 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
 from sensors.errors import ConfigError
 from sensors.registry import Registry
-from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import DINGTALK_URL, ProviderServer
-from tests.test_pipeline_e2e import _Collector
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
+from tests.support.mqtt import Collector
+from tests.support.notify import (
+    DT_SECRET,
+    WH_SECRET,
+    routing,
+    set_channel_env,
+    webhook_bodies,
+    write_notify_config,
+)
+from tests.support.notify_servers import DINGTALK_URL, ProviderServer
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-DT_SECRET = "SEC000000000000000000000000000000000000000000000000000000000000000"
-WH_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-def routing(base_url: str, *, escalate_after_s: float = 2.0) -> dict[str, Any]:
-    """A park with a tenant: hs-elec's safety officer on the ops DingTalk robot, the duty
-    officer on a webhook; the park manager (a second webhook) if nobody acknowledges."""
-    return {"notify": {
-        "channels": {
-            "robot": {"type": "dingtalk", "settings": {"base_url": base_url},
-                      "secret_env": {"url": "T_DT_URL", "signing": "T_DT_SECRET"},
-                      "rate_limit_per_min": 20},
-            "duty_hook": {"type": "webhook",
-                          "secret_env": {"url": "T_DUTY_URL", "signing": "T_WH_SECRET"}},
-            "mgr_hook": {"type": "webhook",
-                         "secret_env": {"url": "T_MGR_URL", "signing": "T_WH_SECRET"}},
-        },
-        "contacts": {
-            "li-hs": {"name": "李安全", "channels": ["robot"]},
-            "wang-duty": {"name": "王值班", "channels": ["duty_hook"]},
-            "zhao-manager": {"name": "赵经理", "channels": ["mgr_hook"]},
-        },
-        "tenants": {"hs-elec": ["li-hs"]},
-        "park_manager": "zhao-manager",
-        "route": {"receivers": [], "routes": [
-            {"name": "fire", "match": {"rule": ["fire_alarm"]},
-             "receivers": ["tenant", "wang-duty"]}]},
-        "escalation": {"min_severity": "critical", "tiers": [
-            {"after_s": 0, "receivers": ["tenant"]},
-            {"after_s": escalate_after_s, "receivers": ["park_manager"]}]},
-    }}
-
-
-def _env(monkeypatch: pytest.MonkeyPatch, srv: ProviderServer) -> None:
-    monkeypatch.setenv("T_DT_URL", DINGTALK_URL)
-    monkeypatch.setenv("T_DT_SECRET", DT_SECRET)
-    monkeypatch.setenv("T_DUTY_URL", f"{srv.url}/duty")
-    monkeypatch.setenv("T_MGR_URL", f"{srv.url}/manager")
-    monkeypatch.setenv("T_WH_SECRET", WH_SECRET)
-
-
-def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
-    path = tmp_path / "notify.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def _hook(srv: ProviderServer, path: str) -> list[dict[str, Any]]:
-    return [r.json() for r in srv.of("webhook") if r.path == path]
 
 
 @pytest.mark.integration
@@ -92,8 +52,8 @@ async def test_fire_reaches_tenant_robot_and_duty_webhook_once_escalates_and_ack
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
         monkeypatch: pytest.MonkeyPatch) -> None:
     async with ProviderServer(dingtalk_secret=DT_SECRET, webhook_secret=WH_SECRET) as srv:
-        _env(monkeypatch, srv)
-        config = _write(tmp_path, routing(srv.url))
+        set_channel_env(monkeypatch, srv)
+        config = write_notify_config(tmp_path, routing(srv.url))
         settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url,
                                  notify={"config": str(config)})
         smoke = next(d for d in sample_registry if d.tenant == "hs-elec" and d.kind == "smoke")
@@ -104,16 +64,17 @@ async def test_fire_reaches_tenant_robot_and_duty_webhook_once_escalates_and_ack
                 await pub.publish(topic, json.dumps(
                     {"ts": time.time(), "type": "fire_alarm", "point": "1-01-001"}).encode())
             await pub.flush(10)
-            await wait_for(lambda: len(srv.of("dingtalk")) >= 1 and bool(_hook(srv, "/duty")),
+            await wait_for(lambda: len(srv.of("dingtalk")) >= 1
+                           and bool(webhook_bodies(srv, "/duty")),
                            timeout_s=10, what="tenant robot and duty webhook paged")
             # Nobody acknowledges: the park manager is paged after escalate_after_s.
-            await wait_for(lambda: bool(_hook(srv, "/manager")), timeout_s=10,
+            await wait_for(lambda: bool(webhook_bodies(srv, "/manager")), timeout_s=10,
                            what="escalation to the park manager")
             robot = srv.of("dingtalk")
             assert len(robot) == 1
             assert robot[0].problem is None
             assert "li-hs" not in robot[0].body.decode()      # names stay out of the text
-            duty, manager = _hook(srv, "/duty"), _hook(srv, "/manager")
+            duty, manager = webhook_bodies(srv, "/duty"), webhook_bodies(srv, "/manager")
             assert [(d["rule"], d["state"]) for d in duty] == [("fire_alarm", "firing")]
             assert [(d["rule"], d["state"]) for d in manager] == [("fire_alarm", "firing")]
             assert all(r.problem is None for r in srv.of("webhook"))
@@ -125,8 +86,8 @@ async def test_fire_reaches_tenant_robot_and_duty_webhook_once_escalates_and_ack
                 alarm_id, by="li-hs", disposition=Disposition.REAL, channel="api")
             assert acked.state is AlarmState.ACKNOWLEDGED
             # Webhooks (systems) hear of the acknowledgement; people are not paged again.
-            await wait_for(lambda: len(_hook(srv, "/duty")) >= 2
-                           and len(_hook(srv, "/manager")) >= 2,
+            await wait_for(lambda: len(webhook_bodies(srv, "/duty")) >= 2
+                           and len(webhook_bodies(srv, "/manager")) >= 2,
                            timeout_s=10, what="acknowledgement delivered to the webhooks")
             assert gw.notifier is not None
             # Escalation stopped: nothing falls due however long nobody else answers.
@@ -134,8 +95,8 @@ async def test_fire_reaches_tenant_robot_and_duty_webhook_once_escalates_and_ack
             counts = await gw.notifier.outbox.counts()
         assert counts == {"sent": 5}
         assert len(srv.of("dingtalk")) == 1
-        assert [d["state"] for d in _hook(srv, "/duty")] == ["firing", "acknowledged"]
-        assert [d["state"] for d in _hook(srv, "/manager")] == ["firing", "acknowledged"]
+        assert [d["state"] for d in webhook_bodies(srv, "/duty")] == ["firing", "acknowledged"]
+        assert [d["state"] for d in webhook_bodies(srv, "/manager")] == ["firing", "acknowledged"]
 
 
 def test_channel_secrets_come_from_the_environment_and_a_missing_one_is_named(
@@ -236,8 +197,8 @@ async def test_notify_test_sends_through_one_channel(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     async with ProviderServer(dingtalk_secret=DT_SECRET, webhook_secret=WH_SECRET) as srv:
-        _env(monkeypatch, srv)
-        config = _write(tmp_path, routing(srv.url))
+        set_channel_env(monkeypatch, srv)
+        config = write_notify_config(tmp_path, routing(srv.url))
         result = await send_test(config, "robot")
         assert result.outcome.value == "sent", result.detail
         assert len(srv.of("dingtalk")) == 1
@@ -251,7 +212,7 @@ async def test_notify_test_sends_through_one_channel(tmp_path: Path,
 
 def test_notify_test_cli_reports_a_missing_secret(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    config = _write(tmp_path, routing("http://127.0.0.1:9"))
+    config = write_notify_config(tmp_path, routing("http://127.0.0.1:9"))
     assert main(["notify", "test", "--channel", "robot", "--config", str(config)]) == 2
     assert "T_DT_URL" in capsys.readouterr().err
 
@@ -261,7 +222,6 @@ def test_run_accepts_dry_run() -> None:
 
     args = _parser().parse_args(["run", "--dry-run"])
     assert args.dry_run is True
-    assert NotifyConfig().channels == {}
 
 
 @pytest.mark.integration
@@ -276,8 +236,8 @@ async def test_the_ack_link_in_a_robot_message_acknowledges_once(
     from gateway.tools.devservices import free_port
 
     async with ProviderServer(dingtalk_secret=DT_SECRET, webhook_secret=WH_SECRET) as srv:
-        _env(monkeypatch, srv)
-        config = _write(tmp_path, routing(srv.url, escalate_after_s=600))
+        set_channel_env(monkeypatch, srv)
+        config = write_notify_config(tmp_path, routing(srv.url, escalate_after_s=600))
         port = free_port()
         settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url,
                                  notify={"config": str(config),
@@ -319,7 +279,7 @@ async def test_the_ack_link_in_a_robot_message_acknowledges_once(
                 # the alarms measurement (the API read above is the store).
                 topic = (f"parkwatch/alarms/{smoke.park}/{smoke.building}/{smoke.device}/"
                          "fire_alarm")
-                retained = _Collector(mosquitto.port, topic)
+                retained = Collector(mosquitto.port, topic)
                 try:
                     await wait_for(lambda: any(p and json.loads(p)["state"] == "acknowledged"
                                                for _, p in retained.snapshot()),

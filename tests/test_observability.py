@@ -14,7 +14,10 @@ from gateway.http.app import start_http
 from gateway.tools.devservices import Influxd, Mosquitto, free_port
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.registry import Registry
-from tests.conftest import influx_rows, make_settings, running_gateway, unique, wait_for
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_rows
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

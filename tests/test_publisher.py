@@ -18,7 +18,8 @@ from gateway.tools.simulator.publisher import (
     encode_publish,
     encode_varint,
 )
-from tests.conftest import unique, wait_for
+from tests.support.ids import unique
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.parametrize(("n", "encoded"), [

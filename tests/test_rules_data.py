@@ -35,6 +35,13 @@ T0 = 1_764_000_000_000
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 _TOP_KEYS = {"description", "rules", "pack", "devices", "registry", "lateness_s", "input",
              "maintenance", "acks", "expect"}
+# What each part of an ``expect`` entry may say. Anything else is a typo that would otherwise
+# be ignored, and a check that silently does not run is a test that cannot fail.
+_EXPECT_CHECKS = {"active", "transitions", "late_readings", "alarms_created"}
+_SCOPE_KEYS = {"rule", "device", "zone", "building", "point"}
+_ACTIVE_KEYS = _SCOPE_KEYS | {"state", "severity", "maintenance", "inhibited", "acknowledged_by",
+                              "value", "message", "message_contains"}
+_TRANSITION_KEYS = _SCOPE_KEYS | {"from", "to", "severity"}
 
 
 def ms(text: Any) -> int:
@@ -180,10 +187,32 @@ def events_at(doc: Mapping[str, Any]) -> Iterator[tuple[int, str, Mapping[str, A
             yield ms(item["at"]), section, item
 
 
+def _unknown(entry: Mapping[str, Any], known: set[str], where: str) -> list[str]:
+    return [f"{where}: unknown key {key!r}" for key in sorted(set(entry) - known)]
+
+
+def expect_problems(doc: Mapping[str, Any], name: str) -> list[str]:
+    """Unknown keys in ``expect`` entries and in their alarms, and entries that check nothing."""
+    problems = []
+    for exp in doc.get("expect", []) or []:
+        where = f"{name}: expect at {exp.get('at')}"
+        problems += _unknown(exp, {"at"} | _EXPECT_CHECKS, where)
+        if not set(exp) & _EXPECT_CHECKS:
+            problems.append(f"{where}: checks nothing (give one of {sorted(_EXPECT_CHECKS)})")
+        for entry in exp.get("active") or []:
+            problems += _unknown(entry, _ACTIVE_KEYS, f"{where}: active {entry.get('rule')}")
+        for entry in exp.get("transitions") or []:
+            problems += _unknown(entry, _TRANSITION_KEYS,
+                                 f"{where}: transitions {entry.get('rule')}")
+    return problems
+
+
 def run_case(path: Path) -> Run:
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     unknown = set(doc) - _TOP_KEYS
     assert not unknown, f"{path.name}: unknown top-level keys {sorted(unknown)}"
+    problems = expect_problems(doc, path.name)
+    assert not problems, "\n".join(problems)
     run = Run(doc, str(path))
     order = {"input": 0, "maintenance": 1, "acks": 2, "expect": 4}
     items = sorted(events_at(doc), key=lambda e: (e[0], order[e[1]]))
@@ -219,6 +248,49 @@ def run_case(path: Path) -> Run:
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_rule_case(path: Path) -> None:
     run_case(path)
+
+
+_GAS_CASE = """\
+pack: default
+devices:
+  - {device: gs-1, building: b1, zone: kitchen, kind: gas}
+input:
+  - {at: 0s, device: gs-1, values: {lel_pct: 55}}
+expect:
+  - at: 0s
+    active: [{rule: gas_lel_high, device: gs-1, state: firing, severity: critical}]
+    transitions: [{rule: gas_lel_high, device: gs-1, to: firing, severity: critical}]
+"""
+
+
+def test_the_harness_runs_a_correct_case(tmp_path: Path) -> None:
+    # The typo cases below start from this one, so their failure is the typo's.
+    case = tmp_path / "gas.yaml"
+    case.write_text(_GAS_CASE, encoding="utf-8")
+    assert [t.after.state.value for _, t in run_case(case).transitions] == ["firing"]
+
+
+@pytest.mark.parametrize(("good", "typo", "key"), [
+    ("    active:", "    actve:", "actve"),
+    ("    transitions:", "    transition:", "transition"),
+    ("state: firing, severity: critical}]\n    transitions",
+     "state: firing, sevrity: critical}]\n    transitions", "sevrity"),
+    ("to: firing, severity", "to: firing, severty", "severty"),
+], ids=["expect-check", "expect-check-plural", "active-alarm-key", "transition-key"])
+def test_a_typo_in_expect_fails_naming_the_file_and_the_key(tmp_path: Path, good: str,
+                                                             typo: str, key: str) -> None:
+    assert good in _GAS_CASE
+    case = tmp_path / "typo.yaml"
+    case.write_text(_GAS_CASE.replace(good, typo, 1), encoding="utf-8")
+    with pytest.raises(AssertionError, match=rf"typo\.yaml: expect at 0s.*unknown key '{key}'"):
+        run_case(case)
+
+
+def test_an_expect_entry_that_checks_nothing_fails(tmp_path: Path) -> None:
+    case = tmp_path / "empty.yaml"
+    case.write_text(_GAS_CASE.split("expect:")[0] + "expect:\n  - at: 0s\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match=r"empty\.yaml: expect at 0s: checks nothing"):
+        run_case(case)
 
 
 def _docs() -> list[dict[str, Any]]:

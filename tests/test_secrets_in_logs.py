@@ -34,8 +34,11 @@ from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.errors import ConfigError
 from sensors.registry import Registry
-from tests.conftest import ROOT, SAMPLE_REGISTRY, make_settings, running_gateway, unique, wait_for
-from tests.notify_servers import ProviderServer, closed_port_url
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.notify_servers import ProviderServer, closed_port_url
+from tests.support.paths import ROOT, SAMPLE_REGISTRY
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

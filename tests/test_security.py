@@ -22,7 +22,9 @@ from gateway.tools.cli import main
 from gateway.tools.top import run_top
 from sensors.errors import ConfigError
 from sensors.registry import Registry
-from tests.conftest import ROOT, make_settings
+from tests.support.acl import REFERENCE_ACL
+from tests.support.gateway import make_settings
+from tests.support.paths import ROOT
 
 TOKEN = "api-token-0123456789abcdef"
 
@@ -214,8 +216,6 @@ async def _in_thread(fn: Any, *args: Any) -> Any:
 # --- the reference ACL in the docs is the tested one ----------------------------------------------
 
 def test_docs_reference_acl_is_the_tested_acl() -> None:
-    from tests.test_mqtt_tls import REFERENCE_ACL
-
     doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
     blocks = re.findall(r"<!-- reference-acl -->\s*```text\n(.*?)```", doc, re.S)
     assert blocks, "docs/security.md must hold the ACL after a <!-- reference-acl --> marker"

@@ -8,7 +8,6 @@ with the broker and lands after the restart.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -19,15 +18,10 @@ import yaml
 
 from gateway.tools.devservices import Influxd, Mosquitto
 from sensors.registry import Registry
-from tests.conftest import wait_for
-from tests.test_pipeline_e2e import (
-    _await_landed,
-    _plan,
-    _publish,
-    _spawn_gateway,
-    _write_config,
-    retained_payload,
-)
+from tests.support.gateway import spawn_gateway, write_config
+from tests.support.mqtt import retained_payload
+from tests.support.readings import await_landed, plan, publish
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,21 +31,21 @@ async def test_sigterm_with_a_full_wal_exits_in_bounded_time_and_loses_nothing(
     influx = Influxd(tmp_path / "influx")
     influx.start()
     try:
-        config, root, db = _write_config(tmp_path, mosquitto.url, influx.url)
+        config, root, db = write_config(tmp_path, mosquitto.url, influx.url)
         doc = yaml.safe_load(config.read_text())
         doc["wal"] = {**doc.get("wal", {}), "max_bytes": 1 << 20, "segment_bytes": 1 << 16}
         doc["shutdown_timeout_s"] = 3.0
         config.write_text(yaml.safe_dump(doc))
         instance = doc["instance"]
         log = tmp_path / "gateway.log"
-        proc = _spawn_gateway(config, log)
+        proc = spawn_gateway(config, log)
         try:
             await wait_for(lambda: b"mqtt connected" in log.read_bytes(), timeout_s=30,
                            what="gateway connected")
             influx.stop()       # nothing can leave the WAL now
             total = 15_000      # ~2.5 MB of lines: more than the 1 MiB WAL holds
             # The broker takes them all; the gateway acks only what fits in the WAL.
-            await _publish(mosquitto.port, _plan(sample_registry, root, total))
+            await publish(mosquitto.port, plan(sample_registry, root, total))
             await wait_for(lambda: b"is full" in log.read_bytes(), timeout_s=60,
                            what="the WAL filled up", interval=0.2)
             started = time.monotonic()
@@ -72,9 +66,9 @@ async def test_sigterm_with_a_full_wal_exits_in_bounded_time_and_loses_nothing(
         assert status == b"offline"
         # Nothing lost: InfluxDB back, gateway restarted, every reading lands exactly once.
         influx.start()
-        proc = _spawn_gateway(config, log)
+        proc = spawn_gateway(config, log)
         try:
-            await _await_landed(influx, db, sample_registry, total, timeout_s=120)
+            await await_landed(influx, db, sample_registry, total, timeout_s=120)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -83,10 +77,3 @@ async def test_sigterm_with_a_full_wal_exits_in_bounded_time_and_loses_nothing(
                 proc.kill()
     finally:
         influx.stop()
-
-
-def test_shutdown_timeout_is_a_setting() -> None:
-    from gateway.config import Settings
-
-    assert Settings().shutdown_timeout_s == 20.0
-    assert json.loads(Settings(shutdown_timeout_s=5).model_dump_json())["shutdown_timeout_s"] == 5

@@ -32,7 +32,9 @@ from sensors.base import Event, Rejection, RejectReason, Telemetry, TimeContext
 from sensors.catalogue import KIND_BY_NAME
 from sensors.decode import decode_event, decode_status, decode_telemetry
 from sensors.registry import CSV_HEADER, Registry, load_registry
-from tests.conftest import ROOT, SAMPLE_REGISTRY, unique, wait_for
+from tests.support.ids import unique
+from tests.support.paths import ROOT, SAMPLE_REGISTRY
+from tests.support.waiting import wait_for
 
 T0 = 1764059400.0  # 2025-11-25 16:30 in the park's time zone
 SH = ZoneInfo("Asia/Shanghai")

@@ -248,7 +248,7 @@ def test_event_fields_refuse_non_finite_and_wrong_types(validator: Validator, li
 # --------------------------------------------------------------------------- size limits
 
 
-def _router(**kwargs: float) -> Validator:
+def _validator(**kwargs: float) -> Validator:
     args: dict[str, object] = {"max_payload_bytes": 65536, **kwargs}
     return Validator(registry=_registry(), root="parks", timezones={}, default_timezone=SH,
                   max_age_s=7 * 86400, max_future_s=300, **args)  # type: ignore[arg-type]
@@ -260,7 +260,7 @@ def _batch(n: int) -> bytes:
 
 
 def test_batch_limit_is_configurable_and_oversize() -> None:
-    small = _router(max_batch=10)
+    small = _validator(max_batch=10)
     assert len(small.validate(WP, _batch(10), RECEIVED_MS).lines) == 10
     with pytest.raises(Rejection) as info:
         small.validate(WP, _batch(11), RECEIVED_MS)
@@ -282,7 +282,7 @@ def test_deep_nesting_is_oversize(validator: Validator) -> None:
     payload = b'{"values": ' + b"[" * 40 + b"1" + b"]" * 40 + b"}"
     assert _reason(validator, WP, payload) is RejectReason.OVERSIZE
     recursion = b'{"values": ' + b"[" * 60000 + b"]" * 60000 + b"}"
-    assert _reason(_router(max_payload_bytes=1 << 20), WP, recursion) is RejectReason.OVERSIZE
+    assert _reason(_validator(max_payload_bytes=1 << 20), WP, recursion) is RejectReason.OVERSIZE
 
 
 @pytest.mark.parametrize("where", ["top", "values", "nested"])
@@ -327,7 +327,7 @@ OK = b'{"values": {"pressure_mpa": 0.3}}'
 
 
 def test_a_flooding_device_is_rate_limited_and_others_are_not() -> None:
-    r = _router(device_rate_per_s=1, device_burst=5)
+    r = _validator(device_rate_per_s=1, device_burst=5)
     flood = {"ok": 0, "rate_limited": 0}
     for second in range(20):
         now = RECEIVED_MS + 1000 * second
@@ -338,30 +338,40 @@ def test_a_flooding_device_is_rate_limited_and_others_are_not() -> None:
             except Rejection as rejection:
                 flood[rejection.reason.value] += 1
         # Another device at an honest pace, in the middle of the flood: always accepted.
-        r.validate("parks/xz01/b2/sm-0420/telemetry", b'{"values": {}, "seq": 1}', now)
+        honest = r.validate("parks/xz01/b2/sm-0420/telemetry", b'{"values": {}, "seq": 1}', now)
+        assert honest.device.device == "sm-0420"
     assert flood == {"ok": 5 + 19, "rate_limited": 200 - 24}
 
 
 def test_tokens_come_back_with_time() -> None:
-    r = _router(device_rate_per_s=2, device_burst=2)
+    r = _validator(device_rate_per_s=2, device_burst=2)
     r.validate(WP, OK, RECEIVED_MS)
     r.validate(WP, OK, RECEIVED_MS)
     assert _reason(r, WP, OK) is RejectReason.RATE_LIMITED
-    r.validate(WP, OK, RECEIVED_MS + 500)
-    assert _reason(r, WP, OK) is RejectReason.RATE_LIMITED
+    # Half a second at 2 per second is one token: one message passes, the next does not.
+    assert len(r.validate(WP, OK, RECEIVED_MS + 500).lines) == 1
+    with pytest.raises(Rejection, match="rate_limited"):
+        r.validate(WP, OK, RECEIVED_MS + 500)
 
 
 def test_events_are_never_rate_limited() -> None:
-    r = _router(device_rate_per_s=1, device_burst=1)
+    r = _validator(device_rate_per_s=1, device_burst=1)
+    accepted = 0
     for seq in range(500):
         for topic in ("parks/xz01/b1/fp-0001/event", "parks/xz01/b2/sm-0420/event"):
-            r.validate(topic, b'{"type": "fire_alarm", "seq": %d}' % seq, RECEIVED_MS)
-    # ...and they do not use up the device's telemetry allowance either.
-    r.validate("parks/xz01/b2/sm-0420/telemetry", b'{"values": {}, "seq": 1}', RECEIVED_MS)
+            event = r.validate(topic, b'{"type": "fire_alarm", "seq": %d}' % seq, RECEIVED_MS)
+            assert event.type is MessageType.EVENT
+            accepted += len(event.lines)
+    assert accepted == 1000
+    # ...and they do not use up the device's telemetry allowance either: its one token is left.
+    telemetry = "parks/xz01/b2/sm-0420/telemetry"
+    assert r.validate(telemetry, b'{"values": {}, "seq": 1}', RECEIVED_MS).type is (
+        MessageType.TELEMETRY)
+    assert _reason(r, telemetry, b'{"values": {}, "seq": 2}') is RejectReason.RATE_LIMITED
 
 
 def test_status_messages_are_rate_limited() -> None:
-    r = _router(device_rate_per_s=1, device_burst=2)
+    r = _validator(device_rate_per_s=1, device_burst=2)
     r.validate("parks/xz01/b2/sm-0420/status", b"online", RECEIVED_MS)
     r.validate("parks/xz01/b2/sm-0420/status", b"offline", RECEIVED_MS)
     assert _reason(r, "parks/xz01/b2/sm-0420/status", b"online") is RejectReason.RATE_LIMITED
@@ -369,15 +379,20 @@ def test_status_messages_are_rate_limited() -> None:
 
 def test_a_backlog_with_device_timestamps_replays_in_full() -> None:
     # An hour of 10 s readings held by the broker while ParkWatch was down, delivered at once.
-    r = _router(device_rate_per_s=1, device_burst=5)
+    r = _validator(device_rate_per_s=1, device_burst=5)
     start = RECEIVED_MS // 1000 - 3600
+    stamps = []
     for i in range(360):
-        r.validate(WP, b'{"ts": %d, "values": {"pressure_mpa": 0.3}}' % (start + 10 * i),
-                RECEIVED_MS)
+        payload = b'{"ts": %d, "values": {"pressure_mpa": 0.3}}' % (start + 10 * i)
+        validated = r.validate(WP, payload, RECEIVED_MS)
+        assert validated.untrusted == 0
+        stamps += [int(line.rsplit(" ", 1)[1]) for line in validated.lines]
+    # Every reading stored, at its own device time.
+    assert stamps == [(start + 10 * i) * 1000 for i in range(360)]
 
 
 def test_old_timestamps_out_of_order_earn_nothing() -> None:
-    r = _router(device_rate_per_s=1, device_burst=3)
+    r = _validator(device_rate_per_s=1, device_burst=3)
     ts = [RECEIVED_MS // 1000 - 100, RECEIVED_MS // 1000 - 3000] * 4
     outcomes = []
     for t in ts:
@@ -390,32 +405,35 @@ def test_old_timestamps_out_of_order_earn_nothing() -> None:
 
 
 def test_refused_messages_do_not_use_tokens() -> None:
-    r = _router(device_rate_per_s=1, device_burst=2)
+    r = _validator(device_rate_per_s=1, device_burst=2)
     for _ in range(10):
         assert _reason(r, WP, b'{"values": {"pressure_mpa": 99}}') is RejectReason.RANGE
-    r.validate(WP, OK, RECEIVED_MS)
-    r.validate(WP, OK, RECEIVED_MS)
+    # The whole burst of two is still there, and no more.
+    assert len(r.validate(WP, OK, RECEIVED_MS).lines) == 1
+    assert len(r.validate(WP, OK, RECEIVED_MS).lines) == 1
+    assert _reason(r, WP, OK) is RejectReason.RATE_LIMITED
 
 
 def test_rate_zero_disables_the_limit() -> None:
-    r = _router(device_rate_per_s=0, device_burst=1)
-    for _ in range(1000):
-        r.validate(WP, OK, RECEIVED_MS)
+    r = _validator(device_rate_per_s=0, device_burst=1)
+    accepted = sum(len(r.validate(WP, OK, RECEIVED_MS).lines) for _ in range(1000))
+    assert accepted == 1000
     assert len(r.limiter) == 0
 
 
 def test_a_receive_clock_stepping_back_does_not_lock_a_device_out() -> None:
-    r = _router(device_rate_per_s=1, device_burst=2)
-    r.validate(WP, OK, RECEIVED_MS)
+    r = _validator(device_rate_per_s=1, device_burst=2)
+    assert len(r.validate(WP, OK, RECEIVED_MS).lines) == 1
     stepped = RECEIVED_MS - 3_600_000  # NTP stepped the gateway clock back an hour
-    r.validate(WP, OK, stepped)
+    assert len(r.validate(WP, OK, stepped).lines) == 1
     with pytest.raises(Rejection, match="rate_limited"):
         r.validate(WP, OK, stepped)
-    r.validate(WP, OK, stepped + 1000)  # a second later there is a token, not an hour later
+    # A second later there is a token, not an hour later.
+    assert len(r.validate(WP, OK, stepped + 1000).lines) == 1
 
 
 def test_unknown_devices_create_no_buckets() -> None:
-    r = _router(device_rate_per_s=1, device_burst=1)
+    r = _validator(device_rate_per_s=1, device_burst=1)
     for i in range(1000):
         with pytest.raises(Rejection):
             r.validate(f"parks/xz01/b3/x{i}/telemetry", OK, RECEIVED_MS)

@@ -18,9 +18,12 @@ from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.publisher import MqttPublisher
 from rules.system import INGEST_STALLED
 from sensors.registry import Registry
-from tests.conftest import influx_count, make_settings, running_gateway, unique, wait_for
-from tests.faultproxy import FaultProxy
-from tests.notify_servers import ProviderServer
+from tests.support.faultproxy import FaultProxy
+from tests.support.gateway import make_settings, running_gateway
+from tests.support.ids import unique
+from tests.support.influx import influx_count
+from tests.support.notify_servers import ProviderServer
+from tests.support.waiting import wait_for
 
 
 class _Clock:

@@ -57,9 +57,9 @@ from aiohttp import web
 from gateway.notify.channels.webhook import verify
 from gateway.tools.devservices import Influxd, Mosquitto, free_port
 from gateway.tools.simulator.publisher import MqttPublisher
-from tests.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PARK = "cp"
 DATABASE = "chaos"
 TOPIC_ROOT = "chaos/parks"

@@ -1,0 +1,13 @@
+"""Unique names, so tests sharing one broker and one InfluxDB never see each other's data."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+_counter = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    # The pid keeps names apart across processes (a test's gateway subprocess, parallel runs).
+    return f"{prefix}{os.getpid()}x{next(_counter)}"
