@@ -20,8 +20,8 @@ from gateway.alarms.service import GatewayAlarmService
 from gateway.alarms.store import AlarmStore
 from gateway.metrics import Metrics
 from gateway.notify.base import Notification, SendResult
-from gateway.notify.channels.build import build_channels
 from gateway.notify.channels.dryrun import LoggingChannel
+from gateway.notify.channels.registry import build_channels
 from gateway.notify.dispatcher import Dispatcher
 from gateway.notify.notifier import DEADLINE_MS, Notifier
 from gateway.notify.outbox import Outbox, outbox_row

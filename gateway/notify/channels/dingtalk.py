@@ -17,7 +17,7 @@ from yarl import URL
 
 from gateway.notify.base import Notification
 from gateway.notify.channels.robot import ACK_LABEL as ACK_LABEL
-from gateway.notify.channels.robot import RobotChannel
+from gateway.notify.channels.robot import RobotChannel, provider
 
 API_URL = "https://oapi.dingtalk.com/robot/send"
 # Over 20 messages a minute the robot is throttled for 10 minutes (brief §3.3); retrying sooner
@@ -64,3 +64,6 @@ class DingTalkChannel(RobotChannel):
 
     def payload(self, n: Notification) -> dict[str, Any]:
         return message(n)
+
+
+PROVIDER = provider(DingTalkChannel)

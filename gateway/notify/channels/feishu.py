@@ -16,7 +16,7 @@ from urllib.parse import SplitResult
 
 from gateway.notify.base import Notification
 from gateway.notify.channels.robot import ACK_LABEL as ACK_LABEL
-from gateway.notify.channels.robot import RobotChannel
+from gateway.notify.channels.robot import RobotChannel, provider
 
 API_URL = "https://open.feishu.cn/open-apis/bot/v2/hook/"
 # 100/min and 5/s per bot (brief §3.5): a short pause is enough to get out of the window.
@@ -71,3 +71,6 @@ class FeishuChannel(RobotChannel):
 
     def is_throttled(self, code: int, message: str) -> bool:
         return code in self.throttled or (code == _AMBIGUOUS and "too many" in message.lower())
+
+
+PROVIDER = provider(FeishuChannel)

@@ -12,14 +12,15 @@ from __future__ import annotations
 import abc
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from yarl import URL
 
-from gateway.notify.base import Notification, SendResult
+from gateway.notify.base import Channel, Notification, SendResult
 from gateway.notify.channels.httpclient import HttpClient, Reply
+from gateway.notify.channels.provider import ChannelSettings, Provider, Text, signing_secret
 
 ACK_LABEL = "确认 / Acknowledge"
 
@@ -90,3 +91,20 @@ class RobotChannel(abc.ABC):
 
     async def close(self) -> None:
         await self._http.close()
+
+
+class RobotSettings(ChannelSettings):
+    """The robots' settings; the webhook URL and signing secret are secrets."""
+
+    base_url: Text | None = None          # another origin: a proxy, or the tests' fakes
+    timeout_s: float = 10.0
+
+
+def provider(cls: type[RobotChannel]) -> Provider[RobotSettings]:
+    """The registry entry of one robot: same settings and secrets, its own channel class."""
+
+    def build(name: str, settings: RobotSettings, secrets: Mapping[str, str]) -> Channel:
+        return cls(url=secrets["url"], secret=signing_secret(secrets),
+                   timeout_s=settings.timeout_s, base_url=settings.base_url, name=name)
+
+    return Provider(RobotSettings, build, secrets=("url",))

@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.notify.base import Notification
 from gateway.notify.channels.robot import ACK_LABEL as ACK_LABEL
-from gateway.notify.channels.robot import RobotChannel
+from gateway.notify.channels.robot import RobotChannel, provider
 
 API_URL = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
 MAX_MARKDOWN_BYTES = 4096          # markdown.content limit, in UTF-8 bytes
@@ -56,3 +56,6 @@ class WeComChannel(RobotChannel):
 
     def payload(self, n: Notification) -> dict[str, Any]:
         return {"msgtype": "markdown", "markdown": {"content": markdown(n)}}
+
+
+PROVIDER = provider(WeComChannel)
