@@ -211,7 +211,7 @@ def test_unknown_park_contacts_are_reported_with_their_line(tmp_path: Path) -> N
 
 
 def test_sms_http_fields_and_headers_come_from_the_routing_file(tmp_path: Path) -> None:
-    from gateway.notify.channels.build import build_channels
+    from gateway.notify.channels.registry import build_channels
     from gateway.notify.channels.sms_http import HttpSms
 
     path = tmp_path / "notify.yaml"

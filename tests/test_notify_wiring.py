@@ -17,7 +17,8 @@ import pytest
 from gateway.alarms.store import AlarmStore
 from gateway.metrics import Metrics
 from gateway.notify.base import Notification, SendResult
-from gateway.notify.channels.build import LoggingChannel, build_channels
+from gateway.notify.channels.dryrun import LoggingChannel
+from gateway.notify.channels.registry import build_channels
 from gateway.notify.dispatcher import Dispatcher
 from gateway.notify.notifier import DEADLINE_MS, Notifier
 from gateway.notify.outbox import Outbox, outbox_row

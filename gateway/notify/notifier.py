@@ -28,7 +28,8 @@ from gateway.alarms.store import AlarmStore, OutboxRow
 from gateway.config import NotifySettings, Settings
 from gateway.metrics import Metrics
 from gateway.notify.base import Channel, Notification
-from gateway.notify.channels.build import LoggingChannel, build_channels
+from gateway.notify.channels.dryrun import LoggingChannel
+from gateway.notify.channels.registry import build_channels
 from gateway.notify.channels.webhook import WebhookChannel
 from gateway.notify.dispatcher import Dispatcher, RateLimit
 from gateway.notify.outbox import Outbox, Pending, outbox_row

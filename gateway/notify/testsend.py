@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from gateway.notify.base import Channel, Notification, SendResult
-from gateway.notify.channels.build import build_channel
+from gateway.notify.channels.registry import build_channel
 from gateway.notify.routing import ChannelKind, NotifyConfig, load_notify_config
 from gateway.notify.templates import render
 from sensors.errors import ConfigError

@@ -10,19 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-import time
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, quote_plus, urlsplit
+from urllib.parse import quote_plus
 
 from yarl import URL
 
-from gateway.notify.base import Notification, SendResult
-from gateway.notify.channels.httpclient import HttpClient, Reply
+from gateway.notify.base import Notification
+from gateway.notify.channels.robot import ACK_LABEL as ACK_LABEL
+from gateway.notify.channels.robot import RobotChannel, provider
 
 API_URL = "https://oapi.dingtalk.com/robot/send"
-ACK_LABEL = "确认 / Acknowledge"
 # Over 20 messages a minute the robot is throttled for 10 minutes (brief §3.3); retrying sooner
 # only hits the throttle again. The dispatcher's fallback channel covers the gap for fire alarms.
 THROTTLE_RETRY_S = 600.0
@@ -50,20 +47,12 @@ def message(n: Notification) -> dict[str, Any]:
             "at": {"atMobiles": mobiles, "isAtAll": False}}
 
 
-class DingTalkChannel:
-    def __init__(self, *, url: str, secret: str | None = None, timeout_s: float = 10.0,
-                 clock: Callable[[], float] = time.time, base_url: str | None = None,
-                 name: str = "dingtalk") -> None:
-        parts = urlsplit(url)
-        token = parse_qs(parts.query).get("access_token", [""])[0]
-        if not token:
-            raise ValueError("dingtalk url: access_token query parameter is missing")
-        origin = base_url.rstrip("/") if base_url else f"{parts.scheme}://{parts.netloc}"
-        self.name = name
-        self._url = f"{origin}{parts.path}?{parts.query}"
-        self._secret = secret
-        self._clock = clock
-        self._http = HttpClient(timeout_s=timeout_s, secrets=[token, secret or ""], clock=clock)
+class DingTalkChannel(RobotChannel):
+    label = "dingtalk"
+    token_param = "access_token"
+    throttled = _THROTTLED
+    throttle_retry_s = THROTTLE_RETRY_S
+    busy = frozenset({_BUSY})
 
     def request_url(self) -> URL:
         url = self._url
@@ -73,25 +62,8 @@ class DingTalkChannel:
         # encoded=True: send the query byte for byte; re-quoting could alter the signature.
         return URL(url, encoded=True)
 
-    async def send(self, n: Notification) -> SendResult:
-        body = json.dumps(message(n), ensure_ascii=False).encode()
-        return await self._http.send(self.name, self.request_url(), body=body, headers={},
-                                     judge=self._judge)
+    def payload(self, n: Notification) -> dict[str, Any]:
+        return message(n)
 
-    def _judge(self, reply: Reply) -> SendResult:
-        doc = reply.json() or {}
-        code = doc.get("errcode")
-        if not isinstance(code, int):
-            # Maybe delivered, maybe not; a duplicate beats a lost fire alarm.
-            return SendResult.retry(f"dingtalk: unreadable reply (HTTP {reply.status})")
-        if code == 0:
-            return SendResult.sent(detail="dingtalk errcode 0")
-        detail = f"dingtalk errcode {code}: {self._http.redact(str(doc.get('errmsg', '')))}"
-        if code in _THROTTLED:
-            return SendResult.retry(detail, THROTTLE_RETRY_S)
-        if code == _BUSY:
-            return SendResult.retry(detail)
-        return SendResult.failed(detail)
 
-    async def close(self) -> None:
-        await self._http.close()
+PROVIDER = provider(DingTalkChannel)

@@ -15,10 +15,14 @@ import html
 import logging
 import smtplib
 import ssl
+from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
-from gateway.notify.base import Notification, SendResult
+from pydantic import Field
+
+from gateway.notify.base import Channel, Notification, SendResult
+from gateway.notify.channels.provider import ChannelSettings, Provider, RequiredText
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +154,31 @@ class EmailChannel:
 
     async def close(self) -> None:
         """Nothing to release: each message uses its own connection."""
+
+
+class EmailSettings(ChannelSettings):
+    host: RequiredText
+    sender: RequiredText = Field(alias="from")
+    port: int | None = None                 # None: the security mode's standard port
+    security: SmtpSecurity | None = None    # None: from `starttls` and `port`, see below
+    starttls: bool = True
+    timeout_s: float = 10.0
+
+    def effective_security(self) -> SmtpSecurity:
+        """``security`` if given; else port 465 means implicit TLS, and otherwise STARTTLS
+        unless ``starttls: false`` (the older way of saying ``security: none``)."""
+        if self.security is not None:
+            return self.security
+        if self.port == 465:
+            return SmtpSecurity.SSL
+        return SmtpSecurity.STARTTLS if self.starttls else SmtpSecurity.NONE
+
+
+def build(name: str, settings: EmailSettings, secrets: Mapping[str, str]) -> Channel:
+    return EmailChannel(host=settings.host, sender=settings.sender, port=settings.port,
+                        security=settings.effective_security(),
+                        username=secrets.get("username"), password=secrets.get("password"),
+                        name=name, timeout_s=settings.timeout_s)
+
+
+PROVIDER = Provider(EmailSettings, build)

@@ -11,17 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-import time
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult
 
-from gateway.notify.base import Notification, SendResult
-from gateway.notify.channels.httpclient import HttpClient, Reply
+from gateway.notify.base import Notification
+from gateway.notify.channels.robot import ACK_LABEL as ACK_LABEL
+from gateway.notify.channels.robot import RobotChannel, provider
 
 API_URL = "https://open.feishu.cn/open-apis/bot/v2/hook/"
-ACK_LABEL = "确认 / Acknowledge"
 # 100/min and 5/s per bot (brief §3.5): a short pause is enough to get out of the window.
 THROTTLE_RETRY_S = 10.0
 _THROTTLED = frozenset({11232, 11233})  # frequency limited / chat trigger rate limit
@@ -47,20 +44,18 @@ def message(n: Notification) -> dict[str, Any]:
             "content": {"post": {"zh_cn": {"title": n.title, "content": lines}}}}
 
 
-class FeishuChannel:
-    def __init__(self, *, url: str, secret: str | None = None, timeout_s: float = 10.0,
-                 clock: Callable[[], float] = time.time, base_url: str | None = None,
-                 name: str = "feishu") -> None:
-        parts = urlsplit(url)
+class FeishuChannel(RobotChannel):
+    label = "feishu"
+    code_field = "code"
+    throttled = _THROTTLED
+    throttle_retry_s = THROTTLE_RETRY_S
+
+    def locate(self, parts: SplitResult) -> tuple[str, str]:
+        # The token is the last path segment; the query, if any, is not Feishu's.
         token = parts.path.rstrip("/").rsplit("/", 1)[-1]
         if "/hook/" not in parts.path or not token:
             raise ValueError("feishu url: expected …/open-apis/bot/v2/hook/<token>")
-        origin = base_url.rstrip("/") if base_url else f"{parts.scheme}://{parts.netloc}"
-        self.name = name
-        self._url = f"{origin}{parts.path}"
-        self._secret = secret
-        self._clock = clock
-        self._http = HttpClient(timeout_s=timeout_s, secrets=[token, secret or ""], clock=clock)
+        return token, parts.path
 
     def payload(self, n: Notification) -> dict[str, Any]:
         msg = message(n)
@@ -69,25 +64,13 @@ class FeishuChannel:
             msg = {"timestamp": str(ts), "sign": sign(self._secret, ts), **msg}
         return msg
 
-    async def send(self, n: Notification) -> SendResult:
-        body = json.dumps(self.payload(n), ensure_ascii=False).encode()
-        return await self._http.send(self.name, self._url, body=body, headers={},
-                                     judge=self._judge)
-
-    def _judge(self, reply: Reply) -> SendResult:
-        doc = reply.json() or {}
+    def reply_code(self, doc: dict[str, Any]) -> tuple[object, str]:
         # Current replies carry ``code``/``msg``; older ones ``StatusCode``/``StatusMessage``.
-        code = doc.get("code", doc.get("StatusCode"))
-        if not isinstance(code, int):
-            # Maybe delivered, maybe not; a duplicate beats a lost fire alarm.
-            return SendResult.retry(f"feishu: unreadable reply (HTTP {reply.status})")
-        if code == 0:
-            return SendResult.sent(detail="feishu code 0")
-        msg = str(doc.get("msg", doc.get("StatusMessage", "")))
-        detail = f"feishu code {code}: {self._http.redact(msg)}"
-        if code in _THROTTLED or (code == _AMBIGUOUS and "too many" in msg.lower()):
-            return SendResult.retry(detail, THROTTLE_RETRY_S)
-        return SendResult.failed(detail)
+        return (doc.get("code", doc.get("StatusCode")),
+                str(doc.get("msg", doc.get("StatusMessage", ""))))
 
-    async def close(self) -> None:
-        await self._http.close()
+    def is_throttled(self, code: int, message: str) -> bool:
+        return code in self.throttled or (code == _AMBIGUOUS and "too many" in message.lower())
+
+
+PROVIDER = provider(FeishuChannel)

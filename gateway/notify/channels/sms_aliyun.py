@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from alibabacloud_dysmsapi20170525 import models as sms_models  # type: ignore[import-untyped]
@@ -19,7 +20,8 @@ from alibabacloud_tea_openapi import exceptions as ali_exc  # type: ignore[impor
 from alibabacloud_tea_openapi.utils_models import Config  # type: ignore[import-untyped]
 from darabonba.runtime import RuntimeOptions  # type: ignore[import-untyped]
 
-from gateway.notify.base import Notification, SendResult
+from gateway.notify.base import Channel, Notification, SendResult
+from gateway.notify.channels.provider import ChannelSettings, Provider, RequiredText, Text
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +154,23 @@ class AliyunSms:
 
     async def close(self) -> None:
         """Nothing to release: the SDK pools connections per endpoint process-wide."""
+
+
+class AliyunSmsSettings(ChannelSettings):
+    sign_name: RequiredText                 # the approved signature (签名)
+    template_code: RequiredText             # the approved template, SMS_…
+    region: Text = "cn-hangzhou"
+    endpoint: Text = DEFAULT_ENDPOINT
+    protocol: Text = "https"
+    timeout_s: float = 5.0                  # an SMS API that takes longer is better retried
+
+
+def build(name: str, settings: AliyunSmsSettings, secrets: Mapping[str, str]) -> Channel:
+    return AliyunSms(access_key_id=secrets["access_key_id"],
+                     access_key_secret=secrets["access_key_secret"],
+                     sign_name=settings.sign_name, template_code=settings.template_code,
+                     name=name, endpoint=settings.endpoint, protocol=settings.protocol,
+                     region_id=settings.region, timeout_s=settings.timeout_s)
+
+
+PROVIDER = Provider(AliyunSmsSettings, build, secrets=("access_key_id", "access_key_secret"))

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from gateway.notify.base import Notification, SendResult
+from gateway.notify.base import Channel, Notification, SendResult
+from gateway.notify.channels.provider import Provider
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +203,11 @@ class HttpSms:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def build(name: str, settings: HttpSmsSettings, secrets: Mapping[str, str]) -> Channel:
+    # The key comes from secret_env; routing refuses an `api_key` among the settings.
+    return HttpSms(settings=settings, api_key=secrets.get("api_key", ""), name=name)
+
+
+PROVIDER = Provider(HttpSmsSettings, build)

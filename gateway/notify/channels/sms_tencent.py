@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tencentcloud.common import credential  # type: ignore[import-untyped]
@@ -20,7 +20,8 @@ from tencentcloud.common.profile.client_profile import ClientProfile  # type: ig
 from tencentcloud.common.profile.http_profile import HttpProfile  # type: ignore[import-untyped]
 from tencentcloud.sms.v20210111 import models, sms_client  # type: ignore[import-untyped]
 
-from gateway.notify.base import Notification, SendResult
+from gateway.notify.base import Channel, Notification, SendResult
+from gateway.notify.channels.provider import ChannelSettings, Provider, RequiredText, Text
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +142,29 @@ class TencentSms:
     async def close(self) -> None:
         """Nothing to release explicitly: the sync SDK has no close(); its requests session
         goes with the client. (The SDK's async client needs httpx, which is not installed.)"""
+
+
+class TencentSmsSettings(ChannelSettings):
+    sdk_app_id: RequiredText                # SmsSdkAppId, 1400…
+    sign_name: RequiredText
+    template_id: RequiredText
+    param_order: Text = ""                  # template parameter names, comma-separated
+    region: Text = "ap-guangzhou"
+    endpoint: Text = DEFAULT_ENDPOINT
+    protocol: Text = "https"
+    timeout_s: float = 5.0                  # an SMS API that takes longer is better retried
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.param_order.split(",") if p.strip())
+
+
+def build(name: str, settings: TencentSmsSettings, secrets: Mapping[str, str]) -> Channel:
+    return TencentSms(secret_id=secrets["secret_id"], secret_key=secrets["secret_key"],
+                      sdk_app_id=settings.sdk_app_id, sign_name=settings.sign_name,
+                      template_id=settings.template_id, param_order=settings.params, name=name,
+                      region=settings.region, endpoint=settings.endpoint,
+                      protocol=settings.protocol, timeout_s=settings.timeout_s)
+
+
+PROVIDER = Provider(TencentSmsSettings, build, secrets=("secret_id", "secret_key"))

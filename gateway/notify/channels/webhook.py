@@ -22,8 +22,9 @@ import json
 import time
 from collections.abc import Callable, Mapping
 
-from gateway.notify.base import Notification, SendResult
+from gateway.notify.base import Channel, Notification, SendResult
 from gateway.notify.channels.httpclient import HttpClient
+from gateway.notify.channels.provider import ChannelSettings, Provider, Text, signing_secret
 
 _PREFIX = "whsec_"
 
@@ -88,3 +89,20 @@ class WebhookChannel:
 
     async def close(self) -> None:
         await self._http.close()
+
+
+class WebhookSettings(ChannelSettings):
+    # The URL is normally a secret (it may carry a token); a plain one may sit in settings.
+    url: Text | None = None
+    timeout_s: float = 10.0
+
+
+def build(name: str, settings: WebhookSettings, secrets: Mapping[str, str]) -> Channel:
+    url = secrets.get("url") or settings.url
+    if not url:
+        raise ValueError("setting 'url' is required")
+    return WebhookChannel(url=url, secret=signing_secret(secrets), timeout_s=settings.timeout_s,
+                          name=name)
+
+
+PROVIDER = Provider(WebhookSettings, build)

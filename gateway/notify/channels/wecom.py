@@ -7,17 +7,13 @@ as HTTP 200 with ``errcode``.
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from gateway.notify.base import Notification, SendResult
-from gateway.notify.channels.httpclient import HttpClient, Reply
+from gateway.notify.base import Notification
+from gateway.notify.channels.robot import ACK_LABEL as ACK_LABEL
+from gateway.notify.channels.robot import RobotChannel, provider
 
 API_URL = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
-ACK_LABEL = "确认 / Acknowledge"
 MAX_MARKDOWN_BYTES = 4096          # markdown.content limit, in UTF-8 bytes
 ELLIPSIS = "…"
 # 20 messages a minute per robot: the window rolls, so a minute from now there is room again.
@@ -50,40 +46,16 @@ def markdown(n: Notification) -> str:
     return head + truncate_utf8(n.text, room) + ELLIPSIS + tail
 
 
-class WeComChannel:
-    def __init__(self, *, url: str, secret: str | None = None, timeout_s: float = 10.0,
-                 clock: Callable[[], float] = time.time, base_url: str | None = None,
-                 name: str = "wecom") -> None:
-        # ``secret`` is accepted for a uniform constructor; WeCom robots have no signing.
-        parts = urlsplit(url)
-        key = parse_qs(parts.query).get("key", [""])[0]
-        if not key:
-            raise ValueError("wecom url: key query parameter is missing")
-        origin = base_url.rstrip("/") if base_url else f"{parts.scheme}://{parts.netloc}"
-        self.name = name
-        self._url = f"{origin}{parts.path}?{parts.query}"
-        self._http = HttpClient(timeout_s=timeout_s, secrets=[key, secret or ""], clock=clock)
+class WeComChannel(RobotChannel):
+    # ``secret`` is accepted (the robots share a constructor) but unused: no signing on WeCom.
+    label = "wecom"
+    token_param = "key"
+    throttled = frozenset({_THROTTLED})
+    throttle_retry_s = THROTTLE_RETRY_S
+    busy = frozenset({_BUSY})
 
-    async def send(self, n: Notification) -> SendResult:
-        msg: dict[str, Any] = {"msgtype": "markdown", "markdown": {"content": markdown(n)}}
-        body = json.dumps(msg, ensure_ascii=False).encode()
-        return await self._http.send(self.name, self._url, body=body, headers={},
-                                     judge=self._judge)
+    def payload(self, n: Notification) -> dict[str, Any]:
+        return {"msgtype": "markdown", "markdown": {"content": markdown(n)}}
 
-    def _judge(self, reply: Reply) -> SendResult:
-        doc = reply.json() or {}
-        code = doc.get("errcode")
-        if not isinstance(code, int):
-            # Maybe delivered, maybe not; a duplicate beats a lost fire alarm.
-            return SendResult.retry(f"wecom: unreadable reply (HTTP {reply.status})")
-        if code == 0:
-            return SendResult.sent(detail="wecom errcode 0")
-        detail = f"wecom errcode {code}: {self._http.redact(str(doc.get('errmsg', '')))}"
-        if code == _THROTTLED:
-            return SendResult.retry(detail, THROTTLE_RETRY_S)
-        if code == _BUSY:
-            return SendResult.retry(detail)
-        return SendResult.failed(detail)
 
-    async def close(self) -> None:
-        await self._http.close()
+PROVIDER = provider(WeComChannel)
