@@ -12,7 +12,7 @@ from gateway.notify.channels.registry import PROVIDERS, build_channel, provider
 from gateway.notify.channels.sms_tencent import TencentSms
 from gateway.notify.routing import ChannelConfig, ChannelType
 from sensors.errors import ConfigError
-from tests.notify_servers import DINGTALK_URL
+from tests.support.notify_servers import DINGTALK_URL
 
 ENV = {"T_URL": DINGTALK_URL, "T_ID": "id", "T_KEY": "key-1234"}
 

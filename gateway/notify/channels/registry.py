@@ -9,8 +9,7 @@ swaps every channel for a :class:`~gateway.notify.channels.dryrun.LoggingChannel
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +22,67 @@ from gateway.notify.channels.provider import Provider
 from gateway.notify.routing import ChannelConfig, ChannelType, NotifyConfig
 from sensors.errors import ConfigError
 
-#: Provider module (under gateway.notify.channels) per channel type. Imported on first use: the
-#: cloud SMS SDKs take a second to import, and a park that uses neither should not pay for it.
-PROVIDERS: Mapping[ChannelType, str] = {
-    ChannelType.SMS_ALIYUN: "sms_aliyun",
-    ChannelType.SMS_TENCENT: "sms_tencent",
-    ChannelType.SMS_HTTP: "sms_http",
-    ChannelType.DINGTALK: "dingtalk",
-    ChannelType.WECOM: "wecom",
-    ChannelType.FEISHU: "feishu",
-    ChannelType.EMAIL: "email",
-    ChannelType.WEBHOOK: "webhook",
+# One loader per provider, each a plain import of a fixed module: imported on first use (the
+# cloud SMS SDKs take a second to import, and a park that uses neither should not pay for it),
+# and no name from configuration ever chooses the code that is imported.
+
+
+def _sms_aliyun() -> Provider[Any]:
+    from gateway.notify.channels import sms_aliyun
+    return sms_aliyun.PROVIDER
+
+
+def _sms_tencent() -> Provider[Any]:
+    from gateway.notify.channels import sms_tencent
+    return sms_tencent.PROVIDER
+
+
+def _sms_http() -> Provider[Any]:
+    from gateway.notify.channels import sms_http
+    return sms_http.PROVIDER
+
+
+def _dingtalk() -> Provider[Any]:
+    from gateway.notify.channels import dingtalk
+    return dingtalk.PROVIDER
+
+
+def _wecom() -> Provider[Any]:
+    from gateway.notify.channels import wecom
+    return wecom.PROVIDER
+
+
+def _feishu() -> Provider[Any]:
+    from gateway.notify.channels import feishu
+    return feishu.PROVIDER
+
+
+def _email() -> Provider[Any]:
+    from gateway.notify.channels import email
+    return email.PROVIDER
+
+
+def _webhook() -> Provider[Any]:
+    from gateway.notify.channels import webhook
+    return webhook.PROVIDER
+
+
+#: The one place mapping a channel type to its provider.
+PROVIDERS: Mapping[ChannelType, Callable[[], Provider[Any]]] = {
+    ChannelType.SMS_ALIYUN: _sms_aliyun,
+    ChannelType.SMS_TENCENT: _sms_tencent,
+    ChannelType.SMS_HTTP: _sms_http,
+    ChannelType.DINGTALK: _dingtalk,
+    ChannelType.WECOM: _wecom,
+    ChannelType.FEISHU: _feishu,
+    ChannelType.EMAIL: _email,
+    ChannelType.WEBHOOK: _webhook,
 }
 
 
 def provider(type_: ChannelType) -> Provider[Any]:
     """The provider record of one channel type (importing its module)."""
-    module = importlib.import_module(f"{__package__}.{PROVIDERS[type_]}")
-    record = getattr(module, "PROVIDER", None)
-    if not isinstance(record, Provider):
-        raise TypeError(f"{module.__name__} defines no PROVIDER")
-    return record
+    return PROVIDERS[type_]()
 
 
 def read_secrets(name: str, cfg: ChannelConfig, env: Mapping[str, str],
