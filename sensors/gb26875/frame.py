@@ -115,8 +115,10 @@ class RejectReason(StrEnum):
 
 @dataclass(frozen=True)
 class FrameRejection:
-    """Bytes the deframer could not turn into a frame. ``size`` is how many bytes it dropped;
-    ``header`` is set when the 27-byte header was read (every reason but GARBAGE)."""
+    """Bytes the deframer could not turn into a frame. ``size`` is how many bytes it dropped
+    (every byte fed ends up in exactly one frame or rejection); ``header`` is set when a 27-byte
+    header was read (every reason but GARBAGE). For TOO_LONG and BAD_END it is read at a
+    candidate ``@@`` that turned out wrong, so it may be misaligned; 6.5.3 still asks for a NAK."""
 
     reason: RejectReason
     detail: str
@@ -170,10 +172,12 @@ _COMMANDS = frozenset(c.value for c in Command)
 class Deframer:
     """Cuts one connection's byte stream into frames; one instance per TCP connection.
 
-    ``garbage_bytes`` counts every byte dropped outside a frame candidate over its lifetime.
+    ``garbage_bytes`` counts every byte dropped outside a frame candidate over its lifetime;
+    ``peak_buffered`` is the most bytes it ever held (never above :data:`MAX_BUFFER`).
     """
 
     garbage_bytes: int = 0
+    peak_buffered: int = 0
     _buf: bytearray = field(default_factory=bytearray, repr=False)
 
     @property
@@ -188,6 +192,7 @@ class Deframer:
         view = memoryview(data)
         for start in range(0, len(view), MAX_FRAME):
             self._buf += view[start:start + MAX_FRAME]
+            self.peak_buffered = max(self.peak_buffered, len(self._buf))
             self._drain(out)
         return out
 

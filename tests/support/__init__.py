@@ -15,5 +15,6 @@ fixtures only); tests/test_layout.py enforces that. One concern per module:
 - ``notify``: a routing file and the channel secrets it names, for notification end to end.
 - ``faultproxy``, ``notify_servers``, ``sms_servers``, ``grafana_server``: local fakes of the
   network and of third-party APIs.
+- ``gb26875_vectors``: the GB/T 26875.3 test frames of the domain brief, as bytes.
 - ``chaos``: the chaos driver used by tests/test_chaos.py and bench/soak.py.
 """
