@@ -23,3 +23,7 @@ class ConfigError(ParkWatchError):
 
 class RegistryError(ConfigError):
     """The device registry cannot be loaded; every bad row is listed."""
+
+
+class PointMapError(ConfigError):
+    """The fire-panel point map cannot be loaded; every bad row is listed."""
