@@ -10,5 +10,6 @@ dataclasses or typed rejections out; no I/O, no clock (the caller passes the tim
 | ``bits`` | status and operation bit fields as ``IntFlag``s; ``alarm_bits``, ``is_fire`` |
 | ``codes`` | system, component and analog type tables; component ``signal_class`` |
 
-Facts and test vectors: docs brief ``fire-safety-brief.md`` §2; contract §8.
+Protocol facts and test vectors: the domain brief (fire-safety-brief.md §2); the integration
+contract: device-contract.md §8. ``sensors/pointmap.py`` places the points these frames report.
 """

@@ -31,7 +31,7 @@ drops garbage as soon as it is seen, so between calls the buffer holds less than
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
 
@@ -168,7 +168,6 @@ def _header(data: bytes | bytearray) -> Header:
 _COMMANDS = frozenset(c.value for c in Command)
 
 
-@dataclass
 class Deframer:
     """Cuts one connection's byte stream into frames; one instance per TCP connection.
 
@@ -176,9 +175,10 @@ class Deframer:
     ``peak_buffered`` is the most bytes it ever held (never above :data:`MAX_BUFFER`).
     """
 
-    garbage_bytes: int = 0
-    peak_buffered: int = 0
-    _buf: bytearray = field(default_factory=bytearray, repr=False)
+    def __init__(self) -> None:
+        self.garbage_bytes = 0
+        self.peak_buffered = 0
+        self._buf = bytearray()
 
     @property
     def buffered(self) -> int:
