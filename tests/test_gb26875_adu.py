@@ -204,14 +204,19 @@ def test_unknown_types_keep_their_bytes(type_flag: int) -> None:
     assert parse_adu(adu) == Unknown(type_flag, adu)
 
 
-def test_every_known_type_is_length_checked() -> None:
-    for kind in (AduType.SYSTEM_STATUS, AduType.COMPONENT_STATUS, AduType.ANALOG_VALUE,
-                 AduType.FACILITY_OPERATION, AduType.FACILITY_SOFTWARE_VERSION,
-                 AduType.FACILITY_TIME, AduType.UITD_STATUS, AduType.UITD_OPERATION,
-                 AduType.UITD_SOFTWARE_VERSION, AduType.UITD_TIME):
-        for size in range(0, 60):
-            result = parse_adu(bytes((kind, 1)) + bytes(size))
-            assert isinstance(result, Adu | AduRejection)
+OBJECT_SIZES = {AduType.SYSTEM_STATUS: 10, AduType.COMPONENT_STATUS: 46,
+                AduType.ANALOG_VALUE: 16, AduType.FACILITY_OPERATION: 10,
+                AduType.FACILITY_SOFTWARE_VERSION: 4, AduType.FACILITY_TIME: 8,
+                AduType.UITD_STATUS: 7, AduType.UITD_OPERATION: 8,
+                AduType.UITD_SOFTWARE_VERSION: 2, AduType.UITD_TIME: 6}
+
+
+@pytest.mark.parametrize(("kind", "size"), sorted(OBJECT_SIZES.items()))
+def test_every_known_type_is_length_checked(kind: AduType, size: int) -> None:
+    for length in range(60):
+        result = parse_adu(bytes((kind, 1)) + bytes(length))
+        assert isinstance(result, Adu) == (length == size), (kind, length, result)
+        assert isinstance(result, Adu | AduRejection)
 
 
 # --- time labels -----------------------------------------------------------------------------
