@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import re
 
+#: DEL, C1 controls and the bidi marks and overrides: what ``json.dumps(ensure_ascii=False)``
+#: leaves raw.
+_BEYOND_C0 = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 #: Every character :func:`strip_controls` removes or replaces, for callers that show them
 #: instead (the CLI escapes them visibly).
-CONTROL_PATTERN = "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-CONTROL_RE = re.compile(CONTROL_PATTERN)
+CONTROL_RE = re.compile(f"[\x00-\x1f{_BEYOND_C0}]")
+#: The same without C0, for JSON text (where C0 is escaped already and newlines are layout).
+BEYOND_C0_RE = re.compile(f"[{_BEYOND_C0}]")
 
 _WHITESPACE = "\t\n\v\f\r\x1c\x1d\x1e\x1f\x85"
 _TABLE = {cp: (" " if chr(cp) in _WHITESPACE else None)
