@@ -93,6 +93,14 @@ class Metrics:
                                         "Device events seen before (same device, seq and "
                                         "payload): acknowledged, not evaluated or stored again",
                                         registry=r)
+        # Engine counters, read when scraped (rules/kinds/flood.py): what a flooding device lost.
+        self.event_points_refused = Gauge("parkwatch_event_points_refused",
+                                          "Device events for a point beyond the device's "
+                                          "max_points, counted into too_many_points (since start)",
+                                          registry=r)
+        self.events_rate_limited = Gauge("parkwatch_events_rate_limited",
+                                         "Non-fire device events over their device's rate, "
+                                         "stored but not evaluated (since start)", registry=r)
         self.broker_connected = Gauge("parkwatch_broker_connected", "1 when connected to MQTT",
                                       registry=r)
         self.influx_reachable = Gauge("parkwatch_influx_reachable",

@@ -5,7 +5,8 @@ wall clock (every call takes ``now_ms``), no global state.
                                                  ├─► event rules (always: events are facts)
                                                  └─► silence (any message is a sign of life)
                       ─► zone coincidence, fed with this call's transitions ─► [Transition]
-    tick(now) ─► for-durations, rate clears, door timers ─► silence ─► maintenance expiry
+    tick(now) ─► for-durations, rate clears, door timers ─► flood counts ─► silence
+              ─► maintenance expiry
               ─► zone coincidence ─► [Transition]
 
 Rules are bound to devices once, at construction (``rules.kinds.bind``: one small object per
@@ -26,6 +27,7 @@ from rules.engine_state import EngineState
 from rules.kinds import Plan, Timed, bind
 from rules.kinds.base import DeviceClock, Ledger, zone_key
 from rules.kinds.coincidence import is_new_signal
+from rules.kinds.flood import TOO_MANY_POINTS
 from rules.maintenance import MAINTENANCE_EXPIRED, MaintenanceBook
 from rules.model import RuleSet
 from rules.observation import DeviceEvent, Observation, Reading
@@ -53,8 +55,11 @@ class Engine:
         bound = bind(rules, registry, self._clocks)
         self._plans, self._memory = bound.plans, bound.memory
         self._groups, self._listeners = bound.groups, bound.listeners
-        self._rule_names = {*rules.names(), MAINTENANCE_EXPIRED, *SYSTEM_RULES}
+        self._guards = tuple(bound.guards.values())
+        self._rule_names = {*rules.names(), MAINTENANCE_EXPIRED, TOO_MANY_POINTS, *SYSTEM_RULES}
         self.late_readings = 0
+        #: Non-fire events over their device's rate (rules/kinds/flood.py), not evaluated.
+        self.rate_limited_events = 0
         self.unknown_devices = 0
         self._started_ms: int | None = None
         self._last_now: int | None = None
@@ -86,6 +91,9 @@ class Engine:
                     return out
                 self._remember_event(obs.dedup_key)
             self._heard(plan, obs.received_at_ms)
+            if plan.guard is not None and not plan.guard.admit(obs.type, obs.received_at_ms):
+                self.rate_limited_events += 1
+                return out
             for check in (plan.events or {}).get(obs.type, ()):
                 check.on_event(obs.type, obs.point, obs.detail, obs.ts_ms, self._book)
         elif obs.online:
@@ -96,6 +104,11 @@ class Engine:
         if out and self._listeners:
             self._coincide()
         return out
+
+    @property
+    def refused_point_events(self) -> int:
+        """Events for points beyond their device's cap (counted into ``too_many_points``)."""
+        return sum(g.refused_total for g in self._guards)
 
     def seen_event(self, dedup_key: str) -> bool:
         """True when an event with this key was already evaluated (a redelivery)."""
@@ -160,6 +173,8 @@ class Engine:
             timed.on_tick(now_ms, self._book)
             if not timed.wants_tick:
                 self._timers.discard(timed)
+        for guard in self._guards:
+            guard.publish(now_ms, self._book)
         start = self._start()
         for group in self._groups:
             group.tick(now_ms, self._book, start)

@@ -37,6 +37,7 @@ from sensors.base import (
     TimeContext,
 )
 from sensors.kinds._shapes import decode_flat
+from sensors.text import strip_controls
 from sensors.timestamps import resolve_ts
 
 __all__ = [
@@ -405,6 +406,9 @@ def _text(obj: Mapping[str, Any], key: str, max_chars: int) -> str:
         return ""
     if not isinstance(raw, str):
         raise Rejection(RejectReason.TYPE, f"{key}={_short(raw)} is not a string")
+    # Before the cut, so the limit counts what people will read. Never a rejection: a fire
+    # alarm must not be lost over a stray byte in its description.
+    raw = strip_controls(raw)
     if len(raw) > max_chars:
         # Cut, not refused: a fire alarm must not be lost over the length of its description.
         raw = raw[:max_chars - 1] + "\u2026"

@@ -51,6 +51,10 @@ class Device(BaseModel):
     report_interval_s: float = Field(default=300.0, gt=0, le=7 * 86400)
     limits: Mapping[str, float] = Field(default_factory=dict)
     mode: str | None = None
+    #: Points this device may have in alarm at once per event rule (a panel: its point count);
+    #: None means the engine's default (rules/kinds/flood.py). Beyond it, one
+    #: ``too_many_points`` alarm instead of one alarm per point.
+    max_points: int | None = Field(default=None, ge=1, le=10_000)
 
     @field_validator("kind")
     @classmethod

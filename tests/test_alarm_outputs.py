@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from gateway.alarms.outputs import alarm_line, alarm_topic, retained_payload
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.alarms.outputs import alarm_line, alarm_topic, point_level, retained_payload
 from rules.alarm import Alarm, AlarmState, Disposition, Severity, Subject
 
 T0 = 1764059400000
@@ -29,7 +32,38 @@ def test_topics_for_device_zone_building_and_panel_point() -> None:
     building = _alarm(rule="building_silent", subject=Subject(park="xz01", building="b3"))
     assert alarm_topic(building) == "parkwatch/alarms/xz01/b3/building/building_silent"
     point = _alarm(rule="fire_alarm", labels={"point": "1-02/#034"})
-    assert alarm_topic(point) == "parkwatch/alarms/xz01/b3/wp-0017/fire_alarm@1-02__034"
+    assert alarm_topic(point) == "parkwatch/alarms/xz01/b3/wp-0017/fire_alarm@1-02_2F_23034"
+
+
+def test_points_that_differ_get_different_topics() -> None:
+    # Both used to become fire_alarm@L1_D2: one alarm's document overwrote the other's.
+    plus, hash_ = (_alarm(rule="fire_alarm", labels={"point": p}) for p in ("L1+D2", "L1#D2"))
+    assert alarm_topic(plus).endswith("/fire_alarm@L1_2BD2")
+    assert alarm_topic(hash_).endswith("/fire_alarm@L1_23D2")
+    assert point_level("L1_D2") == "L1_5FD2"
+
+
+@given(st.text(min_size=1), st.text(min_size=1))
+def test_the_point_level_is_one_to_one_and_topic_safe(a: str, b: str) -> None:
+    if a != b:
+        assert point_level(a) != point_level(b)
+    for level in (point_level(a), point_level(b)):
+        assert set(level) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                 "0123456789.-_")
+
+
+@given(st.text(min_size=1))
+def test_the_point_level_decodes_back(point: str) -> None:
+    level = point_level(point)
+    raw, i = bytearray(), 0
+    while i < len(level):
+        if level[i] == "_":
+            raw.append(int(level[i + 1:i + 3], 16))
+            i += 3
+        else:
+            raw.append(ord(level[i]))
+            i += 1
+    assert raw.decode() == point
 
 
 def test_alarms_point_has_contract_tags_and_fields() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -342,6 +343,25 @@ async def test_cli_alarms_list(cli: Any, service: FakeService) -> None:
     assert [d["alarm_id"] for d in json.loads(r.out)] == ["r1"]
     r = await cli("alarms", "list", "--building", "b9")
     assert r.out.strip() == "no alarms"
+
+
+_RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+async def test_cli_never_prints_terminal_escapes(cli: Any, service: FakeService) -> None:
+    # A device's detail reached the operator's terminal as is: ESC [2J cleared the screen.
+    hostile = "[确认](http://evil)\x1b[2J\x9b31m\u202eknil\x07"
+    service.alarms["h1"] = alarm("h1", message=hostile, subject=Subject(
+        park="xz01", building="b3", floor="2", zone="east", device="wp-h1",
+        kind="water_pressure", location="2F\x1b]0;owned\x07 riser"))
+    for argv in (("alarms", "list"), ("alarms", "list", "--json"), ("alarms", "show", "h1"),
+                 ("alarms", "show", "h1", "--json"), ("alarms", "history", "--since", "7d")):
+        r = await cli(*argv)
+        assert r.code == 0, r.err
+        assert not _RAW_CONTROL.search(r.out), (argv, r.out)
+        assert "[2J" in r.out, argv   # shown, as an escape, not obeyed
+    r = await cli("alarms", "show", "h1", "--json")
+    assert json.loads(r.out)["message"] == hostile   # still the same data for a program
 
 
 async def test_cli_usage_errors_exit_2(cli: Any) -> None:

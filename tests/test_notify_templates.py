@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,9 +14,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.notify.base import Notification
+from gateway.notify.channels.email import build_message
 from gateway.notify.templates import (
     RULE_NAMES,
     SMS_MAX_UNITS,
+    defang,
     escalation_note,
     render,
     sms_units,
@@ -79,7 +83,7 @@ def test_every_default_rule_sms_fits_two_segments(rule: str, severity: str, lang
 def test_sms_zh_reads_well() -> None:
     r = render("sms", "zh-CN", doc(), ack_url=ACK, tz=SHANGHAI)
     assert r.text == ("[重要]消防水压过低：xz01 b3栋2层 2F east riser，"
-                      f"0.08 MPa (Hydrant pressure low)，11-18 19:06。确认：{ACK}")
+                      f"0.08 MPa 「Hydrant pressure low」，11-18 19:06。确认：{ACK}")
     assert r.title == "[重要]消防水压过低 - b3栋2层"
     assert r.template_params == {
         "park": "xz01", "building": "b3栋2层", "location": "2F east riser",
@@ -99,7 +103,7 @@ def test_sms_shortens_location_before_dropping_it() -> None:
     r = render("sms", "zh-CN", doc(location="很长的位置描述" * 30), ack_url=ACK, tz=SHANGHAI)
     assert "很长的位置描述很" in r.text
     assert "…，0.08 MPa" in r.text                # shortened, the value kept
-    assert "(Hydrant" not in r.text              # the detail went first,
+    assert "Hydrant" not in r.text              # the detail went first,
     assert "xz01" not in r.text                  # then the park
     assert sms_units(r.text) <= SMS_MAX_UNITS
 
@@ -173,3 +177,54 @@ def test_sms_always_fits_and_keeps_the_link(location: str, value: float | None, 
     if ack:
         assert r.text.endswith(ack)
     assert all(len(v) <= 20 for k, v in r.template_params.items() if k != "ack")
+
+
+HOSTILE = ("FIRE ALARM fp-1 (2F east) L1 [确认](http://evil.example/ack) \x1b[2J\x9b31m "
+           "<http://evil.example> www.evil.cn evil.com 10.0.0.7 \u202eknil")
+
+
+def _links(text: str) -> list[str]:
+    return re.findall(r"(?i)https?://\S+|www\.\S+|\b[\w-]+\.(?:com|cn|example)\b", text)
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+@pytest.mark.parametrize("kind", ["im", "email", "sms"])
+def test_device_text_never_forms_a_link_and_reads_as_a_quotation(kind: str, lang: str) -> None:
+    # A device's detail used to reach IM and email as is: a fake 确认 link above the real one.
+    # An SMS has room for a short detail only (a long one is dropped first).
+    message = "[确认](http://e.cn)\x1b[2J\u202eknil" if kind == "sms" else HOSTILE
+    r = render(kind, lang, doc("fire_alarm", "critical", message=message, value=None,
+                               location="2F east"), ack_url=ACK, tz=SHANGHAI, sms_limit=200)
+    assert _links(r.text) == [ACK + (")" if kind == "im" else "")], r.text
+    assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0 or c == "\u202e"
+                   for c in r.text), repr(r.text)
+    assert "hxxp://" in r.text
+    assert "http://e" not in r.text
+    left, right = ("「", "」") if lang == "zh-CN" else ("\u201c", "\u201d")
+    assert f"{left}{message[:2]}" in r.text
+    assert f"knil{right}" in r.text
+    if kind == "im":   # the real ack link is the only markdown link
+        assert len(re.findall(r"(?<!\\)\[[^\]]*(?<!\\)\]\(", r.text)) == 1
+
+
+def test_device_text_in_the_html_email_has_no_link_but_the_ack_link() -> None:
+    r = render("email", "en", doc("fire_alarm", "critical", message=HOSTILE), ack_url=ACK,
+               tz=SHANGHAI)
+    msg = build_message(Notification(key="k", channel="mail", recipient="duty@example.cn",
+                                     title=r.title, text=r.text, ack_url=ACK),
+                        sender="ParkWatch <pw@example.cn>")
+    html_part = msg.get_body(("html",))
+    assert html_part is not None
+    body = html_part.get_content()
+    assert re.findall(r'href="([^"]*)"', body) == [ACK]
+    assert "http://evil" not in body
+    assert "<http" not in body
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("http://evil.com/a", "hxxp://evil[.]com/a"), ("HTTPS://x.cn", "hxxpS://x[.]cn"),
+    ("ftp://host", "ftp[:]//host"), ("www.evil.cn", "www[.]evil[.]cn"),
+    ("问evil.com确认", "问evil[.]com确认"), ("10.0.0.7:80", "10[.]0[.]0[.]7:80"),
+    ("0.08 MPa at 1-02-034 v1.2", "0.08 MPa at 1-02-034 v1.2"), ("a\x1bb", "ab")])
+def test_defang(text: str, shown: str) -> None:
+    assert defang(text) == shown

@@ -313,6 +313,23 @@ def test_overlong_event_text_is_cut_so_a_fire_alarm_is_never_lost(validator: Val
     assert len(event.detail) == 256
 
 
+@pytest.mark.parametrize("bad", ["\x1b[2J", "\x9b31m", "\x07", "\x7f", "\u202e", "\u2066",
+                                 "\u200f", "\x00"])
+def test_event_text_loses_control_characters_and_bidi_overrides(validator: Validator,
+                                                               bad: str) -> None:
+    # A device must not clear an operator's terminal or make a URL read backwards.
+    payload = json.dumps({"type": "fire_alarm", "point": f"L1{bad}D2",
+                          "detail": f"[\u786e\u8ba4](http://evil){bad}\tloop 2\naddr"}).encode()
+    event = validator.validate("parks/xz01/b1/fp-0001/event", payload,
+                               RECEIVED_MS).observations[0]
+    assert isinstance(event, DeviceEvent)
+    for text in (event.point, event.detail):
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u202e\u2066\u200f"
+                       for c in text), repr(text)
+    assert event.point == "L1" + "".join(c for c in bad if c.isprintable()) + "D2"
+    assert event.detail.endswith("loop 2 addr")
+
+
 def test_rejection_details_stay_short_whatever_the_input(validator: Validator) -> None:
     topic = "parks/xz01/b3/wp-0017/" + "t" * 60000
     with pytest.raises(Rejection) as info:

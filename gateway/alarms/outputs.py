@@ -5,24 +5,32 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
 from rules.alarm import Alarm, AlarmState
 
 ALARM_TOPIC_ROOT = "parkwatch/alarms"
 _ALARMS = escape_measurement("alarms")
-_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+#: Bytes a point keeps as they are in a topic level; every other byte is written ``_HH``.
+_TOPIC_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+def point_level(point: str) -> str:
+    """A point as a topic-safe string, one-to-one: ``L1+D2`` and ``L1#D2`` must not share a
+    topic, or one alarm's retained document overwrites (or clears) the other's. ``_`` is escaped
+    too, so ``_2B`` in the output can only come from ``+``."""
+    return "".join(chr(b) if b in _TOPIC_SAFE else f"_{b:02X}" for b in point.encode())
 
 
 def alarm_topic(alarm: Alarm) -> str:
     """parkwatch/alarms/{park}/{building}/{device}/{rule}; a panel point's alarm adds
-    ``@{point}`` to the rule level, or its points would overwrite one another's document."""
+    ``@{point}`` (encoded by :func:`point_level`) to the rule level, or its points would
+    overwrite one another's document."""
     s = alarm.subject
     rule = alarm.rule
     point = alarm.labels.get("point")
     if point:
-        rule += "@" + _TOPIC_UNSAFE.sub("_", point)
+        rule += "@" + point_level(point)
     return f"{ALARM_TOPIC_ROOT}/{s.park}/{s.building}/{s.topic_device}/{rule}"
 
 

@@ -8,18 +8,25 @@ per part once it is split (the rest carries the concatenation header), so "two s
 characters, and the provider prepends the approved signature (``【园区消防】``) which counts too.
 We count as UCS-2 does (a character outside the BMP is a surrogate pair: 2) and shorten the text
 step by step — detail, park name, note, location, value — but never cut the ack link.
+
+The alarm message carries what a device wrote (an event's ``point`` and ``detail``), so it is
+shown quoted (「…」 / “…”) with its URLs and domain names defanged (``hxxp://``, ``evil[.]com``)
+and, in IM markdown, escaped: a device cannot put a fake "acknowledge" link above the real one,
+which stays the only link in a message. The registry's ``location`` is defanged too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from string import Template
 from typing import Any
 
 from gateway.notify.routing import ChannelKind
+from sensors.text import strip_controls
 
 SMS_SEGMENT = 70                  # one UCS-2 SMS
 SMS_PART = 67                     # each part of a concatenated UCS-2 SMS
@@ -69,6 +76,7 @@ RULE_NAMES: Mapping[str, tuple[str, str]] = {
     "notification_dead": ("告警通知发送失败", "Notification undeliverable"),
     "ingest_stalled": ("监测数据中断", "Monitoring data stalled"),
     "storage_full": ("本地缓存已满", "Local buffer full"),
+    "too_many_points": ("设备报警点位过多", "Too many points in alarm"),
 }
 
 SEVERITY_NAMES: Mapping[str, tuple[str, str]] = {
@@ -105,6 +113,35 @@ _LABELS = {
     "en": {"where": "Where", "value": "Value", "detail": "Detail", "time": "Time",
            "state": "State", "ack": "Acknowledge", "ack_sms": " Ack: ", "zone": "zone {}"},
 }
+
+
+_QUOTES = {"zh-CN": ("「", "」"), "en": ("\u201c", "\u201d")}
+#: ``scheme://``: http(s) becomes hxxp(s), any other scheme loses its colon to ``[:]``.
+_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)")
+#: A dot a client would autolink: before a label of two or more letters (``evil.com``,
+#: ``www.x``, ``a@evil.cn``, non-Latin TLDs too).
+_DOMAIN_DOT = re.compile(r"(?<=\w)\.(?=[^\W\d_]{2,})")
+_DOTTED_QUAD = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+
+
+def defang(text: str) -> str:
+    """Text no client turns into a link: ``http://evil.com`` → ``hxxp://evil[.]com``."""
+    def scheme(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name.lower() in ("http", "https"):
+            return "hxxp" + name[4:] + ":"
+        return name + "[:]"
+    text = _SCHEME.sub(scheme, strip_controls(text))
+    text = _DOTTED_QUAD.sub(lambda m: m.group(0).replace(".", "[.]"), text)
+    return _DOMAIN_DOT.sub("[.]", text)
+
+
+def device_text(text: str, lang: Lang) -> str:
+    """Text that may come from a device, defanged and quoted so it reads as a quotation."""
+    if not text:
+        return ""
+    left, right = _QUOTES[lang]
+    return f"{left}{defang(text)}{right}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +213,10 @@ def _fields(doc: Mapping[str, Any], lang: Lang, tz: dt.tzinfo, park_name: str) -
         "state_tag": _state_tag(state, lang),
         "park": park_name or str(doc.get("park") or ""),
         "building_label": _building(doc, lang),
-        "location": str(doc.get("location") or ""),
+        "location": defang(str(doc.get("location") or "")),
         "zone": str(doc.get("zone") or ""),
         "value": _value(doc),
-        "message": str(doc.get("message") or ""),
+        "message": device_text(str(doc.get("message") or ""), lang),
         "time_short": when.strftime("%m-%d %H:%M") if when else "",
         "time_long": when.strftime("%Y-%m-%d %H:%M:%S %Z") if when else "",
     }
@@ -216,7 +253,7 @@ def _render_sms(f: Mapping[str, str], lang: Lang, ack_url: str | None, note: str
         place += f["building_label"] + (f"{', ' if lang == 'en' else ' '}{loc}" if loc else "")
         text = _SMS[lang].substitute(
             severity=f["severity"], rule=f["rule"], state_tag=f["state_tag"], place=place,
-            value=(f"{comma}{value}" if value else "") + (f" ({detail})" if detail else ""),
+            value=(f"{comma}{value}" if value else "") + (f" {detail}" if detail else ""),
             time=f["time_short"], note=f"{comma}{extra}" if extra else "", ack=ack)
         if sms_units(text) <= limit:
             return text

@@ -196,6 +196,7 @@ class Gateway:
         await wal.open()
         if self.alarms is not None:
             await self.alarms.open()
+            self._watch_engine(self.alarms)
             self.notifier = await self._open_notifier(self.alarms, wal)
         sink = await _make_sink(s)
         # /healthz should tell the truth from the first second, not after the first write.
@@ -286,6 +287,12 @@ class Gateway:
         self.priority_session = lane
         self.metrics.inflight.set_function(lambda: lane.unacked + main.unacked)
         return lane
+
+    def _watch_engine(self, keeper: AlarmKeeper) -> None:
+        engine = keeper.engine
+        if engine is not None:
+            self.metrics.event_points_refused.set_function(lambda: engine.refused_point_events)
+            self.metrics.events_rate_limited.set_function(lambda: engine.rate_limited_events)
 
     async def _open_notifier(self, keeper: AlarmKeeper, wal: WalStreams) -> Notifier | None:
         def active() -> list[Alarm]:

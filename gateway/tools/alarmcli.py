@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode
 from gateway.errors import CodedError
 from gateway.http.auth import client_headers
 from rules.alarm import iso
+from sensors.text import BEYOND_C0_RE, CONTROL_RE
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -48,7 +49,7 @@ def _reported(handler: _Handler) -> _Handler:
         try:
             return handler(args)
         except CliError as exc:
-            print(f"parkwatch: {exc.message}", file=sys.stderr)
+            print(f"parkwatch: {safe(exc.message)}", file=sys.stderr)
             return exc.code
     return run
 
@@ -116,7 +117,19 @@ def _local(stamp: str | None) -> str:
 
 # --- output --------------------------------------------------------------------------------------
 
+def _visible(m: re.Match[str]) -> str:
+    return m.group(0).encode("unicode_escape").decode("ascii")
+
+
+def safe(value: Any) -> str:
+    """A field from the gateway as terminal-safe text: whatever a device or an older gateway
+    put in it, control characters and bidi overrides are printed as escapes (``\\x1b``), so
+    no field can clear the screen, move the cursor or reorder a line."""
+    return CONTROL_RE.sub(_visible, str(value))
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    rows = [[safe(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in [headers, *rows]]
@@ -148,7 +161,9 @@ def alarm_table(docs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    # json escapes C0 already; DEL, C1 (0x9b is an 8-bit CSI) and bidi overrides it leaves raw.
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    print(BEYOND_C0_RE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))
 
 
 # --- alarms --------------------------------------------------------------------------------------
@@ -191,7 +206,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     width = max(len(k) for k in doc)
     for key, value in doc.items():
         if value not in (None, ""):
-            print(f"{key.ljust(width)}  {value}")
+            print(f"{safe(key).ljust(width)}  {safe(value)}")
     print("\nhistory:")
     rows = [[str(h.get("seq", "")), _local(h.get("at")),
              f"{h.get('from_state') or 'new'} → {h.get('to_state')}", str(h.get("severity", "")),
@@ -205,8 +220,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_ack(args: argparse.Namespace) -> int:
     doc = call(args.url, "POST", f"/alarms/{quote(args.alarm_id, safe='')}/ack",
                body={"by": args.by, "disposition": args.disposition, "channel": "cli"})
-    print(f"acknowledged {doc['alarm_id']} ({doc['rule']} at {_where(doc)}) "
-          f"as {doc['disposition']} by {doc['acknowledged_by']}")
+    print(safe(f"acknowledged {doc['alarm_id']} ({doc['rule']} at {_where(doc)}) "
+               f"as {doc['disposition']} by {doc['acknowledged_by']}"))
     return EXIT_OK
 
 
@@ -218,10 +233,10 @@ def _set_maintenance(args: argparse.Namespace, mode: str, until: str | None) -> 
                 body={"scope": args.scope, "target": args.target, "mode": mode,
                       "until": until_iso, "by": args.by})
     if mode == "none":
-        print(f"{done['scope']} {done['target']}: maintenance cleared by {done['by']}")
+        print(safe(f"{done['scope']} {done['target']}: maintenance cleared by {done['by']}"))
     else:
-        print(f"{done['scope']} {done['target']}: {done['mode']} until "
-              f"{_local(done['until']) if done['until'] else 'cleared'} (by {done['by']})")
+        print(safe(f"{done['scope']} {done['target']}: {done['mode']} until "
+                   f"{_local(done['until']) if done['until'] else 'cleared'} (by {done['by']})"))
     return EXIT_OK
 
 

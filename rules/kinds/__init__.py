@@ -15,6 +15,7 @@ from rules.kinds.base import DeviceClock, building_key, zone_key
 from rules.kinds.coincidence import ZoneCoincidence
 from rules.kinds.duration import DurationCheck
 from rules.kinds.event import EventCheck
+from rules.kinds.flood import EventGuard
 from rules.kinds.plausibility import PlausibilityCheck
 from rules.kinds.rate import RateCheck
 from rules.kinds.silent import Member, SilentGroup
@@ -53,6 +54,7 @@ class Plan:
     plaus: tuple[PlausibilityCheck, ...] = ()
     readers: tuple[Timed, ...] = ()
     events: dict[EventType, tuple[EventCheck, ...]] | None = None
+    guard: EventGuard | None = None    # set when the device has event rules
     silent: tuple[tuple[SilentGroup, Member], ...] = ()
 
 
@@ -62,6 +64,7 @@ class Bound:
     memory: dict[str, Stateful] = field(default_factory=dict)
     groups: list[SilentGroup] = field(default_factory=list)
     listeners: Listeners = field(default_factory=dict)
+    guards: dict[str, EventGuard] = field(default_factory=dict)
 
 
 def bind(rules: RuleSet, registry: Registry, clocks: dict[str, DeviceClock]) -> Bound:
@@ -85,7 +88,11 @@ def bind(rules: RuleSet, registry: Registry, clocks: dict[str, DeviceClock]) -> 
                 bound.memory[p.key] = p
         elif isinstance(rule, EventRule):
             for d in devices:
-                e = EventCheck.build(rule, d)
+                guard = bound.guards.get(d.device)
+                if guard is None:
+                    guard = bound.guards[d.device] = EventGuard(d)
+                    bound.memory[guard.key] = guard
+                e = EventCheck.build(rule, d, guard)
                 bound.memory[e.key] = e
                 for t in e.types:
                     events[d.device].setdefault(t, []).append(e)
@@ -95,6 +102,7 @@ def bind(rules: RuleSet, registry: Registry, clocks: dict[str, DeviceClock]) -> 
             _bind_coincidence(rule, devices, bound)
     bound.plans = {d: Plan(clock=clocks[d], plaus=tuple(plaus[d]), readers=tuple(readers[d]),
                            events={t: tuple(c) for t, c in events[d].items()} or None,
+                           guard=bound.guards.get(d),
                            silent=tuple(silent[d])) for d in clocks}
     return bound
 
