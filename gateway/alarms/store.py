@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from gateway.storage.private import FILE_MODE, private_dir, private_file, tighten
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Severity, Subject, Transition
 from sensors.errors import ParkWatchError
 
@@ -269,7 +270,13 @@ def _row_values(alarm: Alarm) -> tuple[Any, ...]:
 # --- synchronous work, run in the worker thread --------------------------------------------------
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Made private before SQLite creates anything: its -wal and -shm files copy the database
+    # file's mode, and the outbox and ack-link rows must not be readable by other local users.
+    private_dir(path.parent)
+    private_file(path)
+    for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if side.exists():
+            tighten(side, FILE_MODE)
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly apply().
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
     try:
