@@ -27,7 +27,7 @@ from gateway.alarms.acklinks import (
 )
 from gateway.alarms.store import AlarmStore
 from gateway.http.ackpage import add_ack_routes
-from rules.alarm import Alarm, AlarmState, Disposition, Severity, Subject
+from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Severity, Subject
 
 SECRET = b"s" * 32
 BASE = "https://pw.example.test"
@@ -73,15 +73,15 @@ class FakeService:
         return self.alarms.get(alarm_id)
 
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
-                          channel: str) -> Alarm:
+                          channel: str, name: str | None = None) -> Alarm:
         self.ack_calls.append({"alarm_id": alarm_id, "by": by, "disposition": disposition,
-                               "channel": channel})
+                               "channel": channel, "name": name})
         alarm = self.alarms[alarm_id]
         if self.strict and alarm.acknowledged_by is not None:
-            raise ValueError(f"alarm {alarm_id} was acknowledged by {alarm.acknowledged_by}")
+            raise AlreadyAcknowledged(alarm)
         acked = alarm.evolve(state=AlarmState.ACKNOWLEDGED, acknowledged_by=by,
                              acknowledged_at_ms=int(T0 * 1000), ack_channel=channel,
-                             disposition=disposition)
+                             disposition=disposition, acknowledged_name=name)
         self.alarms[alarm_id] = acked
         return acked
 
@@ -296,9 +296,11 @@ async def test_post_acknowledges_once(links: AckLinks, client: Client,
     assert "Acknowledged" in text
     assert "张三" in text
     assert "误报" in text
-    assert service.ack_calls == [{"alarm_id": "a1", "by": "张三",
+    # The link's contact is who acknowledged; the typed name travels apart, unverified.
+    assert service.ack_calls == [{"alarm_id": "a1", "by": "+8613800000000",
                                   "disposition": Disposition.FALSE_ALARM,
-                                  "channel": "dingtalk"}]
+                                  "channel": "dingtalk", "name": "张三"}]
+    assert "unverified" in text
     resp = await client.post(f"/ack/{token}", data={"disposition": "real", "name": "李四"})
     assert resp.status == 410
     assert "already been used" in await resp.text()
@@ -314,6 +316,7 @@ async def test_post_without_name_uses_contact(links: AckLinks, client: Client,
     assert resp.status == 200
     assert service.ack_calls[0]["by"] == "duty@example.test"
     assert service.ack_calls[0]["channel"] == "email"
+    assert service.ack_calls[0]["name"] is None
 
 
 async def test_post_rejects_bad_form_and_foreign_origin(links: AckLinks, client: Client,
@@ -356,7 +359,9 @@ async def test_already_acknowledged_is_conflict(links: AckLinks, client: Client,
     assert "已确认" in text
     resp = await client.post(f"/ack/{second}", data={"disposition": "fault"})
     assert resp.status == 409
-    assert "already acknowledged" in await resp.text()
+    text = await resp.text()
+    assert "Already acknowledged by tenant" in text
+    assert "via sms" in text
     assert [c["by"] for c in service.ack_calls] == ["tenant", "duty"]
 
 
@@ -379,4 +384,4 @@ async def test_malicious_message_is_escaped(links: AckLinks, client: Client,
     text = await resp.text()
     assert "<script" not in text
     assert "&lt;script&gt;x&lt;/script&gt;" in text
-    assert service.ack_calls[0]["by"] == "<script>x</script>"   # stored raw, escaped on output
+    assert service.ack_calls[0]["name"] == "<script>x</script>"  # stored raw, escaped on output
