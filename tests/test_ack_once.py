@@ -9,6 +9,7 @@ links on the same database, and both HTTP surfaces served by aiohttp's TestClien
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import sqlite3
@@ -26,6 +27,7 @@ from gateway.alarms.service import GatewayAlarmService
 from gateway.alarms.store import AlarmStore
 from gateway.http.ackpage import add_ack_routes
 from gateway.http.alarmapi import add_alarm_routes
+from gateway.tools import alarmcli
 from rules.alarm import AlarmState, Disposition, Transition
 from rules.loader import load_rules
 from rules.observation import DeviceEvent
@@ -205,3 +207,32 @@ async def test_a_resolved_alarm_is_acknowledged_and_reclassified_from_the_store(
     assert changed.acknowledged_by == acked.acknowledged_by == "alice"
     assert [c["to_disposition"] for c in await gw.service.reclassifications(alarm_id)] == [
         "fault"]
+
+
+async def test_cli_reclassifies_and_show_lists_the_record(
+        gw: Gateway, client: Client, sample_registry: Registry,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    alarm_id = await gw.fire(sample_registry)
+    url = f"http://{client.host}:{client.port}"
+
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = await asyncio.to_thread(alarmcli.main, [*argv[:2], "--url", url, *argv[2:]])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = await cli("alarms", "ack", alarm_id, "--by", "alice",
+                             "--disposition", "real")
+    assert code == 0, err
+    code, _, err = await cli("alarms", "ack", alarm_id, "--by", "bob", "--disposition", "fault")
+    assert code == 1
+    assert "already acknowledged by alice" in err
+    code, out, err = await cli("alarms", "reclassify", alarm_id, "--by", "carol",
+                               "--disposition", "false_alarm", "--reason", "steam from a kettle")
+    assert code == 0, err
+    assert f"reclassified {alarm_id}" in out
+    code, out, err = await cli("alarms", "show", alarm_id)
+    assert code == 0, err
+    assert "reclassifications:" in out
+    assert "real → false_alarm" in out
+    assert "steam from a kettle" in out
