@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from gateway.alarms.acklinks import (
     AckTokenError,
     decode_token,
     encode_token,
+    insert_grants,
     sign,
     verify_tag,
 )
@@ -157,6 +159,24 @@ async def test_issue_resolve_consume(links: AckLinks) -> None:
     with pytest.raises(AckTokenError) as info:
         await links.verify(token)
     assert info.value.problem is AckProblem.USED
+
+
+async def test_a_reserved_link_is_a_reference_until_filled(links: AckLinks,
+                                                            store: AlarmStore) -> None:
+    ref, grant = links.reserve("a1", contact="+8613800000000", channel="sms")
+    other_ref, other = links.reserve("a2", contact="x", channel="sms")
+    await store.apply([], also=[functools.partial(insert_grants, grants=[grant, other])])
+    assert "/ack/" not in ref
+    text = f"Ack: {ref}\nforged: {{{{ack:AAAAAAAAAAA}}}} other alarm: {other_ref}"
+    filled = await links.fill(text, alarm_id="a1")
+    url = filled.split("\n")[0].removeprefix("Ack: ")
+    assert len(url) == len(ref) == links.url_chars     # SMS length accounting holds
+    verified = await links.verify(token_of(url))
+    assert (verified.alarm_id, verified.contact) == ("a1", "+8613800000000")
+    # References to no grant of this alarm never become links.
+    assert filled.split("\n")[1] == "forged:  other alarm: "
+    assert await links.url_for(grant.token_id) == url
+    assert await links.url_for("AAAAAAAAAAA") is None
 
 
 async def test_tokens_are_unique_and_short(links: AckLinks) -> None:

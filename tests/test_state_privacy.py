@@ -86,8 +86,8 @@ async def test_state_is_private_and_outbox_rows_hold_no_ack_link(
             assert "{{ack:" not in text
     state = settings.state_dir
     stored = _stored_text(state / "alarms.sqlite3")
-    assert any("{{ack:" in v for v in stored)          # the row keeps a reference …
-    assert not [v for v in stored if LINK.search(v)]   # … and never a link
+    assert not [v for v in stored if LINK.search(v)]   # never a link …
+    assert any("{{ack:" in v for v in stored)          # … but a reference to its grant
     modes = _modes(state)
     assert {p: oct(m) for p, m in modes.items()
             if m != (0o700 if (state.parent / p).is_dir() else 0o600)} == {}
