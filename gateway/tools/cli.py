@@ -6,7 +6,7 @@
   simulate                         publish simulated sensor traffic for the registry
   top                              live terminal view of a running gateway
   notify test                      send a test message through one notification channel
-  alarms list|show|ack|history     list, show, acknowledge alarms of a running gateway
+  alarms list|show|ack|reclassify|history  list, show, acknowledge, correct alarms of a gateway
   maintenance set|clear|list       test / isolated modes of a running gateway
   grafana export|push              write the dashboard JSON files / upsert them into Grafana
   demo                             broker, InfluxDB, gateway and simulator with the live view
