@@ -27,6 +27,7 @@ from tests.support.gateway import make_settings, running_gateway
 from tests.support.ids import unique
 from tests.support.notify import DT_SECRET, WH_SECRET, routing, set_channel_env, write_notify_config
 from tests.support.notify_servers import ProviderServer
+from tests.support.paths import ROOT
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -93,3 +94,24 @@ async def test_state_is_private_and_outbox_rows_hold_no_ack_link(
             if m != (0o700 if (state.parent / p).is_dir() else 0o600)} == {}
     assert any(p.endswith(".wal") for p in modes)
     assert "state/alarms.sqlite3" in modes
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_parkwatch_run_sets_umask_0077_before_the_gateway_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import logs
+    from gateway.tools import cli
+
+    seen: list[int] = []
+
+    async def fake_run(*_: object) -> int:
+        current = os.umask(0o022)
+        os.umask(current)
+        seen.append(current)
+        return 0
+
+    monkeypatch.setattr(cli, "_run", fake_run)
+    monkeypatch.setattr(logs, "setup_logging", lambda *_: None)   # leave pytest's logging be
+    assert cli.main(["run", "--config", str(ROOT / "config" / "parkwatch.example.yaml")]) == 0
+    assert seen == [0o077]
+
