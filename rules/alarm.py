@@ -105,10 +105,19 @@ class Alarm:
     maintenance: Maintenance = Maintenance.NONE
     inhibited_by: str | None = None       # fingerprint of the parent alarm that absorbs this one
     labels: dict[str, str] = field(default_factory=dict)
+    # A name typed on the ack page: unverified, so never in acknowledged_by (the link's contact).
+    acknowledged_name: str | None = None
 
     @property
     def active(self) -> bool:
         return self.state is not AlarmState.RESOLVED
+
+    @property
+    def acknowledged(self) -> bool:
+        """Someone answered and nothing since asks for a new answer. An acknowledged alarm
+        that escalated back to firing (Ledger.open) may be acknowledged again."""
+        return self.state is AlarmState.ACKNOWLEDGED or (
+            self.state is AlarmState.RESOLVED and self.acknowledged_by is not None)
 
     @property
     def paged(self) -> bool:
@@ -131,6 +140,7 @@ class Alarm:
             "updated_at": iso(self.updated_at_ms),
             "fired_at": iso(self.fired_at_ms) if self.fired_at_ms is not None else None,
             "acknowledged_by": self.acknowledged_by,
+            "acknowledged_name": self.acknowledged_name,
             "acknowledged_at": (iso(self.acknowledged_at_ms)
                                 if self.acknowledged_at_ms is not None else None),
             "disposition": self.disposition.value if self.disposition else None,
@@ -142,11 +152,48 @@ class Alarm:
 
 
 @dataclass(frozen=True, slots=True)
+class Reclassification:
+    """A person correcting the disposition of an acknowledged alarm: audited on its own."""
+
+    at_ms: int
+    by: str
+    from_disposition: Disposition | None
+    to_disposition: Disposition
+    reason: str
+
+
+class AlreadyAcknowledged(ValueError):
+    """A second acknowledgement: refused, the first one stands (``alarm`` says whose it is).
+    Correcting the disposition is a reclassification, not another acknowledgement."""
+
+    def __init__(self, alarm: Alarm) -> None:
+        super().__init__(f"alarm {alarm.alarm_id} was already acknowledged by "
+                         f"{alarm.acknowledged_by} via {alarm.ack_channel} at "
+                         + (iso(alarm.acknowledged_at_ms)
+                            if alarm.acknowledged_at_ms is not None else "?"))
+        self.alarm = alarm
+
+
+def reclassification(alarm: Alarm, *, by: str, disposition: Disposition, reason: str,
+                     now_ms: int) -> Reclassification:
+    """The record of correcting ``alarm``'s disposition; ValueError unless it was acknowledged
+    (there is nothing to correct before someone answered)."""
+    if alarm.acknowledged_by is None or alarm.disposition is None:
+        raise ValueError(f"alarm {alarm.alarm_id} is not acknowledged: acknowledge it instead")
+    if disposition is alarm.disposition:
+        raise ValueError(f"alarm {alarm.alarm_id} is already {disposition.value}")
+    return Reclassification(at_ms=now_ms, by=by, from_disposition=alarm.disposition,
+                            to_disposition=disposition, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
     """One state change of one alarm: ``before`` is None when the alarm is new."""
 
     before: Alarm | None
     after: Alarm
+    #: Set when this change is a reclassification; stored with the transition.
+    reclassification: Reclassification | None = None
 
     @property
     def published(self) -> bool:

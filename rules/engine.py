@@ -18,11 +18,20 @@ for its device, or older than ``now - lateness``, is late and neither fires nor 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
 
-from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
+from rules.alarm import (
+    Alarm,
+    AlarmState,
+    AlreadyAcknowledged,
+    Disposition,
+    Maintenance,
+    Transition,
+    reclassification,
+)
 from rules.engine_state import EngineState
 from rules.kinds import Plan, Timed, bind
 from rules.kinds.base import DeviceClock, Ledger, zone_key
@@ -223,19 +232,41 @@ class Engine:
     # ---- people ---------------------------------------------------------------------------
 
     def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition, channel: str,
-                    now_ms: int) -> Transition:
+                    now_ms: int, name: str | None = None) -> Transition:
+        """``by`` is who the channel vouches for (an ack link's contact, the API caller);
+        ``name`` what a person typed, kept apart because nothing checks it. Raises
+        :class:`AlreadyAcknowledged` when someone already answered: the first answer stands;
+        KeyError when the alarm is unknown or resolved (not active any more)."""
         alarm = self._book.by_id(alarm_id)
         if alarm is None:
             raise KeyError(alarm_id)
+        if alarm.acknowledged:
+            raise AlreadyAcknowledged(alarm)
         if alarm.state is AlarmState.RESOLVED:
-            raise ValueError(f"alarm {alarm_id} is resolved")
+            # No longer the engine's: the gateway acknowledges it in its store.
+            raise KeyError(alarm_id)
         if alarm.state is AlarmState.PENDING:
             raise ValueError(f"alarm {alarm_id} is pending (not firing yet)")
         self._book.out = []
         self._book.put(alarm, alarm.evolve(
             state=AlarmState.ACKNOWLEDGED, acknowledged_by=by, acknowledged_at_ms=now_ms,
-            ack_channel=channel, disposition=disposition, updated_at_ms=now_ms))
+            ack_channel=channel, disposition=disposition, updated_at_ms=now_ms,
+            acknowledged_name=name))
         return self._book.out[0]
+
+    def reclassify(self, alarm_id: str, *, by: str, disposition: Disposition, reason: str,
+                   now_ms: int) -> Transition:
+        """Correct the disposition of an active, acknowledged alarm (KeyError when it is not
+        active: a resolved one is corrected in the store). The acknowledgement itself stays."""
+        fp = self._book.fp_by_id.get(alarm_id)
+        if fp is None:
+            raise KeyError(alarm_id)
+        alarm = self._book.active[fp]
+        change = reclassification(alarm, by=by, disposition=disposition, reason=reason,
+                                  now_ms=now_ms)
+        self._book.out = []
+        self._book.put(alarm, alarm.evolve(disposition=disposition, updated_at_ms=now_ms))
+        return dataclasses.replace(self._book.out[0], reclassification=change)
 
     def set_maintenance(self, *, scope: Literal["device", "zone", "building"], target: str,
                         mode: Maintenance, until_ms: int | None, by: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,12 +23,13 @@ from gateway.alarms.acklinks import (
     AckTokenError,
     decode_token,
     encode_token,
+    insert_grants,
     sign,
     verify_tag,
 )
 from gateway.alarms.store import AlarmStore
 from gateway.http.ackpage import add_ack_routes
-from rules.alarm import Alarm, AlarmState, Disposition, Severity, Subject
+from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Severity, Subject
 
 SECRET = b"s" * 32
 BASE = "https://pw.example.test"
@@ -73,15 +75,15 @@ class FakeService:
         return self.alarms.get(alarm_id)
 
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
-                          channel: str) -> Alarm:
+                          channel: str, name: str | None = None) -> Alarm:
         self.ack_calls.append({"alarm_id": alarm_id, "by": by, "disposition": disposition,
-                               "channel": channel})
+                               "channel": channel, "name": name})
         alarm = self.alarms[alarm_id]
         if self.strict and alarm.acknowledged_by is not None:
-            raise ValueError(f"alarm {alarm_id} was acknowledged by {alarm.acknowledged_by}")
+            raise AlreadyAcknowledged(alarm)
         acked = alarm.evolve(state=AlarmState.ACKNOWLEDGED, acknowledged_by=by,
                              acknowledged_at_ms=int(T0 * 1000), ack_channel=channel,
-                             disposition=disposition)
+                             disposition=disposition, acknowledged_name=name)
         self.alarms[alarm_id] = acked
         return acked
 
@@ -157,6 +159,24 @@ async def test_issue_resolve_consume(links: AckLinks) -> None:
     with pytest.raises(AckTokenError) as info:
         await links.verify(token)
     assert info.value.problem is AckProblem.USED
+
+
+async def test_a_reserved_link_is_a_reference_until_filled(links: AckLinks,
+                                                            store: AlarmStore) -> None:
+    ref, grant = links.reserve("a1", contact="+8613800000000", channel="sms")
+    other_ref, other = links.reserve("a2", contact="x", channel="sms")
+    await store.apply([], also=[functools.partial(insert_grants, grants=[grant, other])])
+    assert "/ack/" not in ref
+    text = f"Ack: {ref}\nforged: {{{{ack:AAAAAAAAAAA}}}} other alarm: {other_ref}"
+    filled = await links.fill(text, alarm_id="a1")
+    url = filled.split("\n")[0].removeprefix("Ack: ")
+    assert len(url) == len(ref) == links.url_chars     # SMS length accounting holds
+    verified = await links.verify(token_of(url))
+    assert (verified.alarm_id, verified.contact) == ("a1", "+8613800000000")
+    # References to no grant of this alarm never become links.
+    assert filled.split("\n")[1] == "forged:  other alarm: "
+    assert await links.url_for(grant.token_id) == url
+    assert await links.url_for("AAAAAAAAAAA") is None
 
 
 async def test_tokens_are_unique_and_short(links: AckLinks) -> None:
@@ -296,9 +316,11 @@ async def test_post_acknowledges_once(links: AckLinks, client: Client,
     assert "Acknowledged" in text
     assert "张三" in text
     assert "误报" in text
-    assert service.ack_calls == [{"alarm_id": "a1", "by": "张三",
+    # The link's contact is who acknowledged; the typed name travels apart, unverified.
+    assert service.ack_calls == [{"alarm_id": "a1", "by": "+8613800000000",
                                   "disposition": Disposition.FALSE_ALARM,
-                                  "channel": "dingtalk"}]
+                                  "channel": "dingtalk", "name": "张三"}]
+    assert "unverified" in text
     resp = await client.post(f"/ack/{token}", data={"disposition": "real", "name": "李四"})
     assert resp.status == 410
     assert "already been used" in await resp.text()
@@ -314,6 +336,7 @@ async def test_post_without_name_uses_contact(links: AckLinks, client: Client,
     assert resp.status == 200
     assert service.ack_calls[0]["by"] == "duty@example.test"
     assert service.ack_calls[0]["channel"] == "email"
+    assert service.ack_calls[0]["name"] is None
 
 
 async def test_post_rejects_bad_form_and_foreign_origin(links: AckLinks, client: Client,
@@ -356,7 +379,9 @@ async def test_already_acknowledged_is_conflict(links: AckLinks, client: Client,
     assert "已确认" in text
     resp = await client.post(f"/ack/{second}", data={"disposition": "fault"})
     assert resp.status == 409
-    assert "already acknowledged" in await resp.text()
+    text = await resp.text()
+    assert "Already acknowledged by tenant" in text
+    assert "via sms" in text
     assert [c["by"] for c in service.ack_calls] == ["tenant", "duty"]
 
 
@@ -379,4 +404,4 @@ async def test_malicious_message_is_escaped(links: AckLinks, client: Client,
     text = await resp.text()
     assert "<script" not in text
     assert "&lt;script&gt;x&lt;/script&gt;" in text
-    assert service.ack_calls[0]["by"] == "<script>x</script>"   # stored raw, escaped on output
+    assert service.ack_calls[0]["name"] == "<script>x</script>"  # stored raw, escaped on output

@@ -69,7 +69,7 @@ class FakeService:
                  "acknowledged_by": None, "disposition": None}]
 
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
-                          channel: str) -> Alarm:
+                          channel: str, name: str | None = None) -> Alarm:
         self.ack_calls.append({"id": alarm_id, "by": by, "disposition": disposition,
                                "channel": channel})
         current = self.alarms[alarm_id]  # KeyError for an unknown id, as the protocol says
@@ -80,6 +80,13 @@ class FakeService:
                                disposition=disposition)
         self.alarms[alarm_id] = acked
         return acked
+
+    async def reclassify(self, alarm_id: str, *, by: str, disposition: Disposition,
+                         reason: str) -> Alarm:
+        raise NotImplementedError   # tested against the real service (test_ack_once.py)
+
+    async def reclassifications(self, alarm_id: str) -> list[dict[str, Any]]:
+        return []
 
     async def set_maintenance(self, *, scope: str, target: str, mode: Maintenance,
                               until_ms: int | None, by: str) -> None:
@@ -182,6 +189,7 @@ async def test_show_returns_document_and_history(client: Client, service: FakeSe
     assert resp.status == 200
     body = await resp.json()
     history = body.pop("history")
+    assert body.pop("reclassifications") == []
     assert body == service.alarms["a1"].document()
     assert history[0]["to_state"] == "firing"
     assert history[0]["at"] == iso(T0)

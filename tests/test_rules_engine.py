@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
+from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Maintenance, Transition
 from rules.dryrun import dry_run, read_recording
 from rules.engine import Engine
 from rules.engine_state import EngineState
@@ -60,9 +60,51 @@ def test_acknowledge_errors_and_ack_kept_after_resolve() -> None:
     assert resolved.after.acknowledged_by == "zhang"
     assert resolved.after.disposition is Disposition.FALSE_ALARM
     assert eng.get(t.after.alarm_id) == resolved.after
-    with pytest.raises(ValueError, match="resolved"):
+    # Acknowledged, then resolved: a second acknowledgement is refused, the first stands.
+    with pytest.raises(AlreadyAcknowledged, match="already acknowledged by zhang via http"):
         eng.acknowledge(t.after.alarm_id, by="x", disposition=Disposition.REAL, channel="http",
                         now_ms=T0 + 20_000)
+
+
+def test_an_acknowledgement_is_never_overwritten_but_an_escalation_asks_again() -> None:
+    eng = engine(GAS)
+    [t] = eng.observe(gas(30, 0), T0)
+    first = eng.acknowledge(t.after.alarm_id, by="alice", disposition=Disposition.REAL,
+                            channel="sms", now_ms=T0 + 1000, name="Alice W.")
+    with pytest.raises(AlreadyAcknowledged) as refused:
+        eng.acknowledge(t.after.alarm_id, by="mallory", disposition=Disposition.FALSE_ALARM,
+                        channel="api", now_ms=T0 + 2000)
+    assert refused.value.alarm == first.after
+    assert eng.get(t.after.alarm_id) == first.after
+    assert (first.after.acknowledged_by, first.after.acknowledged_name) == ("alice", "Alice W.")
+    # Worse now: back to firing, so people are asked again and may answer again.
+    escalated = eng.observe(gas(80, 5), T0 + 5000)
+    assert escalated[-1].after.state is AlarmState.FIRING
+    again = eng.acknowledge(t.after.alarm_id, by="bob", disposition=Disposition.REAL,
+                            channel="api", now_ms=T0 + 6000)
+    assert again.after.acknowledged_by == "bob"
+    assert again.after.acknowledged_name is None
+
+
+def test_reclassify_corrects_the_disposition_of_an_acknowledged_alarm_only() -> None:
+    eng = engine(GAS)
+    [t] = eng.observe(gas(30, 0), T0)
+    alarm_id = t.after.alarm_id
+    with pytest.raises(ValueError, match="not acknowledged"):
+        eng.reclassify(alarm_id, by="carol", disposition=Disposition.TEST, reason="drill",
+                       now_ms=T0 + 500)
+    eng.acknowledge(alarm_id, by="alice", disposition=Disposition.REAL, channel="sms",
+                    now_ms=T0 + 1000)
+    change = eng.reclassify(alarm_id, by="carol", disposition=Disposition.TEST,
+                            reason="a planned drill", now_ms=T0 + 2000)
+    assert change.after.disposition is Disposition.TEST
+    assert change.after.acknowledged_by == "alice"      # the acknowledgement itself stays
+    assert change.after.state is AlarmState.ACKNOWLEDGED
+    assert change.reclassification is not None
+    assert (change.reclassification.from_disposition, change.reclassification.to_disposition,
+            change.reclassification.by) == (Disposition.REAL, Disposition.TEST, "carol")
+    with pytest.raises(KeyError):
+        eng.reclassify("nope", by="c", disposition=Disposition.TEST, reason="r", now_ms=T0)
 
 
 def test_pending_alarm_cannot_be_acknowledged() -> None:

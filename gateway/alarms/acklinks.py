@@ -10,6 +10,11 @@ Token format (24 characters of base64url, no padding — short enough for an SMS
     tag   = HMAC-SHA256(secret, "parkwatch-ack-v1" || len-prefixed(token_id, alarm_id, contact,
                                                                    channel, expires_at_ms))[:10]
 
+Stored messages never hold a link: the outbox row carries a reference ``{{ack:<token id>~~}}``
+exactly as long as the URL (so an SMS is measured right), and :meth:`AckLinks.fill` re-signs the
+grant's row and swaps the URL in right before the message is sent. A local reader of the
+database therefore finds no working link in it.
+
 The token itself carries no alarm data: the server keeps one row per token in the alarm database
 (table ``ack_tokens``, in the store's migrations: token id → alarm id, contact, channel, expiry,
 use). The tag binds the row's content to the secret, so a token cannot be guessed (64 random
@@ -25,6 +30,7 @@ import binascii
 import enum
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
 import time
@@ -38,6 +44,9 @@ TOKEN_ID_BYTES = 8
 TAG_BYTES = 10
 TOKEN_CHARS = 24                       # base64url of 18 bytes, no padding
 MAX_TOKEN_CHARS = 64                   # anything longer is rejected before any work
+#: What stands for a link in a stored message: the grant's token id, padded with ``~`` (never in
+#: base64url) to the URL's length.
+LINK_REF = re.compile(r"\{\{ack:([A-Za-z0-9_-]{11})~*\}\}")
 _DOMAIN = b"parkwatch-ack-v1"
 _MIN_SECRET_BYTES = 16
 
@@ -148,6 +157,19 @@ def insert_grants(conn: sqlite3.Connection, grants: Sequence[AckGrant]) -> None:
          for g in grants])
 
 
+def link_ref(token_id: str, url_chars: int) -> str:
+    """The stand-in for a link in a stored message: ``url_chars`` long when the URL is at least
+    as long as the bare reference (always, for a real base URL)."""
+    core = f"{{{{ack:{token_id}"
+    return core + "~" * max(0, url_chars - len(core) - 2) + "}}"
+
+
+def _grant_row(conn: sqlite3.Connection, token_id: str) -> tuple[str, str, str, int] | None:
+    row = conn.execute("SELECT alarm_id, contact, channel, expires_at_ms FROM ack_tokens"
+                       " WHERE token_id = ?", (token_id,)).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]), str(row[2]), int(row[3]))
+
+
 def _check(conn: sqlite3.Connection, secret: bytes, token: str, now_ms: int,
            consume: bool) -> AckGrant:
     token_id, tag = decode_token(token)
@@ -213,6 +235,42 @@ class AckLinks:
                          channel=channel, issued_at_ms=now, expires_at_ms=expires)
         tag = sign(self._secret, token_id, alarm_id, contact, channel, expires)
         return self.url(encode_token(token_id, tag)), grant
+
+    @property
+    def url_chars(self) -> int:
+        """The length of every link: ``{base_url}/ack/`` and a fixed-length token."""
+        return len(self.url("x" * TOKEN_CHARS))
+
+    def reserve(self, alarm_id: str, *, contact: str, channel: str) -> tuple[str, AckGrant]:
+        """Like :meth:`mint`, but the first item is the reference that stands for the link in
+        a stored message (as long as the link); :meth:`fill` turns it into the URL."""
+        _, grant = self.mint(alarm_id, contact=contact, channel=channel)
+        return link_ref(grant.token_id, self.url_chars), grant
+
+    async def url_for(self, token_id: str) -> str | None:
+        """The link of the grant ``token_id`` (re-signed from its row); None without a row."""
+        row = await self._store.execute(_grant_row, token_id)
+        return None if row is None else self._signed_url(token_id, row)
+
+    def _signed_url(self, token_id: str, row: tuple[str, str, str, int]) -> str:
+        alarm_id, contact, channel, expires = row
+        raw_id = _unb64(token_id)
+        tag = sign(self._secret, raw_id, alarm_id, contact, channel, expires)
+        return self.url(encode_token(raw_id, tag))
+
+    async def fill(self, text: str, *, alarm_id: str) -> str:
+        """``text`` with each link reference replaced by its URL. A reference to no grant of
+        ``alarm_id`` (text a device managed to put in a message, a pruned row) becomes empty:
+        a message never carries a link to another alarm."""
+        refs = {m.group(1) for m in LINK_REF.finditer(text)}
+        if not refs:
+            return text
+        urls: dict[str, str] = {}
+        for token_id in refs:
+            row = await self._store.execute(_grant_row, token_id)
+            if row is not None and row[0] == alarm_id:
+                urls[token_id] = self._signed_url(token_id, row)
+        return LINK_REF.sub(lambda m: urls.get(m.group(1), ""), text)
 
     async def issue(self, alarm_id: str, *, contact: str, channel: str) -> str:
         """A new link for ``contact`` on ``channel``; the full URL ``{base_url}/ack/{token}``."""

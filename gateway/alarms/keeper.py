@@ -96,10 +96,16 @@ class AlarmKeeper:
         return out
 
     def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
-                    channel: str) -> Transition:
+                    channel: str, name: str | None = None) -> Transition:
         assert self.engine is not None
         return self.engine.acknowledge(alarm_id, by=by, disposition=disposition,
-                                       channel=channel, now_ms=now_ms())
+                                       channel=channel, now_ms=now_ms(), name=name)
+
+    def reclassify(self, alarm_id: str, *, by: str, disposition: Disposition,
+                   reason: str) -> Transition:
+        assert self.engine is not None
+        return self.engine.reclassify(alarm_id, by=by, disposition=disposition, reason=reason,
+                                      now_ms=now_ms())
 
     def set_maintenance(self, *, scope: str, target: str, mode: Maintenance,
                         until_ms: int | None, by: str) -> list[Transition]:

@@ -50,6 +50,8 @@ def alarm_line(alarm: Alarm) -> str:
         fields["value"] = float(alarm.value)
     if alarm.acknowledged_by is not None:
         fields["acknowledged_by"] = alarm.acknowledged_by
+    if alarm.acknowledged_name is not None:   # typed on the ack page, unverified
+        fields["acknowledged_name"] = alarm.acknowledged_name
     if alarm.disposition is not None:
         fields["disposition"] = alarm.disposition.value
     if alarm.acknowledged_at_ms is not None:

@@ -4,11 +4,20 @@ acknowledgement is durable (in the alarm store, with its transition) before the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.alarms.keeper import AlarmKeeper, now_ms
-from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Transition
+from rules.alarm import (
+    Alarm,
+    AlarmState,
+    AlreadyAcknowledged,
+    Disposition,
+    Maintenance,
+    Transition,
+    reclassification,
+)
 
 #: Makes alarm changes made outside the message flow durable and visible (the runtime's
 #: commit stage: alarm store, `alarms` points, retained documents, notifications).
@@ -21,6 +30,9 @@ class GatewayAlarmService:
     def __init__(self, keeper: AlarmKeeper, commit: Commit) -> None:
         self._keeper = keeper
         self._commit = commit
+        # One person's change at a time: the check for an earlier acknowledgement of a resolved
+        # alarm (read from the store) and the commit must not interleave with another one.
+        self._lock = asyncio.Lock()
 
     async def list_alarms(self, **filters: Any) -> list[Alarm]:
         return await self._keeper.store.list(**filters)
@@ -32,33 +44,61 @@ class GatewayAlarmService:
         return await self._keeper.store.history(alarm_id)
 
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
-                          channel: str) -> Alarm:
+                          channel: str, name: str | None = None) -> Alarm:
         """Where a person's acknowledgement is decided: the engine for an active alarm, the
-        store for one that already resolved; then committed like any alarm change."""
-        try:
-            transition = self._keeper.acknowledge(alarm_id, by=by, disposition=disposition,
-                                                  channel=channel)
-        except KeyError:
-            transition = await self._acknowledge_resolved(alarm_id, by=by,
-                                                          disposition=disposition,
-                                                          channel=channel)
-        await self._commit([transition])
-        return transition.after
+        store for one that already resolved; then committed like any alarm change.
+
+        ``by`` is who the channel vouches for, ``name`` an unverified typed name. Raises
+        :class:`AlreadyAcknowledged` for a second acknowledgement (the first one stands)."""
+        async with self._lock:
+            try:
+                transition = self._keeper.acknowledge(alarm_id, by=by, disposition=disposition,
+                                                      channel=channel, name=name)
+            except KeyError:
+                transition = await self._acknowledge_resolved(
+                    alarm_id, by=by, disposition=disposition, channel=channel, name=name)
+            await self._commit([transition])
+            return transition.after
 
     async def _acknowledge_resolved(self, alarm_id: str, *, by: str, disposition: Disposition,
-                                    channel: str) -> Transition:
+                                    channel: str, name: str | None) -> Transition:
         """An alarm that cleared before anyone answered still needs a human verdict (was it a
         false alarm?) — and its retained document is cleared only once it has one."""
         alarm = await self._keeper.store.get(alarm_id)
         if alarm is None:
             raise KeyError(alarm_id)
-        if alarm.state is not AlarmState.RESOLVED or alarm.acknowledged_by is not None:
-            raise ValueError(f"alarm {alarm_id} is {alarm.state.value} and was acknowledged by "
-                             f"{alarm.acknowledged_by}")
+        if alarm.acknowledged:
+            raise AlreadyAcknowledged(alarm)
+        if alarm.state is not AlarmState.RESOLVED:
+            raise ValueError(f"alarm {alarm_id} is {alarm.state.value}")
         at = now_ms()
         return Transition(alarm, alarm.evolve(acknowledged_by=by, acknowledged_at_ms=at,
                                               ack_channel=channel, disposition=disposition,
-                                              updated_at_ms=at))
+                                              acknowledged_name=name, updated_at_ms=at))
+
+    async def reclassify(self, alarm_id: str, *, by: str, disposition: Disposition,
+                         reason: str) -> Alarm:
+        """Correct the disposition of an acknowledged alarm, with its own audit record
+        (``reclassifications``), committed like an acknowledgement. KeyError if unknown,
+        ValueError if it was never acknowledged (or already has that disposition)."""
+        async with self._lock:
+            try:
+                transition = self._keeper.reclassify(alarm_id, by=by, disposition=disposition,
+                                                     reason=reason)
+            except KeyError:
+                alarm = await self._keeper.store.get(alarm_id)
+                if alarm is None:
+                    raise
+                at = now_ms()
+                change = reclassification(alarm, by=by, disposition=disposition, reason=reason,
+                                          now_ms=at)
+                transition = Transition(alarm, alarm.evolve(disposition=disposition,
+                                                             updated_at_ms=at), change)
+            await self._commit([transition])
+            return transition.after
+
+    async def reclassifications(self, alarm_id: str) -> list[dict[str, Any]]:
+        return await self._keeper.store.reclassifications(alarm_id)
 
     async def set_maintenance(self, *, scope: str, target: str, mode: Maintenance,
                               until_ms: int | None, by: str) -> None:

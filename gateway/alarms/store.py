@@ -37,12 +37,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from gateway.storage.private import FILE_MODE, private_dir, private_file, tighten
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Severity, Subject, Transition
 from sensors.errors import ParkWatchError
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each entry migrates from version i to i + 1 (user_version counts applied entries).
 _MIGRATIONS: tuple[str, ...] = (
@@ -143,6 +144,22 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS ack_tokens_alarm ON ack_tokens (alarm_id);
     CREATE INDEX IF NOT EXISTS ack_tokens_expiry ON ack_tokens (expires_at_ms);
     """,
+    # v5: an acknowledgement is made once. acknowledged_by is who the channel vouches for (an
+    # ack link's contact); a name typed on the page is kept apart, unverified. Correcting a
+    # disposition later is a reclassification with its own record, written in the same
+    # transaction as the alarm's transition.
+    """
+    ALTER TABLE alarms ADD COLUMN acknowledged_name TEXT;
+    CREATE TABLE reclassifications (
+        alarm_id         TEXT NOT NULL,
+        at_ms            INTEGER NOT NULL,
+        reclassified_by  TEXT NOT NULL,
+        from_disposition TEXT,
+        to_disposition   TEXT NOT NULL,
+        reason           TEXT NOT NULL,
+        PRIMARY KEY (alarm_id, at_ms, to_disposition)
+    ) STRICT;
+    """,
 )
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +206,7 @@ _COLUMNS = ("alarm_id", "fingerprint", "rule", "severity", "state", "park", "bui
             "zone", "device", "tenant", "kind", "location", "message", "value", "started_at_ms",
             "updated_at_ms", "fired_at_ms", "acknowledged_by", "acknowledged_at_ms",
             "ack_channel", "disposition", "resolved_at_ms", "maintenance", "inhibited_by",
-            "labels", "document")
+            "labels", "acknowledged_name", "document")
 _UPSERT = (f"INSERT INTO alarms ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT (alarm_id) DO UPDATE SET "
            + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:]))
@@ -230,6 +247,10 @@ def alarm_record(alarm: Alarm) -> dict[str, Any]:
         "disposition": alarm.disposition.value if alarm.disposition else None,
         "resolved_at_ms": alarm.resolved_at_ms, "maintenance": alarm.maintenance.value,
         "inhibited_by": alarm.inhibited_by, "labels": dict(alarm.labels),
+        # Only when set: the records (and so the digests) of every other transition stay as
+        # schema version 4 wrote them, so replaying one stored before the upgrade is a no-op.
+        **({"acknowledged_name": alarm.acknowledged_name}
+           if alarm.acknowledged_name is not None else {}),
     }
 
 
@@ -251,7 +272,14 @@ def alarm_from_record(r: dict[str, Any] | sqlite3.Row) -> Alarm:
         resolved_at_ms=r["resolved_at_ms"], maintenance=Maintenance(r["maintenance"]),
         inhibited_by=r["inhibited_by"],
         labels=json.loads(labels) if isinstance(labels, str) else dict(labels),
+        # Absent from history records written before schema version 5.
+        acknowledged_name=r["acknowledged_name"] if "acknowledged_name" in _keys(r) else None,
     )
+
+
+def _keys(r: dict[str, Any] | sqlite3.Row) -> Any:
+    # sqlite3.Row has no __contains__ for column names; keys() works for both.
+    return r.keys()
 
 
 def _dumps(obj: Any) -> str:
@@ -263,13 +291,19 @@ def _row_values(alarm: Alarm) -> tuple[Any, ...]:
     rec = alarm_record(alarm)
     rec["labels"] = _dumps(rec["labels"])
     rec["document"] = _dumps({**alarm.document(), "value": rec["value"]})
-    return tuple(rec[c] for c in _COLUMNS)
+    return tuple(rec.get(c) for c in _COLUMNS)
 
 
 # --- synchronous work, run in the worker thread --------------------------------------------------
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Made private before SQLite creates anything: its -wal and -shm files copy the database
+    # file's mode, and the outbox and ack-link rows must not be readable by other local users.
+    private_dir(path.parent)
+    private_file(path)
+    for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if side.exists():
+            tighten(side, FILE_MODE)
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly apply().
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
     try:
@@ -317,6 +351,14 @@ def _write_transition(conn: sqlite3.Connection, transition: Transition) -> None:
     if inserted == 0:
         return  # this exact transition is already stored: leave the current row alone
     conn.execute(_UPSERT, _row_values(after))
+    change = transition.reclassification
+    if change is not None:
+        conn.execute(
+            "INSERT INTO reclassifications (alarm_id, at_ms, reclassified_by, from_disposition,"
+            " to_disposition, reason) VALUES (?, ?, ?, ?, ?, ?)",
+            (after.alarm_id, change.at_ms, change.by,
+             change.from_disposition.value if change.from_disposition else None,
+             change.to_disposition.value, change.reason))
 
 
 def _apply_sync(conn: sqlite3.Connection, transitions: Sequence[Transition],
@@ -379,6 +421,7 @@ def _history_entry(row: sqlite3.Row) -> dict[str, Any]:
         "to_state": row["to_state"], "severity": row["severity"], "value": rec["value"],
         "message": rec["message"], "acknowledged_by": rec["acknowledged_by"],
         "ack_channel": rec["ack_channel"], "disposition": rec["disposition"],
+        "acknowledged_name": rec.get("acknowledged_name"),
         "maintenance": rec["maintenance"], "inhibited_by": rec["inhibited_by"],
     }
 
@@ -526,6 +569,16 @@ class AlarmStore:
             rows = conn.execute("SELECT * FROM alarm_history WHERE alarm_id = ? ORDER BY seq",
                                 (alarm_id,))
             return [_history_entry(row) for row in rows]
+        return await self._run(read)
+
+    async def reclassifications(self, alarm_id: str) -> builtins.list[dict[str, Any]]:
+        """The disposition corrections of one alarm, oldest first."""
+        def read(conn: sqlite3.Connection) -> builtins.list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT at_ms, reclassified_by, from_disposition, to_disposition, reason"
+                " FROM reclassifications WHERE alarm_id = ? ORDER BY at_ms", (alarm_id,))
+            return [{"at_ms": r[0], "by": r[1], "from_disposition": r[2],
+                     "to_disposition": r[3], "reason": r[4]} for r in rows]
         return await self._run(read)
 
     async def kpis(self, *, since_ms: int) -> dict[str, Any]:

@@ -6,11 +6,12 @@
 The token is the capability (see :mod:`gateway.alarms.acklinks`): a bad token gets a page that
 says so and nothing about any alarm (404 unknown / forged / malformed, 410 expired / used).
 ``GET`` never changes anything (IM apps and mail scanners fetch links to preview them); only a
-``POST`` acknowledges, recording who (the name typed, else the token's contact), the disposition
-and the token's channel, and then uses the token up. A ``POST`` whose ``Origin`` header is
-present must come from this site. Pages are self-contained HTML (inline CSS, no scripts, no
-external assets), zh-CN and English, everything escaped, and served with headers that forbid
-caching, framing and leaking the URL.
+``POST`` acknowledges, recording who (always the token's contact; a name typed on the form is
+kept apart as unverified), the disposition and the token's channel, and then uses the token up.
+An alarm is acknowledged once: a later link gets a 409 page saying who answered, when and how.
+A ``POST`` whose ``Origin`` header is present must come from this site. Pages are
+self-contained HTML (inline CSS, no scripts, no external assets), zh-CN and English,
+everything escaped, and served with headers that forbid caching, framing and leaking the URL.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.alarms.acklinks import AckGrant, AckLinks, AckProblem, AckTokenError
-from rules.alarm import Alarm, AlarmState, Disposition, Severity
+from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Severity
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ class AckService(Protocol):
     async def get_alarm(self, alarm_id: str) -> Alarm | None: ...
 
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
-                          channel: str) -> Alarm:
-        """The acknowledged alarm; KeyError if unknown, ValueError if it cannot be acked."""
+                          channel: str, name: str | None = None) -> Alarm:
+        """The acknowledged alarm; KeyError if unknown, AlreadyAcknowledged if someone already
+        did, ValueError if it cannot be acked."""
         ...
 
 
@@ -179,6 +181,9 @@ class _Renderer:
             rows.append((("确认人", "Acknowledged by"),
                          f"{_e(alarm.acknowledged_by)} · {_e(alarm.ack_channel or '')} · "
                          f"{_e(self.time(alarm.acknowledged_at_ms, s.park))}"))
+        if alarm.acknowledged_name is not None:
+            rows.append((("填写姓名（未核实）", "Name given (unverified)"),
+                         _e(alarm.acknowledged_name)))
         if alarm.resolved_at_ms is not None:
             rows.append((("恢复时间", "Resolved at"), _e(self.time(alarm.resolved_at_ms, s.park))))
         items = "".join(f"<dt>{_bi(*label)}</dt><dd>{value}</dd>" for label, value in rows)
@@ -190,7 +195,7 @@ class _Renderer:
 def _ackable(alarm: Alarm) -> bool:
     """The service accepts an ack for an unacknowledged alarm, even a resolved one (a cleared
     alarm still needs a human verdict); the form is offered exactly then."""
-    return alarm.acknowledged_by is None and alarm.state is not AlarmState.PENDING
+    return not alarm.acknowledged and alarm.state is not AlarmState.PENDING
 
 
 def _form(token: str, grant: AckGrant) -> str:
@@ -287,13 +292,16 @@ class _AckRoutes:
         if parsed is None:
             return _message_page(*_BAD_FORM, status=400)
         disposition, name = parsed
-        by = name or grant.contact
+        # The link vouches for its contact, not for what anyone types: that is kept apart.
+        by = grant.contact
         try:
             alarm = await self.service.acknowledge(grant.alarm_id, by=by,
                                                    disposition=disposition,
-                                                   channel=grant.channel)
+                                                   channel=grant.channel, name=name or None)
         except KeyError:
             return _message_page(*_GONE_ALARM, status=404)
+        except AlreadyAcknowledged as exc:
+            return self._already(exc.alarm)
         except ValueError:
             return await self._conflict(grant)
         try:
@@ -306,9 +314,22 @@ class _AckRoutes:
         body = ('<div class="card ok"><p>'
                 f'{_bi("已确认，谢谢。", "Acknowledged, thank you.")}</p>'
                 f"<p>{_bi('处置：' + dzh, 'Disposition: ' + den)}</p>"
-                f"<p>{_bi('确认人：' + by, 'By: ' + by)}</p></div>"
-                + self.render.details(alarm))
+                f"<p>{_bi('确认人：' + by, 'By: ' + by)}</p>"
+                + (f"<p>{_bi('填写姓名（未核实）：' + name, 'Name given (unverified): ' + name)}"
+                   "</p>" if name else "")
+                + "</div>" + self.render.details(alarm))
         return _page("已确认", "Acknowledged", body, status=200)
+
+    def _already(self, first: Alarm) -> web.Response:
+        """Someone answered first: say who, when and through which channel; change nothing."""
+        park = first.subject.park
+        who, via = first.acknowledged_by or "?", first.ack_channel or "?"
+        when = self.render.time(first.acknowledged_at_ms, park)
+        body = ('<div class="card bad"><p>'
+                + _bi(f"该告警已由 {who} 于 {when} 通过 {via} 确认。",
+                      f"Already acknowledged by {who} at {when} via {via}.")
+                + "</p></div>" + self.render.details(first))
+        return _page("已被确认", "Already acknowledged", body, status=409)
 
     async def _conflict(self, grant: AckGrant) -> web.Response:
         current = await self.service.get_alarm(grant.alarm_id)

@@ -4,8 +4,11 @@
 
     GET  /alarms               ?state=active|resolved|all &park &building &device &rule
                                &severity &since &until (RFC 3339 or epoch ms) &limit
-    GET  /alarms/{id}          contract §6 document + "history"
+    GET  /alarms/{id}          contract §6 document + "history" + "reclassifications"
     POST /alarms/{id}/ack      {"by", "disposition": real|false_alarm|test|fault, "channel"?}
+                               once: 409 with the first acknowledgement if there was one
+    POST /alarms/{id}/reclassify  {"by", "disposition", "reason"}: correct an acknowledged
+                               alarm's disposition; audited, listed in "reclassifications"
     GET  /maintenance
     POST /maintenance          {"scope": device|zone|building, "target", "mode": test|isolated|none,
                                 "until": RFC 3339 | null, "by"}
@@ -28,7 +31,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.errors import CodedError
-from rules.alarm import Alarm, Disposition, Maintenance, Severity, iso
+from rules.alarm import Alarm, AlreadyAcknowledged, Disposition, Maintenance, Severity, iso
 
 MAX_LIMIT = 5000
 _LIST_PARAMS = frozenset({"state", "park", "building", "device", "rule", "severity", "since",
@@ -54,10 +57,21 @@ class AlarmService(Protocol):
         ...
 
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
-                          channel: str) -> Alarm:
-        """The acknowledged alarm; KeyError if unknown, ValueError if it cannot be acknowledged
-        (pending, or already acknowledged). A resolved alarm nobody acknowledged can still be:
-        it needs a disposition for the false-alarm figures."""
+                          channel: str, name: str | None = None) -> Alarm:
+        """The acknowledged alarm; KeyError if unknown, AlreadyAcknowledged (a ValueError) if
+        someone already did, ValueError if it cannot be acknowledged (pending). A resolved
+        alarm nobody acknowledged can still be: it needs a disposition for the false-alarm
+        figures."""
+        ...
+
+    async def reclassify(self, alarm_id: str, *, by: str, disposition: Disposition,
+                         reason: str) -> Alarm:
+        """The alarm with its corrected disposition; KeyError if unknown, ValueError if it
+        was never acknowledged or already has that disposition."""
+        ...
+
+    async def reclassifications(self, alarm_id: str) -> list[dict[str, Any]]:
+        """Disposition corrections oldest first, as ``AlarmStore.reclassifications``."""
         ...
 
     async def set_maintenance(self, *, scope: str, target: str, mode: Maintenance,
@@ -77,6 +91,14 @@ class AckBody(BaseModel):
     by: str = Field(min_length=1, max_length=100)
     disposition: Disposition
     channel: str = Field(default="api", min_length=1, max_length=32)
+
+
+class ReclassifyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    by: str = Field(min_length=1, max_length=100)
+    disposition: Disposition
+    reason: str = Field(min_length=1, max_length=500)
 
 
 class MaintenanceBody(BaseModel):
@@ -117,6 +139,7 @@ def add_alarm_routes(app: web.Application, service: AlarmService) -> None:
     app.router.add_get("/alarms", _json_errors(_list))
     app.router.add_get("/alarms/{alarm_id}", _json_errors(_show))
     app.router.add_post("/alarms/{alarm_id}/ack", _json_errors(_ack))
+    app.router.add_post("/alarms/{alarm_id}/reclassify", _json_errors(_reclassify))
     app.router.add_get("/maintenance", _json_errors(_maintenance_list))
     app.router.add_post("/maintenance", _json_errors(_maintenance_set))
 
@@ -200,7 +223,9 @@ async def _show(request: web.Request) -> web.Response:
         raise ApiError(404, f"no alarm with id {alarm_id!r}")
     history = [{**h, "at": iso(h["at_ms"])} if "at_ms" in h else h
                for h in await service.alarm_history(alarm_id)]
-    return web.json_response({**_document(alarm), "history": history})
+    changes = [{**c, "at": iso(c["at_ms"])} for c in await service.reclassifications(alarm_id)]
+    return web.json_response({**_document(alarm), "history": history,
+                              "reclassifications": changes})
 
 
 async def _ack(request: web.Request) -> web.Response:
@@ -212,8 +237,31 @@ async def _ack(request: web.Request) -> web.Response:
                                           channel=body.channel)
     except KeyError:
         raise ApiError(404, f"no alarm with id {alarm_id!r}") from None
+    except AlreadyAcknowledged as exc:
+        # The first acknowledgement stands; the caller sees whose it is.
+        first = exc.alarm.document()
+        return web.json_response(
+            {"error": f"cannot acknowledge alarm {alarm_id!r}: {exc}",
+             "acknowledged_by": first["acknowledged_by"],
+             "acknowledged_at": first["acknowledged_at"],
+             "ack_channel": exc.alarm.ack_channel, "disposition": first["disposition"]},
+            status=409)
     except ValueError as exc:
         raise ApiError(409, f"cannot acknowledge alarm {alarm_id!r}: {exc}") from None
+    return web.json_response(_document(alarm))
+
+
+async def _reclassify(request: web.Request) -> web.Response:
+    service = request.app[ALARM_SERVICE]
+    alarm_id = request.match_info["alarm_id"]
+    body = await _body(request, ReclassifyBody)
+    try:
+        alarm = await service.reclassify(alarm_id, by=body.by, disposition=body.disposition,
+                                         reason=body.reason)
+    except KeyError:
+        raise ApiError(404, f"no alarm with id {alarm_id!r}") from None
+    except ValueError as exc:
+        raise ApiError(409, f"cannot reclassify alarm {alarm_id!r}: {exc}") from None
     return web.json_response(_document(alarm))
 
 

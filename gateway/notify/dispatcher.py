@@ -123,7 +123,9 @@ class Dispatcher:
                  max_backoff_s: float = 300.0, clock: Callable[[], float] = time.time,
                  on_dead: Callable[[Pending, str], None] | None = None,
                  on_outcome: Callable[[str, bool], None] | None = None,
-                 unmergeable: Collection[str] = ()) -> None:
+                 unmergeable: Collection[str] = (),
+                 prepare: Callable[[Notification], Awaitable[Notification]] | None = None
+                 ) -> None:
         self._outbox = outbox
         self._channels = channels
         self._metrics = metrics
@@ -138,6 +140,8 @@ class Dispatcher:
         self._on_outcome = on_outcome
         # Webhook channels: each request carries one alarm document for a machine, never merged.
         self._unmergeable = frozenset(unmergeable)
+        # prepare(n): the message as it leaves, from the row as stored (ack links filled in).
+        self._prepare = prepare
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -273,6 +277,10 @@ class Dispatcher:
         started = self._clock()
         try:
             try:
+                if self._prepare is not None:
+                    # Rows hold link references, never links: the URLs go in only now.
+                    message = digest([dataclasses.replace(p, notification=await self._prepare(
+                        p.notification)) for p in batch])
                 result = await channel.send(message)
             except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
                 result = SendResult.retry(f"channel error: {exc!r}")

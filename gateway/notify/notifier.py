@@ -92,7 +92,8 @@ class Notifier:
         self.dispatcher = Dispatcher(outbox=self.outbox, channels=channels, metrics=metrics,
                                      audit=audit, rate_limits=rate_limits, fallbacks=fallbacks,
                                      unmergeable=webhooks, on_dead=on_dead,
-                                     on_outcome=on_outcome)
+                                     on_outcome=on_outcome,
+                                     prepare=self._fill_links if ack_links else None)
         self._task: asyncio.Task[None] | None = None
         # Every outbox key per alarm id: what plan() and tick() must not enqueue again.
         self._keys: dict[str, set[str]] = {}
@@ -147,10 +148,28 @@ class Notifier:
         return self._channels
 
     def _ack_link(self, alarm: Alarm, contact: str, channel: str) -> str:
+        """A reference to a new link, not the link: outbox rows are readable on disk, so the
+        URL (a capability) is rebuilt from the grant only when the message is sent."""
         assert self._ack_links is not None
-        url, grant = self._ack_links.mint(alarm.alarm_id, contact=contact, channel=channel)
+        ref, grant = self._ack_links.reserve(alarm.alarm_id, contact=contact, channel=channel)
         self._grants.append(grant)
-        return url
+        return ref
+
+    async def _fill_links(self, n: Notification) -> Notification:
+        """The message as it leaves: every link reference replaced by its signed URL."""
+        links = self._ack_links
+        assert links is not None
+        alarm_id = str(n.alarm.get("alarm_id") or "")
+
+        async def fill(text: str) -> str:
+            return await links.fill(text, alarm_id=alarm_id)
+        alarm = dict(n.alarm)
+        if isinstance(alarm.get("ack_url"), str):
+            alarm["ack_url"] = await fill(alarm["ack_url"]) or None
+        return dataclasses.replace(
+            n, title=await fill(n.title), text=await fill(n.text), alarm=alarm,
+            ack_url=(await fill(n.ack_url) or None) if n.ack_url else None,
+            template_params={k: await fill(v) for k, v in n.template_params.items()})
 
     def take_grants(self) -> list[AckGrant]:
         """Ack-link rows minted since the last call (they go into the same transaction)."""

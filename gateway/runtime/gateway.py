@@ -67,6 +67,7 @@ from gateway.runtime.validation import ValidateStage, second_copy_filter
 from gateway.runtime.work import Work
 from gateway.storage.influx.factory import make_sink
 from gateway.storage.influx.writer import InfluxWriter
+from gateway.storage.private import private_dir
 from gateway.storage.walstreams import WalStreams
 from rules.alarm import Alarm, Transition
 from sensors.errors import ParkWatchError
@@ -188,6 +189,8 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and shut down in order."""
         s = self.settings
+        # Before anything writes into it: alarm data, outbox rows and ack grants live here.
+        private_dir(s.state_dir)
         # Priority (alarms, events, status) and bulk telemetry streams under one disk cap.
         wal = self.wal = WalStreams(s.state_dir / "wal", segment_bytes=s.wal.segment_bytes,
                                     max_bytes=s.wal.max_bytes, fsync=s.wal.fsync,

@@ -57,6 +57,7 @@ from typing import BinaryIO, Literal
 
 from gateway.errors import WalError
 from gateway.metrics import Metrics
+from gateway.storage.private import FILE_MODE, private_dir, tighten, write_private
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +186,12 @@ class Wal:
                      self.directory, pending)
 
     def _open_sync(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         found = sorted(int(m.group(1)) for p in self.directory.iterdir()
                        if (m := _SEGMENT_NAME.match(p.name)))
         for seg in found:
             self._sizes[seg] = _segment_path(self.directory, seg).stat().st_size
+            tighten(_segment_path(self.directory, seg), FILE_MODE)
         if found:
             self._truncate_torn_tail(found[-1])
         self._checkpoint = self._load_checkpoint()
@@ -243,7 +245,7 @@ class Wal:
 
     def _create_segment(self, seg: int) -> None:
         path = _segment_path(self.directory, seg)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         os.close(fd)
         if self._fsync:
             _fsync_dir(self.directory)
@@ -418,7 +420,7 @@ class Wal:
     def _rotate_sync(self) -> None:
         new = self._wseg + 1
         fd = os.open(_segment_path(self.directory, new),
-                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
         if self._fsync:
             _fsync_dir(self.directory)
         if self._fd is not None:
@@ -623,7 +625,7 @@ class Wal:
     def _persist_checkpoint_sync(self, pos: WalPosition) -> None:
         path = self.directory / _CHECKPOINT
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(f"v1 {pos.segment} {pos.offset}\n")
+        write_private(tmp, f"v1 {pos.segment} {pos.offset}\n")
         os.replace(tmp, path)
         self._delete_before(pos.segment)
 

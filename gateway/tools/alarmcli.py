@@ -1,4 +1,5 @@
-"""``parkwatch alarms list|show|ack|history`` and ``parkwatch maintenance set|clear|list``.
+"""``parkwatch alarms list|show|ack|reclassify|history``, ``parkwatch maintenance
+set|clear|list``.
 
 Thin clients of a running gateway's HTTP API (:mod:`gateway.http.alarmapi`); a sync HTTP client is
 enough for one request per command. Exit codes: 0 ok, 1 not found / conflict / gateway error,
@@ -203,6 +204,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         _print_json(doc)
         return EXIT_OK
     history = doc.pop("history", [])
+    changes = doc.pop("reclassifications", [])
     width = max(len(k) for k in doc)
     for key, value in doc.items():
         if value not in (None, ""):
@@ -213,6 +215,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
              _ack_cell(h), _short(str(h.get("message", "")))] for h in history]
     print(_table(["#", "AT", "CHANGE", "SEVERITY", "ACK", "MESSAGE"], rows) if rows
           else "  (none)")
+    if changes:
+        print("\nreclassifications:")
+        print(_table(["AT", "BY", "CHANGE", "REASON"],
+                     [[_local(c.get("at")), str(c.get("by", "")),
+                       f"{c.get('from_disposition') or '-'} → {c.get('to_disposition')}",
+                       str(c.get("reason", ""))] for c in changes]))
     return EXIT_OK
 
 
@@ -222,6 +230,15 @@ def _cmd_ack(args: argparse.Namespace) -> int:
                body={"by": args.by, "disposition": args.disposition, "channel": "cli"})
     print(safe(f"acknowledged {doc['alarm_id']} ({doc['rule']} at {_where(doc)}) "
                f"as {doc['disposition']} by {doc['acknowledged_by']}"))
+    return EXIT_OK
+
+
+@_reported
+def _cmd_reclassify(args: argparse.Namespace) -> int:
+    doc = call(args.url, "POST", f"/alarms/{quote(args.alarm_id, safe='')}/reclassify",
+               body={"by": args.by, "disposition": args.disposition, "reason": args.reason})
+    print(f"reclassified {doc['alarm_id']} ({doc['rule']} at {_where(doc)}) "
+          f"as {doc['disposition']} by {args.by}")
     return EXIT_OK
 
 
@@ -311,6 +328,15 @@ def _add_alarms(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     ack.add_argument("--disposition", required=True,
                      choices=["real", "false_alarm", "test", "fault"])
     ack.set_defaults(handler=_cmd_ack)
+
+    rec = actions.add_parser("reclassify", parents=[common],
+                             help="correct the disposition of an acknowledged alarm (audited)")
+    rec.add_argument("alarm_id", metavar="ID")
+    rec.add_argument("--by", required=True, help="who corrects it (recorded)")
+    rec.add_argument("--disposition", required=True,
+                     choices=["real", "false_alarm", "test", "fault"])
+    rec.add_argument("--reason", required=True, help="why (recorded, 1-500 characters)")
+    rec.set_defaults(handler=_cmd_reclassify)
 
     hist = actions.add_parser("history", parents=[common],
                               help="alarms of a past period, newest first")

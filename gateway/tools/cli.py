@@ -6,7 +6,7 @@
   simulate                         publish simulated sensor traffic for the registry
   top                              live terminal view of a running gateway
   notify test                      send a test message through one notification channel
-  alarms list|show|ack|history     list, show, acknowledge alarms of a running gateway
+  alarms list|show|ack|reclassify|history  list, show, acknowledge, correct alarms of a gateway
   maintenance set|clear|list       test / isolated modes of a running gateway
   grafana export|push              write the dashboard JSON files / upsert them into Grafana
   demo                             broker, InfluxDB, gateway and simulator with the live view
@@ -25,6 +25,7 @@ import contextlib
 import functools
 import importlib.metadata
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.config import Settings, load_settings
+from gateway.storage.private import UMASK
 from rules.alarm import iso
 from sensors.errors import ConfigError, ParkWatchError
 from sensors.registry import Registry, load_registry
@@ -220,6 +222,8 @@ def _cmd_run(args: argparse.Namespace, settings: Settings, registry: Registry) -
     if getattr(args, "dry_run", False):
         settings = settings.model_copy(
             update={"notify": settings.notify.model_copy(update={"dry_run": True})})
+    # Before anything creates a file: state, WAL and sockets private to this user (0700/0600).
+    os.umask(UMASK)
     setup_logging(settings.observe.log_level, settings.observe.log_format)
     return asyncio.run(_run(settings, registry))
 
@@ -299,6 +303,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.tools.demo import run_demo
 
+    os.umask(UMASK)   # the demo's state, broker and InfluxDB data: this user's only
     return run_demo(data_dir=args.data_dir, duration=args.duration)
 
 

@@ -1,0 +1,238 @@
+"""An alarm is acknowledged once (issue 13, point 2): the API answers 409, a second ack link gets
+a page saying who answered first, and nothing of the first acknowledgement is overwritten.
+Correcting a disposition is an explicit, audited reclassification.
+
+Everything is real except the MQTT/InfluxDB side: the rule engine in an AlarmKeeper, a SQLite
+AlarmStore, the GatewayAlarmService with a commit that persists like the pipeline's, the ack
+links on the same database, and both HTTP surfaces served by aiohttp's TestClient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.alarms.acklinks import AckLinks
+from gateway.alarms.keeper import AlarmKeeper
+from gateway.alarms.service import GatewayAlarmService
+from gateway.alarms.store import AlarmStore
+from gateway.http.ackpage import add_ack_routes
+from gateway.http.alarmapi import add_alarm_routes
+from gateway.tools import alarmcli
+from rules.alarm import AlarmState, Disposition, Transition
+from rules.loader import load_rules
+from rules.observation import DeviceEvent
+from sensors.base import EventType
+from sensors.registry import Registry
+from tests.support.paths import ROOT
+
+Client = TestClient[web.Request, web.Application]
+BASE = "https://pw.example.test"
+
+
+class Gateway:
+    """The parts of a running gateway that acknowledgements touch."""
+
+    def __init__(self, keeper: AlarmKeeper, links: AckLinks) -> None:
+        self.keeper = keeper
+        self.links = links
+        self.service = GatewayAlarmService(keeper, self.commit)
+
+    async def commit(self, transitions: Sequence[Transition]) -> None:
+        await self.keeper.persist(transitions, with_state=True)
+
+    async def fire(self, registry: Registry) -> str:
+        panel = next(d for d in registry if d.kind == "fire_panel")
+        now = int(time.time() * 1000)
+        transitions = self.keeper.observe(
+            [DeviceEvent(device=panel.device, ts_ms=now, type=EventType("fire_alarm"),
+                         received_at_ms=now, point="1-01-001")], now)
+        await self.commit(transitions)
+        fired = [t.after for t in transitions if t.after.rule == "fire_alarm"]
+        assert fired, transitions
+        return fired[0].alarm_id
+
+
+@pytest.fixture
+async def gw(tmp_path: Path, sample_registry: Registry) -> AsyncIterator[Gateway]:
+    store = AlarmStore(tmp_path / "state" / "alarms.sqlite3")
+    keeper = AlarmKeeper(rules=load_rules(ROOT / "config" / "rules"), registry=sample_registry,
+                         store=store, lateness_s=60)
+    await keeper.open()
+    try:
+        yield Gateway(keeper, AckLinks(secret=b"k" * 32, base_url=BASE, store=store))
+    finally:
+        await keeper.close()
+
+
+@pytest.fixture
+async def client(gw: Gateway) -> AsyncIterator[Client]:
+    app = web.Application()
+    add_alarm_routes(app, gw.service)
+    add_ack_routes(app, links=gw.links, service=gw.service, tz=dt.UTC)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+def _stored_row(gw: Gateway, alarm_id: str) -> dict[str, object]:
+    """The alarm's row read straight from the SQLite file, not through the store."""
+    with sqlite3.connect(gw.keeper.store.path) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM alarms WHERE alarm_id = ?", (alarm_id,)).fetchone()
+    return dict(row)
+
+
+def _token(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+async def test_api_refuses_a_second_ack_with_409_and_the_first_stands(
+        gw: Gateway, client: Client, sample_registry: Registry) -> None:
+    alarm_id = await gw.fire(sample_registry)
+    resp = await client.post(f"/alarms/{alarm_id}/ack",
+                             json={"by": "alice", "disposition": "real"})
+    assert resp.status == 200, await resp.text()
+    first = _stored_row(gw, alarm_id)
+    resp = await client.post(f"/alarms/{alarm_id}/ack",
+                             json={"by": "mallory", "disposition": "false_alarm"})
+    assert resp.status == 409
+    body = await resp.json()
+    assert (body["acknowledged_by"], body["ack_channel"], body["disposition"]) == (
+        "alice", "api", "real")
+    assert "already acknowledged by alice" in body["error"]
+    assert _stored_row(gw, alarm_id) == first
+    assert (first["acknowledged_by"], first["disposition"]) == ("alice", "real")
+
+
+async def test_a_second_contacts_link_says_who_acknowledged_and_overwrites_nothing(
+        gw: Gateway, client: Client, sample_registry: Registry) -> None:
+    alarm_id = await gw.fire(sample_registry)
+    alice = _token(await gw.links.issue(alarm_id, contact="alice", channel="sms"))
+    mallory = _token(await gw.links.issue(alarm_id, contact="mallory", channel="wecom"))
+    resp = await client.post(f"/ack/{alice}", data={"disposition": "real"})
+    assert resp.status == 200, await resp.text()
+    first = _stored_row(gw, alarm_id)
+    resp = await client.post(f"/ack/{mallory}",
+                             data={"disposition": "false_alarm", "name": "Mallory"})
+    assert resp.status == 409
+    page = await resp.text()
+    when = dt.datetime.fromtimestamp(int(str(first["acknowledged_at_ms"])) / 1000, tz=dt.UTC)
+    assert f"Already acknowledged by alice at {when:%Y-%m-%d %H:%M:%S}" in page
+    assert "via sms" in page
+    assert _stored_row(gw, alarm_id) == first
+    assert (first["acknowledged_by"], first["ack_channel"], first["disposition"]) == (
+        "alice", "sms", "real")
+    # The refused link was not used up: it still shows the alarm (without a form).
+    resp = await client.get(f"/ack/{mallory}")
+    assert resp.status == 200
+    assert 'method="post"' not in await resp.text()
+
+
+async def test_a_typed_name_is_kept_apart_from_the_links_contact(
+        gw: Gateway, client: Client, sample_registry: Registry) -> None:
+    alarm_id = await gw.fire(sample_registry)
+    token = _token(await gw.links.issue(alarm_id, contact="li-hs", channel="robot"))
+    resp = await client.post(f"/ack/{token}",
+                             data={"disposition": "false_alarm", "name": "the fire chief"})
+    assert resp.status == 200, await resp.text()
+    row = _stored_row(gw, alarm_id)
+    assert (row["acknowledged_by"], row["ack_channel"]) == ("li-hs", "robot")
+    assert row["acknowledged_name"] == "the fire chief"
+    doc = json.loads(str(row["document"]))
+    assert (doc["acknowledged_by"], doc["acknowledged_name"]) == ("li-hs", "the fire chief")
+    resp = await client.get(f"/alarms/{alarm_id}")
+    shown = await resp.json()
+    assert (shown["acknowledged_by"], shown["acknowledged_name"]) == ("li-hs", "the fire chief")
+
+
+async def test_reclassify_writes_its_record_and_changes_the_figures(
+        gw: Gateway, client: Client, sample_registry: Registry) -> None:
+    alarm_id = await gw.fire(sample_registry)
+    body = {"by": "carol", "disposition": "test", "reason": "a planned evacuation drill"}
+    resp = await client.post(f"/alarms/{alarm_id}/reclassify", json=body)
+    assert resp.status == 409                    # nothing to correct before an acknowledgement
+    assert "not acknowledged" in (await resp.json())["error"]
+    resp = await client.post(f"/alarms/{alarm_id}/ack",
+                             json={"by": "alice", "disposition": "real"})
+    assert resp.status == 200
+    for bad in ({**body, "reason": ""}, {**body, "reason": "x" * 501},
+                {k: v for k, v in body.items() if k != "reason"}):
+        resp = await client.post(f"/alarms/{alarm_id}/reclassify", json=bad)
+        assert resp.status == 400, bad
+    resp = await client.post(f"/alarms/{alarm_id}/reclassify", json=body)
+    assert resp.status == 200, await resp.text()
+    row = _stored_row(gw, alarm_id)
+    assert (row["disposition"], row["acknowledged_by"], row["state"]) == (
+        "test", "alice", AlarmState.ACKNOWLEDGED.value)
+    with sqlite3.connect(gw.keeper.store.path) as conn:
+        records = conn.execute(
+            "SELECT reclassified_by, from_disposition, to_disposition, reason"
+            " FROM reclassifications WHERE alarm_id = ?", (alarm_id,)).fetchall()
+    assert records == [("carol", "real", "test", "a planned evacuation drill")]
+    shown = await (await client.get(f"/alarms/{alarm_id}")).json()
+    assert [(c["by"], c["from_disposition"], c["to_disposition"], c["reason"])
+            for c in shown["reclassifications"]] == [
+        ("carol", "real", "test", "a planned evacuation drill")]
+    kpis = await gw.keeper.store.kpis(since_ms=0)
+    assert kpis["by_disposition"]["test"] == 1
+    assert kpis["by_disposition"]["real"] == 0
+
+
+async def test_a_resolved_alarm_is_acknowledged_and_reclassified_from_the_store(
+        gw: Gateway, sample_registry: Registry) -> None:
+    alarm_id = await gw.fire(sample_registry)
+    panel = next(d for d in sample_registry if d.kind == "fire_panel")
+    now = int(time.time() * 1000) + 10
+    await gw.commit(gw.keeper.observe(
+        [DeviceEvent(device=panel.device, ts_ms=now, type=EventType("reset"),
+                     received_at_ms=now)], now))
+    assert (await gw.keeper.store.get(alarm_id)).state is AlarmState.RESOLVED  # type: ignore[union-attr]
+    acked = await gw.service.acknowledge(alarm_id, by="alice", disposition=Disposition.REAL,
+                                         channel="api")
+    with pytest.raises(ValueError, match="already acknowledged by alice"):
+        await gw.service.acknowledge(alarm_id, by="bob", disposition=Disposition.FAULT,
+                                     channel="api")
+    changed = await gw.service.reclassify(alarm_id, by="carol", disposition=Disposition.FAULT,
+                                          reason="detector contaminated")
+    assert changed.disposition is Disposition.FAULT
+    assert changed.acknowledged_by == acked.acknowledged_by == "alice"
+    assert [c["to_disposition"] for c in await gw.service.reclassifications(alarm_id)] == [
+        "fault"]
+
+
+async def test_cli_reclassifies_and_show_lists_the_record(
+        gw: Gateway, client: Client, sample_registry: Registry,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    alarm_id = await gw.fire(sample_registry)
+    url = f"http://{client.host}:{client.port}"
+
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = await asyncio.to_thread(alarmcli.main, [*argv[:2], "--url", url, *argv[2:]])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = await cli("alarms", "ack", alarm_id, "--by", "alice",
+                             "--disposition", "real")
+    assert code == 0, err
+    code, _, err = await cli("alarms", "ack", alarm_id, "--by", "bob", "--disposition", "fault")
+    assert code == 1
+    assert "already acknowledged by alice" in err
+    code, out, err = await cli("alarms", "reclassify", alarm_id, "--by", "carol",
+                               "--disposition", "false_alarm", "--reason", "steam from a kettle")
+    assert code == 0, err
+    assert f"reclassified {alarm_id}" in out
+    code, out, err = await cli("alarms", "show", alarm_id)
+    assert code == 0, err
+    assert "reclassifications:" in out
+    assert "real → false_alarm" in out
+    assert "steam from a kettle" in out
