@@ -196,6 +196,8 @@ class Gateway:
         await wal.open()
         if self.alarms is not None:
             await self.alarms.open()
+            if self.ack_links is not None:
+                await self.ack_links.open()
             self.notifier = await self._open_notifier(self.alarms, wal)
         sink = await _make_sink(s)
         # /healthz should tell the truth from the first second, not after the first write.
