@@ -234,6 +234,27 @@ class HttpSettings(_Section):
     token: SecretStr | None = Field(default=None, description="bearer token for the API")
     token_file: Path | None = Field(default=None, description="file holding the token (read at "
                                                               "start)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="host names (no port) browsers and clients may use to "
+        "reach the API besides loopback, http.host and notify.public_url's host; anything else "
+        "in Host or Origin is refused (DNS rebinding)")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _bare_hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for host in value:
+            bare = host.strip().strip("[]").lower()
+            if not _HOST_NAME.fullmatch(bare) and not _is_ip(bare):
+                raise ValueError(f"{host!r} is not a bare host name or address: give the name "
+                                 "only, without scheme, port or path (e.g. gw.park.example)")
+            out.append(bare)
+        return out
+
+    @property
+    def configured_token(self) -> bool:
+        """A token chosen by the operator (as opposed to one generated at first start)."""
+        return self.token is not None or self.token_file is not None
 
     @model_validator(mode="after")
     def _exposed_needs_token(self) -> HttpSettings:
@@ -241,12 +262,22 @@ class HttpSettings(_Section):
             raise ValueError("set token or token_file, not both")
         if self.token is not None and len(self.token.get_secret_value().strip()) < 16:
             raise ValueError("token must be at least 16 characters (e.g. openssl rand -hex 32)")
-        if self.enabled and not is_loopback(self.host) and self.token is None \
-                and self.token_file is None:
+        if self.enabled and not is_loopback(self.host) and not self.configured_token:
             raise ValueError(f"host {self.host!r} is not loopback, so the API would be open "
                              "to the network: set http.token (PARKWATCH_HTTP__TOKEN) or "
                              "http.token_file, or keep host 127.0.0.1")
         return self
+
+
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -296,6 +327,16 @@ class NotifySettings(_Section):
         default=None, description="how phones reach the gateway, e.g. https://pw.park.example;"
                                   " default http://{http.host}:{http.port}")
     ack_ttl_s: float = Field(default=24 * 3600.0, gt=0, description="ack links expire after")
+
+    @field_validator("public_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. https://pw.park.example")
+        return value
 
     @field_validator("ack_secret")
     @classmethod
@@ -354,6 +395,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the file (docs/configuration.md); the file comes as kwargs.
         return env_settings, init_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _public_api_needs_token(self) -> Settings:
+        if self.notify.public_url is not None and self.http.enabled \
+                and not self.http.configured_token:
+            # A reverse proxy forwarding to a loopback-bound API makes every request look local.
+            raise ValueError("notify.public_url is set, so a proxy reaches this API from outside:"
+                             " set http.token (PARKWATCH_HTTP__TOKEN) or http.token_file, and "
+                             "let the proxy forward only /ack/ (docs/security.md)")
+        return self
 
     @field_validator("default_timezone")
     @classmethod
