@@ -197,7 +197,7 @@ def test_parse_time_ms_range() -> None:
     assert parse_time_ms("253402300799999") == 253_402_300_799_999
     assert parse_time_ms("9999-12-31T23:59:59.999Z") == 253_402_300_799_999
     for bad in ("253402300800000", "-1", "1969-12-31T23:59:59Z", "\u00b2", "9" * 40):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"outside|neither"):
             parse_time_ms(bad)
 
 
