@@ -40,8 +40,9 @@ def random_token() -> str:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
-    async with CountingStore(tmp_path / "alarms.db") as s:
-        yield s
+    store = CountingStore(tmp_path / "alarms.db")
+    async with store:
+        yield store
 
 
 @pytest.fixture
