@@ -81,6 +81,9 @@ class MqttSettings(_Section):
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     tls: TlsSettings = TlsSettings()
+    allow_plaintext: bool = Field(
+        default=False, description="accept mqtt:// with a password to a host off this machine "
+        "(the password crosses the network in clear text); logged as a warning at start")
 
     @model_validator(mode="before")
     @classmethod
@@ -135,6 +138,20 @@ class MqttSettings(_Section):
                              "(or remove the tls section)")
         return self
 
+    @model_validator(mode="after")
+    def _no_cleartext_password(self) -> MqttSettings:
+        if self.cleartext_secret and not self.allow_plaintext:
+            raise ValueError(f"mqtt.url {self.url!r} is plain MQTT to a host off this machine, "
+                             "so mqtt.password would cross the network in clear text: use "
+                             "mqtts:// (docs/security.md), or set mqtt.allow_plaintext: true "
+                             "to accept that")
+        return self
+
+    @property
+    def cleartext_secret(self) -> bool:
+        """A password sent unencrypted to another machine."""
+        return self.password is not None and not self.tls_enabled and not is_loopback(self.host)
+
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or "127.0.0.1"
@@ -165,6 +182,9 @@ class InfluxSettings(_Section):
     flush_interval_s: float = Field(default=0.2, gt=0, le=60)
     timeout_s: float = Field(default=10.0, gt=0)
     max_backoff_s: float = Field(default=30.0, gt=0)
+    allow_plaintext: bool = Field(
+        default=False, description="accept an http:// url with a token or password to a host "
+        "off this machine (the secret crosses the network in clear text); logged at start")
 
     @field_validator("url")
     @classmethod
@@ -186,6 +206,21 @@ class InfluxSettings(_Section):
                 raise ValueError(f"version 2 needs {', '.join(missing)} (InfluxDB 2.x/3.x write "
                                  "to a bucket of an org with a token)")
         return self
+
+    @model_validator(mode="after")
+    def _no_cleartext_secret(self) -> InfluxSettings:
+        if self.cleartext_secret and not self.allow_plaintext:
+            raise ValueError(f"influx.url {self.url!r} is http:// to a host off this machine, so "
+                             "influx.token/password would cross the network in clear text: use "
+                             "https://, or set influx.allow_plaintext: true to accept that")
+        return self
+
+    @property
+    def cleartext_secret(self) -> bool:
+        """A token or password sent unencrypted to another machine."""
+        parts = urlsplit(self.url)
+        has_secret = self.token is not None or self.password is not None
+        return has_secret and parts.scheme == "http" and not is_loopback(parts.hostname or "")
 
 
 class WalSettings(_Section):
@@ -327,6 +362,9 @@ class NotifySettings(_Section):
         default=None, description="how phones reach the gateway, e.g. https://pw.park.example;"
                                   " default http://{http.host}:{http.port}")
     ack_ttl_s: float = Field(default=24 * 3600.0, gt=0, description="ack links expire after")
+    allow_plaintext_public_url: bool = Field(
+        default=False, description="accept an http:// public_url off this machine (ack links "
+        "then travel and are used in clear text); logged as a warning at start")
 
     @field_validator("public_url")
     @classmethod
@@ -337,6 +375,22 @@ class NotifySettings(_Section):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL, e.g. https://pw.park.example")
         return value
+
+    @model_validator(mode="after")
+    def _no_cleartext_links(self) -> NotifySettings:
+        if self.cleartext_public_url and not self.allow_plaintext_public_url:
+            raise ValueError(f"notify.public_url {self.public_url!r} is http://, so every ack "
+                             "link (a credential) would travel in clear text: serve it over "
+                             "https:// (docs/security.md), or set "
+                             "notify.allow_plaintext_public_url: true to accept that")
+        return self
+
+    @property
+    def cleartext_public_url(self) -> bool:
+        if self.public_url is None:
+            return False
+        parts = urlsplit(self.public_url)
+        return parts.scheme == "http" and not is_loopback(parts.hostname or "")
 
     @field_validator("ack_secret")
     @classmethod
@@ -422,6 +476,20 @@ class Settings(BaseSettings):
     @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"parkwatch-{self.instance}"
+
+    def plaintext_warnings(self) -> list[str]:
+        """One line per secret the operator chose to send in clear text (logged at start)."""
+        out = []
+        if self.mqtt.cleartext_secret:
+            out.append(f"mqtt.allow_plaintext: the MQTT password goes to {self.mqtt.host} in "
+                       "clear text; use mqtts://")
+        if self.influx.cleartext_secret:
+            out.append(f"influx.allow_plaintext: the InfluxDB credentials go to "
+                       f"{urlsplit(self.influx.url).hostname} in clear text; use https://")
+        if self.notify.cleartext_public_url:
+            out.append("notify.allow_plaintext_public_url: ack links travel and are used in "
+                       "clear text; serve notify.public_url over https://")
+        return out
 
     def timezone_for(self, park: str) -> ZoneInfo:
         park_settings = self.parks.get(park)

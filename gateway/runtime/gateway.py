@@ -194,6 +194,8 @@ class Gateway:
                                     full_policy=s.wal.full_policy,
                                     priority_share=s.wal.priority_share, metrics=self.metrics)
         await wal.open()
+        for warning in s.plaintext_warnings():
+            log.warning("insecure setting in use: %s", warning)
         if self.alarms is not None:
             await self.alarms.open()
             if self.ack_links is not None:
