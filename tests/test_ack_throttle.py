@@ -18,10 +18,35 @@ from gateway.alarms.acklinks import KEEP_EXPIRED_MS, AckLinks, AckProblem, AckTo
 from gateway.alarms.store import AlarmStore
 from gateway.http.ackpage import ACK_BURST, add_ack_routes
 from gateway.http.throttle import ClientThrottle
-from tests.test_acklinks import SECRET, FakeClock, FakeService, make_alarm, token_of
+from rules.alarm import Alarm, Disposition
+from tests.support.alarms import make_alarm
 
+SECRET = b"s" * 32
 BASE = "https://pw.example.test"
 Client = TestClient[web.Request, web.Application]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_795_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class OneAlarm:
+    """The ack page's service; no test here gets as far as acknowledging."""
+
+    async def get_alarm(self, alarm_id: str) -> Alarm | None:
+        return make_alarm(alarm_id)
+
+    async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
+                          channel: str) -> Alarm:
+        raise AssertionError("a guessed token must never acknowledge")
+
+
+def token_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
 
 
 class CountingStore(AlarmStore):
@@ -100,7 +125,7 @@ async def test_expired_is_refused_without_the_store_and_forgotten_later(
 @pytest.fixture
 async def client(links: AckLinks) -> AsyncIterator[Client]:
     app = web.Application()
-    add_ack_routes(app, links=links, service=FakeService({"a1": make_alarm()}),
+    add_ack_routes(app, links=links, service=OneAlarm(),
                    tz=dt.timezone(dt.timedelta(hours=8)))
     async with TestClient(TestServer(app)) as c:
         yield c
