@@ -81,6 +81,9 @@ class MqttSettings(_Section):
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     tls: TlsSettings = TlsSettings()
+    allow_plaintext: bool = Field(
+        default=False, description="accept mqtt:// with a password to a host off this machine "
+        "(the password crosses the network in clear text); logged as a warning at start")
 
     @model_validator(mode="before")
     @classmethod
@@ -135,6 +138,20 @@ class MqttSettings(_Section):
                              "(or remove the tls section)")
         return self
 
+    @model_validator(mode="after")
+    def _no_cleartext_password(self) -> MqttSettings:
+        if self.cleartext_secret and not self.allow_plaintext:
+            raise ValueError(f"mqtt.url {self.url!r} is plain MQTT to a host off this machine, "
+                             "so mqtt.password would cross the network in clear text: use "
+                             "mqtts:// (docs/security.md), or set mqtt.allow_plaintext: true "
+                             "to accept that")
+        return self
+
+    @property
+    def cleartext_secret(self) -> bool:
+        """A password sent unencrypted to another machine."""
+        return self.password is not None and not self.tls_enabled and not is_loopback(self.host)
+
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or "127.0.0.1"
@@ -165,6 +182,9 @@ class InfluxSettings(_Section):
     flush_interval_s: float = Field(default=0.2, gt=0, le=60)
     timeout_s: float = Field(default=10.0, gt=0)
     max_backoff_s: float = Field(default=30.0, gt=0)
+    allow_plaintext: bool = Field(
+        default=False, description="accept an http:// url with a token or password to a host "
+        "off this machine (the secret crosses the network in clear text); logged at start")
 
     @field_validator("url")
     @classmethod
@@ -186,6 +206,21 @@ class InfluxSettings(_Section):
                 raise ValueError(f"version 2 needs {', '.join(missing)} (InfluxDB 2.x/3.x write "
                                  "to a bucket of an org with a token)")
         return self
+
+    @model_validator(mode="after")
+    def _no_cleartext_secret(self) -> InfluxSettings:
+        if self.cleartext_secret and not self.allow_plaintext:
+            raise ValueError(f"influx.url {self.url!r} is http:// to a host off this machine, so "
+                             "influx.token/password would cross the network in clear text: use "
+                             "https://, or set influx.allow_plaintext: true to accept that")
+        return self
+
+    @property
+    def cleartext_secret(self) -> bool:
+        """A token or password sent unencrypted to another machine."""
+        parts = urlsplit(self.url)
+        has_secret = self.token is not None or self.password is not None
+        return has_secret and parts.scheme == "http" and not is_loopback(parts.hostname or "")
 
 
 class WalSettings(_Section):
@@ -234,6 +269,27 @@ class HttpSettings(_Section):
     token: SecretStr | None = Field(default=None, description="bearer token for the API")
     token_file: Path | None = Field(default=None, description="file holding the token (read at "
                                                               "start)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="host names (no port) browsers and clients may use to "
+        "reach the API besides loopback, http.host and notify.public_url's host; anything else "
+        "in Host or Origin is refused (DNS rebinding)")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _bare_hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for host in value:
+            bare = host.strip().strip("[]").lower()
+            if not _HOST_NAME.fullmatch(bare) and not _is_ip(bare):
+                raise ValueError(f"{host!r} is not a bare host name or address: give the name "
+                                 "only, without scheme, port or path (e.g. gw.park.example)")
+            out.append(bare)
+        return out
+
+    @property
+    def configured_token(self) -> bool:
+        """A token chosen by the operator (as opposed to one generated at first start)."""
+        return self.token is not None or self.token_file is not None
 
     @model_validator(mode="after")
     def _exposed_needs_token(self) -> HttpSettings:
@@ -241,12 +297,22 @@ class HttpSettings(_Section):
             raise ValueError("set token or token_file, not both")
         if self.token is not None and len(self.token.get_secret_value().strip()) < 16:
             raise ValueError("token must be at least 16 characters (e.g. openssl rand -hex 32)")
-        if self.enabled and not is_loopback(self.host) and self.token is None \
-                and self.token_file is None:
+        if self.enabled and not is_loopback(self.host) and not self.configured_token:
             raise ValueError(f"host {self.host!r} is not loopback, so the API would be open "
                              "to the network: set http.token (PARKWATCH_HTTP__TOKEN) or "
                              "http.token_file, or keep host 127.0.0.1")
         return self
+
+
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -296,6 +362,35 @@ class NotifySettings(_Section):
         default=None, description="how phones reach the gateway, e.g. https://pw.park.example;"
                                   " default http://{http.host}:{http.port}")
     ack_ttl_s: float = Field(default=24 * 3600.0, gt=0, description="ack links expire after")
+    allow_plaintext_public_url: bool = Field(
+        default=False, description="accept an http:// public_url off this machine (ack links "
+        "then travel and are used in clear text); logged as a warning at start")
+
+    @field_validator("public_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. https://pw.park.example")
+        return value
+
+    @model_validator(mode="after")
+    def _no_cleartext_links(self) -> NotifySettings:
+        if self.cleartext_public_url and not self.allow_plaintext_public_url:
+            raise ValueError(f"notify.public_url {self.public_url!r} is http://, so every ack "
+                             "link (a credential) would travel in clear text: serve it over "
+                             "https:// (docs/security.md), or set "
+                             "notify.allow_plaintext_public_url: true to accept that")
+        return self
+
+    @property
+    def cleartext_public_url(self) -> bool:
+        if self.public_url is None:
+            return False
+        parts = urlsplit(self.public_url)
+        return parts.scheme == "http" and not is_loopback(parts.hostname or "")
 
     @field_validator("ack_secret")
     @classmethod
@@ -355,6 +450,16 @@ class Settings(BaseSettings):
         # The environment wins over the file (docs/configuration.md); the file comes as kwargs.
         return env_settings, init_settings, file_secret_settings
 
+    @model_validator(mode="after")
+    def _public_api_needs_token(self) -> Settings:
+        if self.notify.public_url is not None and self.http.enabled \
+                and not self.http.configured_token:
+            # A reverse proxy forwarding to a loopback-bound API makes every request look local.
+            raise ValueError("notify.public_url is set, so a proxy reaches this API from outside:"
+                             " set http.token (PARKWATCH_HTTP__TOKEN) or http.token_file, and "
+                             "let the proxy forward only /ack/ (docs/security.md)")
+        return self
+
     @field_validator("default_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -371,6 +476,20 @@ class Settings(BaseSettings):
     @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"parkwatch-{self.instance}"
+
+    def plaintext_warnings(self) -> list[str]:
+        """One line per secret the operator chose to send in clear text (logged at start)."""
+        out = []
+        if self.mqtt.cleartext_secret:
+            out.append(f"mqtt.allow_plaintext: the MQTT password goes to {self.mqtt.host} in "
+                       "clear text; use mqtts://")
+        if self.influx.cleartext_secret:
+            out.append(f"influx.allow_plaintext: the InfluxDB credentials go to "
+                       f"{urlsplit(self.influx.url).hostname} in clear text; use https://")
+        if self.notify.cleartext_public_url:
+            out.append("notify.allow_plaintext_public_url: ack links travel and are used in "
+                       "clear text; serve notify.public_url over https://")
+        return out
 
     def timezone_for(self, park: str) -> ZoneInfo:
         park_settings = self.parks.get(park)

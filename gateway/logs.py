@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from collections import OrderedDict
 from typing import Any
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -53,21 +54,35 @@ def setup_logging(level: str = "INFO", fmt: str = "logfmt") -> None:
 
 
 class RateLimited:
-    """Log the first occurrence of a key, then at most once per ``interval_s`` with a count."""
+    """Log the first occurrence of a key, then at most once per ``interval_s`` with a count.
 
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
+    Keys often come from outside (a client address), so only the ``max_keys`` most recently
+    logged are remembered: a forgotten key is simply logged again, memory stays bounded.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0,
+                 max_keys: int = 1024) -> None:
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, not {max_keys!r}")
         self._log = logger
         self._interval = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._max_keys = max_keys
+        # key -> (last logged, suppressed since); oldest-logged first.
+        self._keys: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
     def warning(self, key: str, msg: str, *args: object, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        entry = self._keys.get(key)
+        if entry is not None and now - entry[0] < self._interval:
+            self._keys[key] = (entry[0], entry[1] + 1)
             return
-        suppressed = self._suppressed.pop(key, 0)
-        self._last[key] = now
+        suppressed = entry[1] if entry is not None else 0
+        self._keys[key] = (now, 0)
+        self._keys.move_to_end(key)
+        while len(self._keys) > self._max_keys:
+            self._keys.popitem(last=False)
         suffix = f" (+{suppressed} similar in the last {self._interval:.0f}s)" if suppressed else ""
         self._log.warning(msg + suffix, *args)

@@ -174,6 +174,41 @@ async def test_list_rejects_bad_queries(client: Client, service: FakeService,
     assert service.list_calls == []
 
 
+# Issue 13, point 8: these gave a 500 and a traceback ("²".isdigit() is True; 40 digits overflow).
+@pytest.mark.parametrize(("params", "needle"), [
+    ({"limit": "\u00b2"}, "limit must be"),
+    ({"limit": "\u0663"}, "limit must be"),             # Arabic-Indic three
+    ({"limit": "\uff15"}, "limit must be"),             # fullwidth five
+    ({"limit": " 5"}, "limit must be"),
+    ({"limit": "5\n"}, "limit must be"),
+    ({"limit": "9" * 40}, "limit must be"),
+    ({"since": "9" * 40}, "since:"),
+    ({"since": "-" + "9" * 40}, "since:"),
+    ({"until": "-1"}, "until:"),
+    ({"since": "\u00b2"}, "since:"),
+    ({"since": "1\u00b2"}, "since:"),
+    ({"until": "0001-01-01T00:00:00+14:00"}, "until:"),
+    ({"since": str(253_402_300_800_000)}, "outside the years 1970 to 9999"),
+    ({"since": "\x00"}, "since:"),
+    ({"until": "2026-11-18T08:00:00\u00b2Z"}, "until:"),
+])
+async def test_hostile_numbers_are_400_not_500(client: Client, service: FakeService,
+                                               params: dict[str, str], needle: str) -> None:
+    resp = await client.get("/alarms", params=params)
+    assert resp.status == 400, await resp.text()
+    assert needle in (await resp.json())["error"]
+    assert service.list_calls == []
+
+
+def test_parse_time_ms_range() -> None:
+    assert parse_time_ms("0") == 0
+    assert parse_time_ms("253402300799999") == 253_402_300_799_999
+    assert parse_time_ms("9999-12-31T23:59:59.999Z") == 253_402_300_799_999
+    for bad in ("253402300800000", "-1", "1969-12-31T23:59:59Z", "\u00b2", "9" * 40):
+        with pytest.raises(ValueError, match=r"outside|neither"):
+            parse_time_ms(bad)
+
+
 def test_parse_time_ms() -> None:
     assert parse_time_ms("1795000000000") == T0
     assert parse_time_ms(iso(T0)) == T0

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from gateway.http.app import start_http
+from gateway.http.auth import client_headers
 from gateway.runtime.gateway import Gateway
 from gateway.tools.devservices import Influxd, Mosquitto, free_port
 from gateway.tools.simulator.publisher import MqttPublisher
@@ -366,8 +367,11 @@ async def test_ack_and_maintenance_through_the_api_show_everywhere(
     api = f"http://127.0.0.1:{port}"
     async with running_gateway(settings, sample_registry) as gw:
         runner = await start_http(gw, "127.0.0.1", port)
+        # Writes need the token the gateway generated at start; the CLI finds it via --config.
+        cli_config = tmp_path / "cli.yaml"
+        cli_config.write_text(f"state_dir: {settings.state_dir}\n")
         try:
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession(headers=client_headers(config=cli_config)) as http:
                 # Isolate the other gas detector's building for an hour.
                 async with http.post(f"{api}/maintenance", json={
                         "scope": "building", "target": f"{other.park}/{other.building}",
@@ -394,7 +398,7 @@ async def test_ack_and_maintenance_through_the_api_show_everywhere(
                 target = alarms[first.device].alarm_id
                 code = await asyncio.to_thread(alarm_cli, [
                     "alarms", "ack", target, "--by", "duty-officer", "--disposition", "real",
-                    "--url", api])
+                    "--url", api, "--config", str(cli_config)])
                 assert code == 0, capsys.readouterr()
                 async with http.get(f"{api}/alarms/{target}") as resp:
                     shown = await resp.json()

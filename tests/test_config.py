@@ -126,7 +126,7 @@ def test_url_credentials_and_own_topic_root_are_refused(tmp_path: Path) -> None:
 def test_credentials_in_the_mqtt_url_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("mqtt:\n  username: from-file\n")
-    monkeypatch.setenv("PARKWATCH_MQTT__URL", "mqtt://from-env:pw@broker")
+    monkeypatch.setenv("PARKWATCH_MQTT__URL", "mqtts://from-env:pw@broker")
     settings = load_settings(cfg)
     assert settings.mqtt.username == "from-env"
 

@@ -15,6 +15,10 @@ exactly as long as the URL (so an SMS is measured right), and :meth:`AckLinks.fi
 grant's row and swaps the URL in right before the message is sent. A local reader of the
 database therefore finds no working link in it.
 
+The ids of the tokens still alive are also kept in memory (bounded by the links issued within
+one TTL), so a token that was never issued, or expired, is refused without touching the database:
+random guesses cannot queue behind, or slow down, the commits that share the store's worker.
+
 The token itself carries no alarm data: the server keeps one row per token in the alarm database
 (table ``ack_tokens``, in the store's migrations: token id → alarm id, contact, channel, expiry,
 use). The tag binds the row's content to the secret, so a token cannot be guessed (64 random
@@ -49,6 +53,8 @@ MAX_TOKEN_CHARS = 64                   # anything longer is rejected before any 
 LINK_REF = re.compile(r"\{\{ack:([A-Za-z0-9_-]{11})~*\}\}")
 _DOMAIN = b"parkwatch-ack-v1"
 _MIN_SECRET_BYTES = 16
+KEEP_EXPIRED_MS = 3600_000   # an expired link still says "expired" (410) for an hour, then 404
+_SWEEP_EVERY_MS = 60_000
 
 
 
@@ -170,6 +176,12 @@ def _grant_row(conn: sqlite3.Connection, token_id: str) -> tuple[str, str, str, 
     return None if row is None else (str(row[0]), str(row[1]), str(row[2]), int(row[3]))
 
 
+def _live_token_ids(conn: sqlite3.Connection, expired_after_ms: int) -> dict[str, int]:
+    rows = conn.execute("SELECT token_id, expires_at_ms FROM ack_tokens"
+                        " WHERE expires_at_ms > ?", (expired_after_ms,)).fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
 def _check(conn: sqlite3.Connection, secret: bytes, token: str, now_ms: int,
            consume: bool) -> AckGrant:
     token_id, tag = decode_token(token)
@@ -215,12 +227,53 @@ class AckLinks:
         self._store = store
         self.ttl_s = ttl_s
         self._clock = clock
+        self._live: dict[str, int] = {}      # token id -> expires_at_ms
+        self._loaded = False
+        self._swept_at_ms = 0
 
     def __repr__(self) -> str:  # never show the secret
         return f"AckLinks(base_url={self.base_url!r}, ttl_s={self.ttl_s})"
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    async def open(self) -> None:
+        """Learn the live token ids from the store (once; :meth:`verify` does it if needed)."""
+        rows = await self._store.execute(_live_token_ids, self.now_ms() - KEEP_EXPIRED_MS)
+        self._live.update(rows)
+        self._loaded = True
+
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    def _remember(self, grant: AckGrant) -> None:
+        self._live[grant.token_id] = grant.expires_at_ms
+        self._sweep(self.now_ms())
+
+    def _sweep(self, now: int, *, expired_before: int | None = None) -> None:
+        if expired_before is None:
+            if now - self._swept_at_ms < _SWEEP_EVERY_MS:
+                return
+            self._swept_at_ms = now
+            expired_before = now - KEEP_EXPIRED_MS
+        for key in [k for k, exp in self._live.items() if exp < expired_before]:
+            del self._live[key]
+
+    async def _screen(self, token: str) -> None:
+        """Refuse, without the database, a token that is malformed, unknown or expired."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AckTokenError(AckProblem.MALFORMED)
+        token_id, _ = decode_token(token)
+        if not self._loaded:
+            await self.open()
+        now = self.now_ms()
+        self._sweep(now)
+        expires = self._live.get(_b64(token_id))
+        if expires is None:
+            raise AckTokenError(AckProblem.UNKNOWN)
+        if now >= expires:
+            raise AckTokenError(AckProblem.EXPIRED)
 
     def url(self, token: str) -> str:
         return f"{self.base_url}/ack/{token}"
@@ -234,6 +287,7 @@ class AckLinks:
         grant = AckGrant(token_id=_b64(token_id), alarm_id=alarm_id, contact=contact,
                          channel=channel, issued_at_ms=now, expires_at_ms=expires)
         tag = sign(self._secret, token_id, alarm_id, contact, channel, expires)
+        self._remember(grant)
         return self.url(encode_token(token_id, tag)), grant
 
     @property
@@ -281,15 +335,14 @@ class AckLinks:
             grant = AckGrant(token_id=_b64(token_id), alarm_id=alarm_id, contact=contact,
                              channel=channel, issued_at_ms=now, expires_at_ms=expires)
             if await self._store.execute(_insert, grant):
+                self._remember(grant)
                 tag = sign(self._secret, token_id, alarm_id, contact, channel, expires)
                 return self.url(encode_token(token_id, tag))
         raise RuntimeError("could not allocate a unique ack token id")
 
     async def verify(self, token: str) -> AckGrant:
         """The grant of a valid, unused, unexpired token; :class:`AckTokenError` otherwise."""
-        if len(token) > MAX_TOKEN_CHARS:
-            raise AckTokenError(AckProblem.MALFORMED)
-        decode_token(token)  # cheap rejection before touching the database
+        await self._screen(token)
         return await self._store.execute(_check, self._secret, token, self.now_ms(), False)
 
     async def resolve(self, token: str) -> AckGrant | None:
@@ -301,12 +354,11 @@ class AckLinks:
 
     async def consume(self, token: str) -> AckGrant:
         """Atomically mark the token used; :class:`AckTokenError` (USED on reuse) if refused."""
-        if len(token) > MAX_TOKEN_CHARS:
-            raise AckTokenError(AckProblem.MALFORMED)
-        decode_token(token)
+        await self._screen(token)
         return await self._store.execute(_check, self._secret, token, self.now_ms(), True)
 
     async def prune(self, *, older_than_s: float = 7 * 24 * 3600) -> int:
         """Delete rows that expired more than ``older_than_s`` ago; the number deleted."""
-        return await self._store.execute(prune_ack_tokens,
-                                         self.now_ms() - int(older_than_s * 1000))
+        before = self.now_ms() - int(older_than_s * 1000)
+        self._sweep(self.now_ms(), expired_before=before)
+        return await self._store.execute(prune_ack_tokens, before)

@@ -12,6 +12,10 @@ An alarm is acknowledged once: a later link gets a 409 page saying who answered,
 A ``POST`` whose ``Origin`` header is present must come from this site. Pages are
 self-contained HTML (inline CSS, no scripts, no external assets), zh-CN and English,
 everything escaped, and served with headers that forbid caching, framing and leaking the URL.
+
+Both routes are throttled per client address (:mod:`gateway.http.throttle`, 429 with
+``Retry-After``), and a token that was never issued is refused without the alarm store
+(:meth:`AckLinks.verify`), so guessing costs the gateway next to nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.alarms.acklinks import AckGrant, AckLinks, AckProblem, AckTokenError
+from gateway.http.throttle import ClientThrottle, client_key
 from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Severity
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,10 @@ class AckService(Protocol):
 TzSource = dt.tzinfo | Callable[[str], dt.tzinfo]   # one zone, or one per park
 
 MAX_NAME_CHARS = 100
+# A person opens a link and presses a button; previews add a few fetches. A whole shift behind
+# one address still fits, while guessing is held to a few tries a minute.
+ACK_BURST = 20
+ACK_RATE_PER_S = 0.5
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -244,16 +253,32 @@ def _parse_form(form: object) -> tuple[Disposition, str] | None:
     return Disposition(raw_disposition), name
 
 
+_THROTTLED = (("请求过于频繁", "Too many requests"),
+              ("请稍后再试。", "Please wait a moment and try again."))
+
+
 class _AckRoutes:
-    def __init__(self, links: AckLinks, service: AckService, tz: TzSource) -> None:
+    def __init__(self, links: AckLinks, service: AckService, tz: TzSource,
+                 throttle: ClientThrottle) -> None:
         self.links = links
         self.service = service
+        self.throttle = throttle
         self.render = _Renderer(tz, links.now_ms)
         # One POST per token at a time, so "verify, acknowledge, consume" cannot interleave.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
 
+    def _throttled(self, request: web.Request) -> web.Response | None:
+        wait = self.throttle.retry_after(client_key(request))
+        if not wait:
+            return None
+        response = _message_page(*_THROTTLED, status=429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+
     async def show(self, request: web.Request) -> web.Response:
+        if (refused := self._throttled(request)) is not None:
+            return refused
         token = request.match_info["token"]
         try:
             grant = await self.links.verify(token)
@@ -271,6 +296,8 @@ class _AckRoutes:
         return _page("消防告警", "Fire-safety alarm", body, status=200)
 
     async def acknowledge(self, request: web.Request) -> web.Response:
+        if (refused := self._throttled(request)) is not None:
+            return refused
         token = request.match_info["token"]
         if not _origin_ok(request, self.links):
             return _message_page(("请求被拒绝", "Request refused"),
@@ -343,8 +370,10 @@ class _AckRoutes:
 
 
 def add_ack_routes(app: web.Application, *, links: AckLinks, service: AckService,
-                   tz: TzSource) -> None:
+                   tz: TzSource, throttle: ClientThrottle | None = None) -> None:
     """Serve ``/ack/{token}`` on ``app``; ``tz`` is one zone or ``park -> zone``."""
-    routes = _AckRoutes(links, service, tz)
+    if throttle is None:
+        throttle = ClientThrottle(rate_per_s=ACK_RATE_PER_S, burst=ACK_BURST)
+    routes = _AckRoutes(links, service, tz, throttle)
     app.router.add_get("/ack/{token}", routes.show)
     app.router.add_post("/ack/{token}", routes.acknowledge)

@@ -23,6 +23,7 @@ silently widens a filter), 404 unknown, 409 conflict. The routes only translate 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, TypeVar
@@ -34,6 +35,9 @@ from gateway.errors import CodedError
 from rules.alarm import Alarm, AlreadyAcknowledged, Disposition, Maintenance, Severity, iso
 
 MAX_LIMIT = 5000
+MAX_TIME_MS = 253_402_300_799_999          # 9999-12-31T23:59:59.999Z
+_EPOCH_MS = re.compile(r"-?[0-9]{1,20}")
+_LIMIT = re.compile(r"[0-9]{1,6}")
 _LIST_PARAMS = frozenset({"state", "park", "building", "device", "rule", "severity", "since",
                           "until", "limit"})
 _STATES: dict[str, bool | None] = {"active": True, "resolved": False, "all": None}
@@ -147,16 +151,25 @@ def add_alarm_routes(app: web.Application, service: AlarmService) -> None:
 # --- parsing -------------------------------------------------------------------------------------
 
 def parse_time_ms(text: str) -> int:
-    """Epoch milliseconds from epoch ms digits or an RFC 3339 time with a zone."""
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither RFC 3339 nor epoch milliseconds") from None
-    if when.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone (add 'Z' or an offset)")
-    return int(when.timestamp() * 1000)
+    """Epoch milliseconds from epoch ms digits or an RFC 3339 time with a zone, within the years
+    1970 to 9999 (ValueError otherwise)."""
+    # str.isdigit() accepts "²" and other Unicode digits that int() then refuses: ASCII only.
+    if _EPOCH_MS.fullmatch(text):
+        ms = int(text)
+    else:
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is neither RFC 3339 nor epoch milliseconds") from None
+        if when.tzinfo is None:
+            raise ValueError(f"{text!r} has no time zone (add 'Z' or an offset)")
+        try:
+            ms = int(when.timestamp() * 1000)
+        except (OverflowError, ValueError):
+            ms = -1
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ValueError(f"{text!r} is outside the years 1970 to 9999")
+    return ms
 
 
 def _query_filters(query: Any) -> dict[str, Any]:
@@ -180,7 +193,7 @@ def _query_filters(query: Any) -> dict[str, Any]:
         except ValueError as exc:
             raise ApiError(400, f"{key}: {exc}") from None
     raw_limit = query.get("limit", "500")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not _LIMIT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise ApiError(400, f"limit must be an integer from 1 to {MAX_LIMIT} (got {raw_limit!r})")
     filters["limit"] = int(raw_limit)
     return filters

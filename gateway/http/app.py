@@ -1,9 +1,10 @@
 """Status endpoints: ``/metrics`` (Prometheus), ``/healthz``, ``/status`` (JSON, for `top`),
 plus the alarm API and the ack pages.
 
-Bound to loopback by default: the API reveals the park's layout and acknowledges alarms. With
-``http.token`` set (required off loopback) every route but ``/healthz`` and ``/ack/…`` needs
-``Authorization: Bearer <token>`` (:mod:`gateway.http.auth`, docs/security.md).
+Bound to loopback by default: the API reveals the park's layout and acknowledges alarms. Writes
+always need ``Authorization: Bearer <token>`` (generated into ``state_dir/http.token`` unless
+``http.token`` is set); with ``http.token`` set (required off loopback) every route but
+``/healthz`` and ``/ack/…`` needs it (:mod:`gateway.http.auth`, docs/security.md).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from gateway.alarms.acklinks import AckLinks
 from gateway.config import Settings, is_loopback
 from gateway.http.ackpage import add_ack_routes
 from gateway.http.alarmapi import AlarmService, add_alarm_routes
-from gateway.http.auth import bearer_middleware, load_token
+from gateway.http.auth import ApiToken, api_middlewares, api_token
 from gateway.metrics import Metrics
 from rules.alarm import Alarm, AlarmState
 from sensors.errors import ConfigError
@@ -57,13 +58,16 @@ class GatewayView(Protocol):
 
 
 GATEWAY = web.AppKey("gateway", GatewayView)
+API_TOKEN = web.AppKey("api_token", ApiToken)
 
 
 def build_app(gateway: GatewayView) -> web.Application:
-    """The API app; ConfigError if ``http.token_file`` cannot be read."""
-    token = load_token(gateway.settings.http)
-    app = web.Application(middlewares=[bearer_middleware(token)] if token is not None else [])
+    """The API app; ConfigError if ``http.token_file`` cannot be read or the generated token
+    cannot be written."""
+    token = api_token(gateway.settings)
+    app = web.Application(middlewares=api_middlewares(gateway.settings, token))
     app[GATEWAY] = gateway
+    app[API_TOKEN] = token
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
@@ -141,7 +145,7 @@ def _active_alarms(gw: GatewayView, limit: int = 20) -> list[dict[str, Any]]:
 
 async def start_http(gateway: GatewayView, host: str, port: int) -> web.AppRunner:
     app = build_app(gateway)
-    if not app.middlewares and not is_loopback(host):
+    if app[API_TOKEN].generated and not is_loopback(host):
         # The settings refuse this already; host may come from elsewhere than the settings.
         raise ConfigError("http", [f"http.host: {host!r} is not loopback and no http.token is "
                                    "set: refusing to serve the API to the network"])

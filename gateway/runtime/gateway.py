@@ -197,9 +197,13 @@ class Gateway:
                                     full_policy=s.wal.full_policy,
                                     priority_share=s.wal.priority_share, metrics=self.metrics)
         await wal.open()
+        for warning in s.plaintext_warnings():
+            log.warning("insecure setting in use: %s", warning)
         if self.alarms is not None:
             await self.alarms.open()
             self._watch_engine(self.alarms)
+            if self.ack_links is not None:
+                await self.ack_links.open()
             self.notifier = await self._open_notifier(self.alarms, wal)
         sink = await _make_sink(s)
         # /healthz should tell the truth from the first second, not after the first write.

@@ -18,12 +18,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from gateway.errors import CodedError
 from gateway.http.auth import client_headers
 from rules.alarm import iso
+from sensors.errors import ConfigError
 from sensors.text import BEYOND_C0_RE, CONTROL_RE
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -57,15 +59,28 @@ def _reported(handler: _Handler) -> _Handler:
 
 # --- HTTP ----------------------------------------------------------------------------------------
 
+def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    return call(args.url, method, path, config=args.config, **kwargs)
+
+
+def auth_headers(config: Path | None) -> dict[str, str]:
+    """The token header (env, ``--config``, else the state directory's generated token)."""
+    try:
+        return client_headers(config=config)
+    except ConfigError as exc:
+        raise CliError(EXIT_USAGE, "; ".join(exc.problems) or str(exc)) from None
+
+
 def call(base_url: str, method: str, path: str, *, query: Mapping[str, Any] | None = None,
-         body: Mapping[str, Any] | None = None) -> Any:
+         body: Mapping[str, Any] | None = None, config: Path | None = None) -> Any:
     """The decoded JSON answer, or CliError with the exit code the status calls for."""
     params = {k: v for k, v in (query or {}).items() if v is not None}
     url = base_url.rstrip("/") + path + ("?" + urlencode(params) if params else "")
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json",
-                                              "Accept": "application/json", **client_headers()})
+                                              "Accept": "application/json",
+                                              **auth_headers(config)})
     try:
         with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
             raw = response.read()
@@ -80,7 +95,8 @@ def call(base_url: str, method: str, path: str, *, query: Mapping[str, Any] | No
         except (ValueError, KeyError, TypeError):
             message = raw.decode(errors="replace").strip() or exc.reason
         if exc.code == 401:
-            message += "; set PARKWATCH_HTTP__TOKEN to the gateway's http.token"
+            message += ("; set PARKWATCH_HTTP__TOKEN to the gateway's http.token, or pass "
+                        "--config (or PARKWATCH_STATE_DIR) so the generated token is found")
         code = EXIT_USAGE if exc.code == 400 else EXIT_FAILED
         raise CliError(code, f"{message} (HTTP {exc.code})") from None
     except (urllib.error.URLError, OSError) as exc:
@@ -175,7 +191,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _show_list(args: argparse.Namespace, query: dict[str, Any]) -> int:
-    docs = call(args.url, "GET", "/alarms", query=query)
+    docs = _call(args, "GET", "/alarms", query=query)
     if args.json:
         _print_json(docs)
     else:
@@ -199,7 +215,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 @_reported
 def _cmd_show(args: argparse.Namespace) -> int:
-    doc = call(args.url, "GET", f"/alarms/{quote(args.alarm_id, safe='')}")
+    doc = _call(args, "GET", f"/alarms/{quote(args.alarm_id, safe='')}")
     if args.json:
         _print_json(doc)
         return EXIT_OK
@@ -226,7 +242,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 @_reported
 def _cmd_ack(args: argparse.Namespace) -> int:
-    doc = call(args.url, "POST", f"/alarms/{quote(args.alarm_id, safe='')}/ack",
+    doc = _call(args, "POST", f"/alarms/{quote(args.alarm_id, safe='')}/ack",
                body={"by": args.by, "disposition": args.disposition, "channel": "cli"})
     print(safe(f"acknowledged {doc['alarm_id']} ({doc['rule']} at {_where(doc)}) "
                f"as {doc['disposition']} by {doc['acknowledged_by']}"))
@@ -246,7 +262,7 @@ def _cmd_reclassify(args: argparse.Namespace) -> int:
 
 def _set_maintenance(args: argparse.Namespace, mode: str, until: str | None) -> int:
     until_iso = iso(parse_when(until, future=True)) if until else None
-    done = call(args.url, "POST", "/maintenance",
+    done = _call(args, "POST", "/maintenance",
                 body={"scope": args.scope, "target": args.target, "mode": mode,
                       "until": until_iso, "by": args.by})
     if mode == "none":
@@ -277,7 +293,7 @@ def _until_cell(value: Any) -> str:
 
 @_reported
 def _cmd_maint_list(args: argparse.Namespace) -> int:
-    entries = call(args.url, "GET", "/maintenance")
+    entries = _call(args, "GET", "/maintenance")
     if args.json:
         _print_json(entries)
     elif not entries:
@@ -295,6 +311,9 @@ def _cmd_maint_list(args: argparse.Namespace) -> int:
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=DEFAULT_URL, help=f"gateway HTTP address ({DEFAULT_URL})")
+    common.add_argument("--config", "-c", type=Path, default=None,
+                        help="the gateway's config: its token, or the token generated in its "
+                             "state_dir (default: PARKWATCH_STATE_DIR, else var/parkwatch)")
     return common
 
 

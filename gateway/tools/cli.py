@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     top = sub.add_parser("top", help="live terminal view of a running gateway")
     top.add_argument("--url", default="http://127.0.0.1:8080", help="gateway HTTP address")
     top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--config", "-c", type=Path, default=None,
+                     help="the gateway's config, to find its API token")
     top.set_defaults(handler=_cmd_top)
 
     notify = sub.add_parser("notify", help="notification tools")
@@ -295,8 +297,11 @@ def _url_with_credentials(settings: Settings) -> str:
 def _cmd_top(args: argparse.Namespace) -> int:
     from gateway.tools.top import run_top
 
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run_top(args.url, once=args.once))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(run_top(args.url, once=args.once, config=args.config))
+    except ConfigError as exc:
+        return _report(exc)
     return 0
 
 

@@ -10,6 +10,7 @@ import datetime as dt
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,15 +20,18 @@ from gateway.http.auth import client_headers
 CLEAR = "\x1b[H\x1b[2J"
 
 
-async def run_top(url: str, *, once: bool = False, interval: float = 1.0) -> int:
+async def run_top(url: str, *, once: bool = False, interval: float = 1.0,
+                  config: Path | None = None) -> int:
+    """``config`` finds the token as ``parkwatch alarms --config`` does; ConfigError if bad."""
     previous: tuple[float, dict[str, Any]] | None = None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3),
-                                     headers=client_headers()) as http:
+                                     headers=client_headers(config=config)) as http:
         while True:
             try:
                 async with http.get(f"{url.rstrip('/')}/status") as resp:
                     if resp.status == 401:
-                        sys.stdout.write(f"{url} wants a token: set PARKWATCH_HTTP__TOKEN\n")
+                        sys.stdout.write(f"{url} wants a token: set PARKWATCH_HTTP__TOKEN or "
+                                         "pass --config\n")
                         return 1
                     status: dict[str, Any] = await resp.json()
             except (aiohttp.ClientError, TimeoutError) as exc:

@@ -22,7 +22,14 @@ from email.utils import formatdate, parseaddr
 from pydantic import Field
 
 from gateway.notify.base import Channel, Notification, SendResult
-from gateway.notify.channels.provider import ChannelSettings, Provider, RequiredText
+from gateway.notify.channels.provider import (
+    ChannelSettings,
+    Provider,
+    RequiredText,
+    off_machine,
+    refuse_plaintext,
+    warn_plaintext,
+)
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +170,11 @@ class EmailSettings(ChannelSettings):
     security: SmtpSecurity | None = None    # None: from `starttls` and `port`, see below
     starttls: bool = True
     timeout_s: float = 10.0
+    allow_plaintext: bool = False           # accept a password without TLS off this machine
+
+    @property
+    def cleartext(self) -> bool:
+        return self.effective_security() is SmtpSecurity.NONE and off_machine(self.host)
 
     def effective_security(self) -> SmtpSecurity:
         """``security`` if given; else port 465 means implicit TLS, and otherwise STARTTLS
@@ -175,6 +187,12 @@ class EmailSettings(ChannelSettings):
 
 
 def build(name: str, settings: EmailSettings, secrets: Mapping[str, str]) -> Channel:
+    # The password is a secret from the environment, so this is the first place that sees both.
+    if settings.cleartext and secrets.get("password"):
+        if not settings.allow_plaintext:
+            raise ValueError(refuse_plaintext("security 'none' with a password: the SMTP "
+                                              "password"))
+        warn_plaintext(name, "the SMTP password")
     return EmailChannel(host=settings.host, sender=settings.sender, port=settings.port,
                         security=settings.effective_security(),
                         username=secrets.get("username"), password=secrets.get("password"),

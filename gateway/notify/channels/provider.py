@@ -7,9 +7,11 @@ a frozen settings model and a ``PROVIDER`` record; :mod:`gateway.notify.channels
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -20,7 +22,10 @@ from pydantic import (
     field_validator,
 )
 
+from gateway.config import is_loopback
 from gateway.notify.base import Channel
+
+log = logging.getLogger(__name__)
 
 
 def _as_text(value: Any) -> Any:
@@ -72,3 +77,27 @@ class Provider(Generic[S]):
 def signing_secret(secrets: Mapping[str, str]) -> str | None:
     """The optional signing secret of a webhook or robot: ``signing``, or the older ``secret``."""
     return secrets.get("signing") or secrets.get("secret")
+
+
+def off_machine(host: str | None) -> bool:
+    """True unless ``host`` is this machine (a loopback test server is exempt from TLS rules)."""
+    return not is_loopback(host or "")
+
+
+def host_of(endpoint: str) -> str | None:
+    """The host of ``host[:port]`` or of a URL; None if unparseable."""
+    try:
+        return urlsplit(endpoint if "//" in endpoint else "//" + endpoint).hostname
+    except ValueError:
+        return None
+
+
+def refuse_plaintext(what: str) -> str:
+    """The error text for a clear-text transport that was not explicitly allowed."""
+    return (f"{what} would travel in clear text: use TLS, or set allow_plaintext: true in this "
+            "channel's settings to accept that (docs/security.md)")
+
+
+def warn_plaintext(name: str, what: str) -> None:
+    log.warning("notify channel %r: allow_plaintext is set, so %s travel(s) in clear text",
+                name, what)

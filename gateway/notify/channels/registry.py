@@ -113,6 +113,8 @@ def read_secrets(name: str, cfg: ChannelConfig, env: Mapping[str, str],
 def settings_problem(error: ErrorDetails, known: Mapping[str, Any]) -> str:
     """One pydantic error as a line about a setting (the caller adds source and channel)."""
     loc = ".".join(str(part) for part in error["loc"])
+    if not loc:   # a rule across several settings: its message names them
+        return str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "missing" or error["type"] == "string_too_short":
         return f"setting {loc!r} is required"   # absent or empty: the same to an operator
     if error["type"] == "extra_forbidden":

@@ -19,9 +19,19 @@ from alibabacloud_dysmsapi20170525.client import Client  # type: ignore[import-u
 from alibabacloud_tea_openapi import exceptions as ali_exc  # type: ignore[import-untyped]
 from alibabacloud_tea_openapi.utils_models import Config  # type: ignore[import-untyped]
 from darabonba.runtime import RuntimeOptions  # type: ignore[import-untyped]
+from pydantic import model_validator
 
 from gateway.notify.base import Channel, Notification, SendResult
-from gateway.notify.channels.provider import ChannelSettings, Provider, RequiredText, Text
+from gateway.notify.channels.provider import (
+    ChannelSettings,
+    Provider,
+    RequiredText,
+    Text,
+    host_of,
+    off_machine,
+    refuse_plaintext,
+    warn_plaintext,
+)
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +173,23 @@ class AliyunSmsSettings(ChannelSettings):
     endpoint: Text = DEFAULT_ENDPOINT
     protocol: Text = "https"
     timeout_s: float = 5.0                  # an SMS API that takes longer is better retried
+    allow_plaintext: bool = False           # accept protocol http off this machine (warned)
+
+    @model_validator(mode="after")
+    def _no_cleartext(self) -> AliyunSmsSettings:
+        if self.cleartext and not self.allow_plaintext:
+            raise ValueError(refuse_plaintext(
+                "protocol 'http': the access key signature, phone numbers and ack links"))
+        return self
+
+    @property
+    def cleartext(self) -> bool:
+        return self.protocol.lower() == "http" and off_machine(host_of(self.endpoint))
 
 
 def build(name: str, settings: AliyunSmsSettings, secrets: Mapping[str, str]) -> Channel:
+    if settings.cleartext:
+        warn_plaintext(name, "the access key signature, phone numbers and ack links")
     return AliyunSms(access_key_id=secrets["access_key_id"],
                      access_key_secret=secrets["access_key_secret"],
                      sign_name=settings.sign_name, template_code=settings.template_code,

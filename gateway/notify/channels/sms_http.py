@@ -14,12 +14,19 @@ import logging
 from collections.abc import Mapping
 from string import Template
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gateway.notify.base import Channel, Notification, SendResult
-from gateway.notify.channels.provider import Provider
+from gateway.notify.channels.provider import (
+    Provider,
+    host_of,
+    off_machine,
+    refuse_plaintext,
+    warn_plaintext,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,7 @@ class HttpSmsSettings(BaseModel):
     id_path: str | None = None                   # the vendor's message id, for the audit trail
     retry_statuses: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
     timeout_s: float = Field(default=10.0, gt=0)
+    allow_plaintext: bool = False                # accept an http:// url off this machine (warned)
 
     @field_validator("url")
     @classmethod
@@ -63,6 +71,17 @@ class HttpSmsSettings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
         return value
+
+    @model_validator(mode="after")
+    def _no_cleartext(self) -> HttpSmsSettings:
+        if self.cleartext and not self.allow_plaintext:
+            raise ValueError(refuse_plaintext(
+                "url is http://: the API key, phone numbers and ack links"))
+        return self
+
+    @property
+    def cleartext(self) -> bool:
+        return urlsplit(self.url).scheme == "http" and off_machine(host_of(self.url))
 
     @field_validator("fields", "headers")
     @classmethod
@@ -206,6 +225,8 @@ class HttpSms:
 
 
 def build(name: str, settings: HttpSmsSettings, secrets: Mapping[str, str]) -> Channel:
+    if settings.cleartext:
+        warn_plaintext(name, "the API key, phone numbers and ack links")
     # The key comes from secret_env; routing refuses an `api_key` among the settings.
     return HttpSms(settings=settings, api_key=secrets.get("api_key", ""), name=name)
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import model_validator
 from tencentcloud.common import credential  # type: ignore[import-untyped]
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import (  # type: ignore[import-untyped]
     TencentCloudSDKException,
@@ -21,7 +22,16 @@ from tencentcloud.common.profile.http_profile import HttpProfile  # type: ignore
 from tencentcloud.sms.v20210111 import models, sms_client  # type: ignore[import-untyped]
 
 from gateway.notify.base import Channel, Notification, SendResult
-from gateway.notify.channels.provider import ChannelSettings, Provider, RequiredText, Text
+from gateway.notify.channels.provider import (
+    ChannelSettings,
+    Provider,
+    RequiredText,
+    Text,
+    host_of,
+    off_machine,
+    refuse_plaintext,
+    warn_plaintext,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +163,18 @@ class TencentSmsSettings(ChannelSettings):
     endpoint: Text = DEFAULT_ENDPOINT
     protocol: Text = "https"
     timeout_s: float = 5.0                  # an SMS API that takes longer is better retried
+    allow_plaintext: bool = False           # accept protocol http off this machine (warned)
+
+    @model_validator(mode="after")
+    def _no_cleartext(self) -> TencentSmsSettings:
+        if self.cleartext and not self.allow_plaintext:
+            raise ValueError(refuse_plaintext(
+                "protocol 'http': the signed requests, phone numbers and ack links"))
+        return self
+
+    @property
+    def cleartext(self) -> bool:
+        return self.protocol.lower() == "http" and off_machine(host_of(self.endpoint))
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -160,6 +182,8 @@ class TencentSmsSettings(ChannelSettings):
 
 
 def build(name: str, settings: TencentSmsSettings, secrets: Mapping[str, str]) -> Channel:
+    if settings.cleartext:
+        warn_plaintext(name, "the signed requests, phone numbers and ack links")
     return TencentSms(secret_id=secrets["secret_id"], secret_key=secrets["secret_key"],
                       sdk_app_id=settings.sdk_app_id, sign_name=settings.sign_name,
                       template_id=settings.template_id, param_order=settings.params, name=name,
