@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -45,10 +45,15 @@ class Gateway:
     def __init__(self, keeper: AlarmKeeper, links: AckLinks) -> None:
         self.keeper = keeper
         self.links = links
-        self.service = GatewayAlarmService(keeper, self.commit)
+        self.service = GatewayAlarmService(keeper, self.commit_change)
 
     async def commit(self, transitions: Sequence[Transition]) -> None:
         await self.keeper.persist(transitions, with_state=True)
+
+    async def commit_change(self, change: Callable[[], list[Transition]]) -> list[Transition]:
+        made = change()
+        await self.commit(made)
+        return made
 
     async def fire(self, registry: Registry) -> str:
         panel = next(d for d in registry if d.kind == "fire_panel")

@@ -19,9 +19,10 @@ from rules.alarm import (
     reclassification,
 )
 
-#: Makes alarm changes made outside the message flow durable and visible (the runtime's
-#: commit stage: alarm store, `alarms` points, retained documents, notifications).
-Commit = Callable[[list[Transition]], Awaitable[None]]
+#: Runs an engine step (the callable) in commit order and makes its transitions durable and
+#: visible (the runtime's commit stage: alarm store, `alarms` points, retained documents,
+#: notifications); returns them once they are in the store.
+Commit = Callable[[Callable[[], list[Transition]]], Awaitable[list[Transition]]]
 
 
 class GatewayAlarmService:
@@ -52,13 +53,13 @@ class GatewayAlarmService:
         :class:`AlreadyAcknowledged` for a second acknowledgement (the first one stands)."""
         async with self._lock:
             try:
-                transition = self._keeper.acknowledge(alarm_id, by=by, disposition=disposition,
-                                                      channel=channel, name=name)
+                made = await self._commit(lambda: [self._keeper.acknowledge(
+                    alarm_id, by=by, disposition=disposition, channel=channel, name=name)])
             except KeyError:
                 transition = await self._acknowledge_resolved(
                     alarm_id, by=by, disposition=disposition, channel=channel, name=name)
-            await self._commit([transition])
-            return transition.after
+                made = await self._commit(lambda: [transition])
+            return made[0].after
 
     async def _acknowledge_resolved(self, alarm_id: str, *, by: str, disposition: Disposition,
                                     channel: str, name: str | None) -> Transition:
@@ -83,8 +84,8 @@ class GatewayAlarmService:
         ValueError if it was never acknowledged (or already has that disposition)."""
         async with self._lock:
             try:
-                transition = self._keeper.reclassify(alarm_id, by=by, disposition=disposition,
-                                                     reason=reason)
+                made = await self._commit(lambda: [self._keeper.reclassify(
+                    alarm_id, by=by, disposition=disposition, reason=reason)])
             except KeyError:
                 alarm = await self._keeper.store.get(alarm_id)
                 if alarm is None:
@@ -94,18 +95,17 @@ class GatewayAlarmService:
                                           now_ms=at)
                 transition = Transition(alarm, alarm.evolve(disposition=disposition,
                                                              updated_at_ms=at), change)
-            await self._commit([transition])
-            return transition.after
+                made = await self._commit(lambda: [transition])
+            return made[0].after
 
     async def reclassifications(self, alarm_id: str) -> list[dict[str, Any]]:
         return await self._keeper.store.reclassifications(alarm_id)
 
     async def set_maintenance(self, *, scope: str, target: str, mode: Maintenance,
                               until_ms: int | None, by: str) -> None:
-        transitions = self._keeper.set_maintenance(scope=scope, target=target, mode=mode,
-                                                   until_ms=until_ms, by=by)
         # Committed even without transitions: the maintenance window itself is engine state.
-        await self._commit(transitions)
+        await self._commit(lambda: self._keeper.set_maintenance(
+            scope=scope, target=target, mode=mode, until_ms=until_ms, by=by))
 
     async def list_maintenance(self) -> list[dict[str, Any]]:
         return self._keeper.maintenance_rows()

@@ -29,11 +29,50 @@ from gateway.runtime.work import Work
 from gateway.storage.walstreams import WalStreams, split_lines
 from rules.alarm import Transition
 
+#: Builds a unit of work (None: nothing to commit). Runs with room reserved, so no await.
+Build = Callable[[], Work | None]
+
+
+class CommitQueue:
+    """The bounded queue in front of the commit stage, where building a unit of work and
+    queueing it are one step.
+
+    Alarm changes must reach the store in the order the engine made them: a step that resolves
+    an alarm and a later one that opens its successor for the same fingerprint, applied the
+    other way round, break the store's one-active-alarm rule and stop the commit stage. With a
+    plain bounded ``asyncio.Queue`` a producer that computed its changes first can be overtaken
+    while it waits for room (``put`` lets a newcomer in when room appears before the waiter
+    runs). Here a producer first reserves room, then builds (the engine step) and queues without
+    an await in between, so the queue's order is the order of the engine's steps.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._slots = asyncio.Semaphore(maxsize)
+        self.queue: asyncio.Queue[Work] = asyncio.Queue()
+
+    async def submit(self, build: Build) -> Work | None:
+        """Reserve room (backpressure: waits while the queue is full), then build and queue."""
+        await self._slots.acquire()
+        try:
+            work = build()
+        except BaseException:
+            self._slots.release()
+            raise
+        if work is None:
+            self._slots.release()
+            return None
+        work.commit_slot = self._slots
+        self.queue.put_nowait(work)
+        return work
+
+    def qsize(self) -> int:
+        return self.queue.qsize()
+
 
 class CommitStage:
     """Makes priority lines and alarm changes durable, in order, and sends alarm changes out."""
 
-    def __init__(self, *, queue: asyncio.Queue[Work], wal: WalStreams,
+    def __init__(self, *, queue: CommitQueue, wal: WalStreams,
                  keeper: AlarmKeeper | None, notifier: Notifier | None,
                  publish_alarms: Callable[[list[Transition]], None], state_save_s: float,
                  default_pubacks: asyncio.Queue[Work]) -> None:
@@ -50,8 +89,9 @@ class CommitStage:
         return time.monotonic() - self._state_saved_at >= self._state_save_s
 
     async def run(self) -> None:
+        queue = self.queue.queue
         while True:
-            work = await self.queue.get()
+            work = await queue.get()
             try:
                 await self._commit(work)
             except BaseException as exc:
@@ -59,7 +99,8 @@ class CommitStage:
                     work.done.set_exception(exc)
                 raise
             finally:
-                self.queue.task_done()
+                work.release_commit_slot()
+                queue.task_done()
 
     async def _commit(self, work: Work) -> None:
         priority, bulk = split_lines(work.lines)

@@ -58,7 +58,7 @@ from gateway.ingest.watchdog import IngestWatchdog
 from gateway.metrics import Metrics
 from gateway.notify.notifier import Notifier
 from gateway.notify.outbox import Pending
-from gateway.runtime.durability import CommitStage, PubackStage
+from gateway.runtime.durability import CommitQueue, CommitStage, PubackStage
 from gateway.runtime.heartbeat import Heartbeat
 from gateway.runtime.lane import SecondCopies
 from gateway.runtime.liveview import LiveView
@@ -139,7 +139,7 @@ class Gateway:
         self.health = GatewayHealth(instance=settings.instance,
                                     parks=lambda: (d.park for d in registry))
         self.deadletters = DeadLetters(instance=settings.instance, metrics=self.metrics)
-        self._commits: asyncio.Queue[Work] = asyncio.Queue(maxsize=COMMIT_QUEUE)
+        self._commits = CommitQueue(COMMIT_QUEUE)
         self.session: MqttSession | None = None
         self.priority_session: MqttSession | None = None
         self.wal: WalStreams | None = None
@@ -317,14 +317,24 @@ class Gateway:
             await notifier.open()
         return notifier
 
-    async def commit_transitions(self, transitions: list[Transition]) -> None:
-        """Make alarm changes from outside the message flow (a person's acknowledgement,
-        maintenance) durable and visible; returns once they are in the alarm store."""
-        work = Work(save_state=True, done=asyncio.get_running_loop().create_future())
-        self._add_transitions(work, transitions)
-        await self._commits.put(work)
-        assert work.done is not None
-        await work.done
+    async def commit_transitions(self, change: Callable[[], list[Transition]]
+                                 ) -> list[Transition]:
+        """Make an alarm change from outside the message flow (a person's acknowledgement,
+        maintenance) durable and visible; returns its transitions once they are in the alarm
+        store. ``change`` runs the engine step when there is room in the commit queue, so the
+        change is committed in the order the engine made it (see CommitQueue); an exception it
+        raises (an unknown alarm, a second acknowledgement) commits nothing."""
+        done = asyncio.get_running_loop().create_future()
+        made: list[Transition] = []
+
+        def build() -> Work:
+            work = Work(save_state=True, done=done)
+            made.extend(change())
+            self._add_transitions(work, made)
+            return work
+        await self._commits.submit(build)
+        await done
+        return made
 
     def _add_transitions(self, work: Work, transitions: list[Transition]) -> None:
         work.transitions.extend(transitions)
@@ -349,7 +359,7 @@ class Gateway:
         """Wait for queued work to become durable and get its PUBACKs, but not past the
         deadline: with the WAL full (InfluxDB down, block policy) that could be forever.
         Cutting it short is safe: whatever got no PUBACK stays with the broker."""
-        waits = [(tasks.commit, self._commits), (tasks.puback, puback.queue),
+        waits = [(tasks.commit, self._commits.queue), (tasks.puback, puback.queue),
                  (tasks.lane_puback, lane_puback.queue)]
         try:
             for task, queue in waits:
@@ -375,7 +385,7 @@ class Gateway:
                 await _reap(task)
         if self.alarms is not None and not tasks.commit.done():
             # Last words: device last-seen times, so silence timers resume where they were.
-            await self._commits.put(Work(save_state=True))
+            await self._commits.submit(lambda: Work(save_state=True))
             await self._drain(tasks, puback, lane_puback, deadline)
         for task in (tasks.commit, tasks.puback, tasks.stats):
             await _reap(task)

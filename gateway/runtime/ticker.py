@@ -37,19 +37,24 @@ class AlarmTicker:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._tick_s)
-            work = Work()
-            now = now_ms()
-            self._add_transitions(work, self._keeper.tick(now))
-            self._check_storage()
-            conditions = self._health.take()
-            if conditions:
-                self._add_transitions(work, self._keeper.conditions(conditions, now))
-            if self._notifier is not None:
-                # Escalation tiers and fire-class repeats that fell due (no I/O: cheap).
-                work.outbox.extend(self._notifier.tick(now))
-                work.grants.extend(self._notifier.take_grants())
-            if work.transitions or work.outbox or self._commit.state_save_due():
-                await self._commit.queue.put(work)
+            await self._commit.queue.submit(self._step)
+
+    def _step(self) -> Work | None:
+        """One tick, built with room reserved in the commit queue (see CommitQueue)."""
+        work = Work()
+        now = now_ms()
+        self._add_transitions(work, self._keeper.tick(now))
+        self._check_storage()
+        conditions = self._health.take()
+        if conditions:
+            self._add_transitions(work, self._keeper.conditions(conditions, now))
+        if self._notifier is not None:
+            # Escalation tiers and fire-class repeats that fell due (no I/O: cheap).
+            work.outbox.extend(self._notifier.tick(now))
+            work.grants.extend(self._notifier.take_grants())
+        if work.transitions or work.outbox or self._commit.state_save_due():
+            return work
+        return None
 
 
 class StatsStage:

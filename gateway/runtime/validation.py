@@ -21,6 +21,7 @@ from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.mqtt import Inbound, MqttSession
 from gateway.ingest.validate import MessageType, Validated, Validator
 from gateway.metrics import Metrics
+from gateway.runtime.durability import CommitQueue
 from gateway.runtime.lane import SecondCopies
 from gateway.runtime.liveview import LiveView
 from gateway.runtime.work import Work
@@ -42,7 +43,7 @@ class ValidateStage:
     """One per session; they share the validator, the alarm keeper and the commit queue."""
 
     def __init__(self, *, validator: Validator, keeper: AlarmKeeper | None,
-                 add_transitions: AddTransitions, commits: asyncio.Queue[Work],
+                 add_transitions: AddTransitions, commits: CommitQueue,
                  deadletters: DeadLetters, live: LiveView, metrics: Metrics, batch_size: int,
                  skip: Callable[[Inbound], bool], heard: Callable[[], None]) -> None:
         self._validator = validator
@@ -62,11 +63,16 @@ class ValidateStage:
         slots = asyncio.Semaphore(PUBACK_BACKLOG)
         async for batch in session.batches(self._batch_size):
             await slots.acquire()
-            work = Work(pubacks=pubacks, slot=slots)
             self._heard()
-            self._batch(session, batch, work)
+
+            def build(batch: list[Inbound] = batch) -> Work:
+                # Runs once there is room in the commit queue: the engine step inside and the
+                # queueing are one, so alarm changes reach the store in engine order.
+                work = Work(pubacks=pubacks, slot=slots)
+                self._batch(session, batch, work)
+                return work
+            await self._commits.submit(build)
             self._metrics.queue_depth.labels(queue="commit").set(self._commits.qsize())
-            await self._commits.put(work)
 
     def _batch(self, session: MqttSession, batch: list[Inbound], work: Work) -> None:
         received: collections.Counter[str] = collections.Counter()

@@ -31,8 +31,15 @@ class Work:
     pubacks: asyncio.Queue[Work] | None = None
     #: Taken by the validate stage, given back once the messages got their PUBACKs.
     slot: asyncio.Semaphore | None = None
+    #: Room in the commit queue (see CommitQueue), given back once the commit stage is done.
+    commit_slot: asyncio.Semaphore | None = None
 
     def release(self) -> None:
         if self.slot is not None:
             self.slot.release()
             self.slot = None
+
+    def release_commit_slot(self) -> None:
+        if self.commit_slot is not None:
+            self.commit_slot.release()
+            self.commit_slot = None
