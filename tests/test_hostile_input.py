@@ -34,6 +34,7 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from sensors.base import Rejection, RejectReason
 from sensors.errors import RegistryError
 from sensors.registry import ID_PATTERN, Device, Registry, build_registry
+from sensors.text import strip_controls
 from tests.support.gateway import make_settings, running_gateway
 from tests.support.ids import unique
 from tests.support.influx import influx_rows
@@ -268,9 +269,11 @@ async def test_hostile_input_is_refused_and_counted_while_everyone_else_flows(
     for dev, n in ((flooder, FIRE_DURING_FLOOD), (call_point, CALL_POINT_BURST)):
         assert _count(influxd, db, f'SELECT count("point") FROM "events" WHERE '
                                    f"\"device\" = '{dev.device}' AND \"type\" = 'fire_alarm'") == n
-    # The nasty text is stored as sent (a newline is kept as the two characters \n).
+    # The nasty text is stored with its line-protocol specials intact and its control
+    # characters stripped at decode (tab, CR and newline become spaces; NUL goes).
     rows = influx_rows(influxd, db, "SELECT \"detail\" FROM \"events\" WHERE \"point\" = 'nasty'")
-    assert [row[1] for row in rows] == [NASTY_TEXT.replace("\n", "\\n")]
+    assert [row[1] for row in rows] == [strip_controls(NASTY_TEXT)]
+    assert rows[0][1] == 'a,b=c d"e\\f g,park=x t=1 1  #+/\u2028'
     # Nothing a device sent became a measurement, a tag value or a series key.
     measurements = set(_series(influxd, db, "SHOW MEASUREMENTS"))
     assert measurements <= {*_METRIC, "smoke", "events", "gateway", "alarms", "device_status"}
