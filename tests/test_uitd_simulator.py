@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -236,3 +237,45 @@ def _fire_adu() -> bytes:
 
 def _tz() -> ZoneInfo:
     return ZoneInfo("Asia/Shanghai")
+
+
+# ---------------------------------------------------------------- the command and the demo
+
+
+async def test_simulate_uitd_command_runs_against_the_centre() -> None:
+    async with FakeCentre() as centre:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.tools.cli", "simulate", "--config",
+            str(ROOT / "config" / "parkwatch.example.yaml"), "--uitd", centre.target,
+            "--points", str(SAMPLE_POINTS), "--speed", "20", "--duration", "2",
+            "--uitd-scenario", "fire", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "type 2 FIRE fp-0001/L1-D023" in log
+    assert "done. 3 UITD(s)" in log
+    assert sum(is_fire_frame(f) for f in centre.uploads()) == 2
+
+
+def test_simulate_uitd_without_a_point_map_is_a_usage_error() -> None:
+    from gateway.tools.cli import main
+
+    assert main(["simulate", "--config", str(ROOT / "config" / "parkwatch.example.yaml"),
+                 "--uitd", "127.0.0.1:1"]) == 2
+
+
+def test_demo_passes_uitd_settings_only_to_a_gateway_that_has_them() -> None:
+    from gateway.config import Settings
+    from gateway.tools import demo
+    from gateway.tools.cli import _parser
+
+    env = demo._env(ROOT / ".demo")
+    has_uitd = "uitd" in Settings.model_fields
+    assert demo.uitd_enabled() is has_uitd
+    assert ("PARKWATCH_UITD__LISTEN" in env) is has_uitd
+    if has_uitd:
+        assert env["PARKWATCH_UITD__LISTEN"] == f"127.0.0.1:{demo.UITD_PORT}"
+        assert env["PARKWATCH_UITD__POINTS"] == "config/sample-park/points.csv"
+    args = _parser().parse_args(demo.uitd_simulator_args())
+    assert args.uitd == f"127.0.0.1:{demo.UITD_PORT}"
