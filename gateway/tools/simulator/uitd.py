@@ -241,7 +241,7 @@ async def _heartbeats(client: UitdClient, every: tuple[float, float], speed: flo
     await client.connected.wait()
     while not stop.is_set():
         await asyncio.sleep(rng.uniform(*every) / speed)
-        await client.send(b"", "heartbeat")
+        await client.send(b"", "heartbeat", "heartbeat")
 
 
 async def _play(clients: dict[bytes, UitdClient], timeline: list[Step], speed: float,
@@ -272,7 +272,8 @@ async def _cycles(clients: dict[bytes, UitdClient], timeline: list[Step], speed:
             client = clients[step.uitd]
             # Each upload in its own task: a frame awaiting ACK must not delay the schedule of
             # the other panels (the client itself keeps one upload outstanding at a time).
-            task = asyncio.create_task(client.send(step.build(client.now()), step.what))
+            task = asyncio.create_task(client.send(step.build(client.now()), step.what,
+                                                   step.scenario))
             sending.add(task)
             task.add_done_callback(sending.discard)
         cycle += 1

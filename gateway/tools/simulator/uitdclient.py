@@ -50,7 +50,8 @@ def parse_address(text: str) -> bytes:
 
 @dataclass
 class ClientStats:
-    """What one UITD did; ``ack_latency_s`` is first send to ACK of each confirmed frame."""
+    """What one UITD did; ``ack_latency_s[kind]`` is first send to ACK of each confirmed frame
+    of that kind (the ``kind`` given to :meth:`UitdClient.send`)."""
 
     sent: int = 0  # new frames
     resent: int = 0  # repeats of a frame that got no ACK (or a NAK)
@@ -60,7 +61,9 @@ class ClientStats:
     duty_checks: int = 0
     clock_syncs: int = 0
     connects: int = 0
-    ack_latency_s: list[float] = field(default_factory=list)
+    ack_latency_s: dict[str, list[float]] = field(default_factory=dict)
+    #: kind -> time.monotonic() of each new frame's first send (benchmarks match later events).
+    first_sent: dict[str, list[float]] = field(default_factory=dict)
 
 
 class UitdClient:
@@ -105,7 +108,7 @@ class UitdClient:
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, adu: bytes, what: str) -> bool:
+    async def send(self, adu: bytes, what: str, kind: str = "upload") -> bool:
         """Upload ``adu`` and wait for its confirm, resending as the standard says; True once
         ACKed, False when every try went unanswered (logged)."""
         async with self._lock:
@@ -114,6 +117,7 @@ class UitdClient:
             self.stats.sent += 1
             loop = asyncio.get_running_loop()
             first = time.monotonic()
+            self.stats.first_sent.setdefault(kind, []).append(first)
             for attempt in range(1 + self.retries):
                 done: asyncio.Future[int] = loop.create_future()
                 self._pending[frame.serial] = done
@@ -133,7 +137,8 @@ class UitdClient:
                     self._pending.pop(frame.serial, None)
                 if reply == Command.CONFIRM:
                     self.stats.acked += 1
-                    self.stats.ack_latency_s.append(time.monotonic() - first)
+                    self.stats.ack_latency_s.setdefault(kind, []).append(
+                        time.monotonic() - first)
                     return True
                 self.stats.naks += 1
                 self._say(f"{self.name} NAK for serial {frame.serial}; resending")
