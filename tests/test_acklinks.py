@@ -55,7 +55,7 @@ def make_alarm(alarm_id: str = "a1", **overrides: Any) -> Alarm:
         "alarm_id": alarm_id, "fingerprint": f"fp-{alarm_id}", "rule": "smoke_detected",
         "severity": Severity.CRITICAL, "state": AlarmState.FIRING,
         "subject": Subject(park="xz01", building="b3", floor="2", zone="east", device="sd-7",
-                           kind="smoke", location="东侧走廊 near stair 2"),
+                           tenant="hs-elec", kind="smoke", location="东侧走廊 near stair 2"),
         "message": "Smoke at b3/2F east", "started_at_ms": int(T0 * 1000) - 120_000,
         "updated_at_ms": int(T0 * 1000) - 60_000, "fired_at_ms": int(T0 * 1000) - 60_000,
     }
@@ -267,7 +267,7 @@ async def test_page_shows_alarm_and_form(links: AckLinks, client: Client) -> Non
     assert '<html lang="zh-CN">' in text
     assert 'name="viewport"' in text
     for expected in ("Smoke at b3/2F east", "smoke_detected", "紧急", "critical",
-                     "xz01 / b3 / 2F / east", "东侧走廊 near stair 2",
+                     "xz01 / b3 / 2F / east / 租户 tenant hs-elec", "东侧走廊 near stair 2",
                      "2026-11-18 19:05:40 UTC+0800", "1 min ago", "告警中", "firing",
                      'name="name"', 'method="post"', f'action="/ack/{token}"'):
         assert expected in text, expected

@@ -81,31 +81,95 @@ def test_every_default_rule_sms_fits_two_segments(rule: str, severity: str, lang
 
 
 def test_sms_zh_reads_well() -> None:
-    r = render("sms", "zh-CN", doc(), ack_url=ACK, tz=SHANGHAI)
-    assert r.text == ("[重要]消防水压过低：xz01 b3栋2层 2F east riser，"
+    r = render("sms", "zh-CN", doc(), ack_url=ACK, tz=SHANGHAI, sms_limit=200)
+    assert r.text == ("[重要]消防水压过低：xz01 b3栋2层 east区 租户hs-elec 2F east riser，"
                       f"0.08 MPa 「Hydrant pressure low」，11-18 19:06。确认：{ACK}")
     assert r.title == "[重要]消防水压过低 - b3栋2层"
     assert r.template_params == {
         "park": "xz01", "building": "b3栋2层", "location": "2F east riser",
         "rule": "消防水压过低", "severity": "重要", "state": "报警", "value": "0.08 MPa",
         "time": "11-18 19:06", "ack": ACK}
+    # At the default limit the detail goes first; place, value and time stay.
+    r = render("sms", "zh-CN", doc(), ack_url=ACK, tz=SHANGHAI)
+    assert r.text == ("[重要]消防水压过低：xz01 b3栋2层 east区 租户hs-elec 2F east riser，"
+                      f"0.08 MPa，11-18 19:06。确认：{ACK}")
 
 
 def test_sms_en_in_another_time_zone() -> None:
     r = render("sms", "en", doc("fire_confirmed", "critical", value=None, kind="zone"),
-               ack_url=ACK, tz=dt.UTC)
-    assert r.text.startswith("[Critical] Confirmed fire: xz01 bldg b3 fl 2, 2F east riser")
+               ack_url=ACK, tz=dt.UTC, sms_limit=200)
+    assert r.text.startswith("[Critical] Confirmed fire: xz01 bldg b3 fl 2, zone east, "
+                             "tenant hs-elec, 2F east riser")
     assert "11-18 11:06" in r.text
     assert r.text.endswith(f"Ack: {ACK}")
 
 
-def test_sms_shortens_location_before_dropping_it() -> None:
+# A panel point's location from the point map: long, bilingual, and the one thing that sends
+# the responder to the right door (issue 11, point 7).
+POINT_LOCATION = "2层东区贴片线3号回流焊炉旁 / 2F east SMT line, beside reflow oven 3"
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_sms_keeps_a_long_point_location_whole_and_cuts_the_rest(lang: str) -> None:
+    kw: dict[str, Any] = {"ack_url": ACK, "tz": SHANGHAI, "park_name": "信州小微企业园",
+                          "note": "第3次提醒，15分钟未确认"}
+    d = doc("fire_alarm", "critical", location=POINT_LOCATION, value=55.5, kind="smoke",
+            device="fp-0001", message="L1-D023 smoke detector in alarm")
+    full = render("sms", lang, d, sms_limit=400, **kw).text
+    assert all(part in full for part in ("信州", "hs-elec", "east", "55.5", "L1-D023", "第3次"))
+    # The least an SMS can say: rule, building and floor, the whole location, time, link.
+    bare = render("sms", lang, doc("fire_alarm", "critical", location=POINT_LOCATION,
+                                   value=None, zone="", tenant=None, message=""),
+                  ack_url=ACK, tz=SHANGHAI, sms_limit=400).text.replace("xz01 ", "")
+    assert POINT_LOCATION in bare
+    for limit in range(sms_units(full) - 1, sms_units(bare) - 1, -1):
+        text = render("sms", lang, d, sms_limit=limit, **kw).text
+        assert sms_units(text) <= limit, (limit, text)
+        assert POINT_LOCATION in text, (limit, text)                # whole, never cut
+        assert text.endswith(ACK)
+        assert "L1-D023" not in text                                # the detail went first
+    assert render("sms", lang, d, sms_limit=sms_units(bare), **kw).text == bare
+
+
+def test_sms_sacrifices_in_order_detail_park_note_tenant_zone_value() -> None:
+    d = doc(location=POINT_LOCATION)
+    kw: dict[str, Any] = {"ack_url": ACK, "tz": SHANGHAI, "park_name": "信州小微企业园",
+                          "note": "第3次提醒"}
+    full = render("sms", "zh-CN", d, sms_limit=400, **kw).text
+    seen: list[tuple[str, ...]] = []
+    for limit in range(sms_units(full), 60, -1):
+        text = render("sms", "zh-CN", d, sms_limit=limit, **kw).text
+        present = tuple(part for part in ("Hydrant", "信州", "第3次提醒", "租户", "east区", "MPa")
+                        if part in text)
+        if not seen or seen[-1] != present:
+            seen.append(present)
+        assert POINT_LOCATION in text or "…" in text
+    assert seen[:7] == [("Hydrant", "信州", "第3次提醒", "租户", "east区", "MPa"),
+                        ("信州", "第3次提醒", "租户", "east区", "MPa"),
+                        ("第3次提醒", "租户", "east区", "MPa"), ("租户", "east区", "MPa"),
+                        ("east区", "MPa"), ("MPa",), ()]
+
+
+def test_sms_cuts_the_location_only_when_it_alone_cannot_fit() -> None:
     r = render("sms", "zh-CN", doc(location="很长的位置描述" * 30), ack_url=ACK, tz=SHANGHAI)
-    assert "很长的位置描述很" in r.text
-    assert "…，0.08 MPa" in r.text                # shortened, the value kept
-    assert "Hydrant" not in r.text              # the detail went first,
-    assert "xz01" not in r.text                  # then the park
+    assert "很长的位置描述很" in r.text                # its head is kept,
+    assert "…，11-18 19:06" in r.text               # cut, not dropped,
+    assert "MPa" not in r.text                      # after every other part went
+    assert "xz01" not in r.text
     assert sms_units(r.text) <= SMS_MAX_UNITS
+
+
+@pytest.mark.parametrize("kind", ["im", "email"])
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_im_and_email_name_floor_zone_tenant_and_the_point_location(kind: str,
+                                                                    lang: str) -> None:
+    r = render(kind, lang, doc("fire_alarm", "critical", location=POINT_LOCATION),
+               ack_url=ACK, tz=SHANGHAI)
+    text = r.text.replace("\\", "")
+    for part in (("b3栋2层", "east区", "租户hs-elec") if lang == "zh-CN"
+                 else ("bldg b3 fl 2", "zone east", "tenant hs-elec")):
+        assert part in text
+    assert "reflow oven 3" in text
 
 
 def test_resolved_sms_has_no_link_and_says_resolved() -> None:
@@ -141,7 +205,8 @@ def test_im_markdown(lang: str, labels: tuple[str, ...]) -> None:
 def test_email_subject_and_text() -> None:
     r = render("email", "en", doc(), ack_url=ACK, tz=SHANGHAI, park_name="Xinzhou Park")
     assert r.title == "[Major] Low water pressure - bldg b3 fl 2"
-    assert "Where: Xinzhou Park · bldg b3 fl 2 · zone east · 2F east riser" in r.text
+    assert ("Where: Xinzhou Park · bldg b3 fl 2 · zone east · tenant hs-elec · 2F east riser"
+            in r.text)
     assert "Value: 0.08 MPa" in r.text
     assert f"Acknowledge: {ACK}" in r.text
 

@@ -173,8 +173,10 @@ class _Renderer:
         s = alarm.subject
         sev_zh, sev_en = _SEVERITY.get(alarm.severity, (alarm.severity, alarm.severity))
         state_zh, state_en = _STATE.get(alarm.state, (alarm.state, alarm.state))
-        where = " / ".join(p for p in (s.park, s.building, s.floor and f"{s.floor}F", s.zone)
-                           if p)
+        # Where someone must go: building, floor, zone, the tenant whose premises it is, and
+        # the location (a panel point's own, from the point map) on the next line.
+        where = " / ".join(p for p in (s.park, s.building, s.floor and f"{s.floor}F", s.zone,
+                                       s.tenant and f"租户 tenant {s.tenant}") if p)
         since_ms = alarm.fired_at_ms if alarm.fired_at_ms is not None else alarm.started_at_ms
         rows = [
             (("位置", "Where"), f"{_e(where)}" + (f"<br>{_e(s.location)}" if s.location else "")),

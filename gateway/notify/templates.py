@@ -3,11 +3,14 @@
 ``string.Template`` only: no Jinja, no ``eval``, nothing from the alarm is ever interpreted.
 zh-CN is the default language, en the other one.
 
-SMS is the tight one. Chinese carriers bill UCS-2 SMS at 70 characters for one message and 67
-per part once it is split (the rest carries the concatenation header), so "two segments" is 134
-characters, and the provider prepends the approved signature (``【园区消防】``) which counts too.
-We count as UCS-2 does (a character outside the BMP is a surrogate pair: 2) and shorten the text
-step by step — detail, park name, note, location, value — but never cut the ack link.
+Every message says where: building, floor, zone, tenant and the location (for a fire-panel
+point, the point map's location of that point). SMS is the tight one. Chinese carriers bill
+UCS-2 SMS at 70 characters for one message and 67 per part once it is split (the rest carries
+the concatenation header), so "two segments" is 134 characters, and the provider prepends the
+approved signature (``【园区消防】``) which counts too. We count as UCS-2 does (a character outside
+the BMP is a surrogate pair: 2) and shorten the text step by step — detail, park name, note,
+tenant, zone, value — but never drop the location (it is cut only if it alone cannot fit) and
+never cut the ack link.
 
 The alarm message carries what a device wrote (an event's ``point`` and ``detail``), so it is
 shown quoted (「…」 / “…”) with its URLs and domain names defanged (``hxxp://``, ``evil[.]com``)
@@ -21,7 +24,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from string import Template
 from typing import Any
 
@@ -109,9 +112,11 @@ _TITLE = {
 }
 _LABELS = {
     "zh-CN": {"where": "位置", "value": "数值", "detail": "详情", "time": "时间",
-              "state": "状态", "ack": "确认处理", "ack_sms": "确认：", "zone": "{}区"},
+              "state": "状态", "ack": "确认处理", "ack_sms": "确认：", "zone": "{}区",
+              "tenant": "租户{}"},
     "en": {"where": "Where", "value": "Value", "detail": "Detail", "time": "Time",
-           "state": "State", "ack": "Acknowledge", "ack_sms": " Ack: ", "zone": "zone {}"},
+           "state": "State", "ack": "Acknowledge", "ack_sms": " Ack: ", "zone": "zone {}",
+           "tenant": "tenant {}"},
 }
 
 
@@ -215,6 +220,7 @@ def _fields(doc: Mapping[str, Any], lang: Lang, tz: dt.tzinfo, park_name: str) -
         "building_label": _building(doc, lang),
         "location": defang(str(doc.get("location") or "")),
         "zone": str(doc.get("zone") or ""),
+        "tenant": str(doc.get("tenant") or ""),
         "value": _value(doc),
         "message": device_text(str(doc.get("message") or ""), lang),
         "time_short": when.strftime("%m-%d %H:%M") if when else "",
@@ -225,22 +231,51 @@ def _fields(doc: Mapping[str, Any], lang: Lang, tz: dt.tzinfo, park_name: str) -
 # ---- SMS ----------------------------------------------------------------------------------
 
 
-def _sms_variants(f: Mapping[str, str], note: str) -> Iterator[tuple[str, str, str, str, str]]:
-    """(park, location, value, detail, note) from most to least complete.
+@dataclass(frozen=True, slots=True)
+class _SmsParts:
+    park: str
+    zone: str
+    tenant: str
+    location: str
+    value: str
+    detail: str
+    note: str
 
-    Order of sacrifice: the engine's detail message (the rule name and value say most of it),
-    the park name (the recipient knows their park), the note, then the location a character
-    at a time, then the value. The rule, the building and floor, the time and the ack link
-    always stay.
+
+#: What an SMS gives up to fit, first to last. The point's location is not in this list.
+_SMS_SACRIFICE = ("detail", "park", "note", "tenant", "zone", "value")
+
+
+def _sms_variants(f: Mapping[str, str], note: str) -> Iterator[_SmsParts]:
+    """The parts of an SMS, from most to least complete.
+
+    Order of sacrifice (:data:`_SMS_SACRIFICE`): the engine's detail message (the rule name and
+    value say most of it), the park name (the recipient knows their park), the note, the tenant,
+    the zone, then the value. The point's location is what sends someone to the right door, so
+    it is never dropped: only when everything else is gone and it still does not fit (a location
+    longer than the whole message) is it cut, keeping its head. The rule, the building and
+    floor, the time and the ack link always stay.
     """
-    park, loc, value, detail = f["park"], f["location"], f["value"], f["message"]
-    yield park, loc, value, detail, note
-    yield park, loc, value, "", note
-    yield "", loc, value, "", note
-    yield "", loc, value, "", ""
-    for n in range(len(loc) - 1, -1, -1):
-        yield "", loc[:n] + "…" if n else "", value, "", ""
-    yield "", "", "", "", ""
+    parts = _SmsParts(park=f["park"], zone=f["zone"], tenant=f["tenant"], location=f["location"],
+                      value=f["value"], detail=f["message"], note=note)
+    yield parts
+    for name in _SMS_SACRIFICE:
+        parts = replace(parts, **{name: ""})
+        yield parts
+    loc = parts.location
+    for n in range(len(loc) - 1, 0, -1):
+        yield replace(parts, location=loc[:n] + "…")
+
+
+def _sms_place(f: Mapping[str, str], p: _SmsParts, lang: Lang) -> str:
+    labels = _LABELS[lang]
+    sep = ", " if lang == "en" else " "
+    bits = [p.park, f["building_label"], p.zone and labels["zone"].format(p.zone),
+            p.tenant and labels["tenant"].format(p.tenant), p.location]
+    head, *rest = [b for b in bits if b]
+    if p.park:  # the park and the building read as one name: "xz01 b3栋2层"
+        head, *rest = [f"{head} {rest[0]}", *rest[1:]]
+    return sep.join([head, *rest])
 
 
 def _render_sms(f: Mapping[str, str], lang: Lang, ack_url: str | None, note: str,
@@ -248,13 +283,12 @@ def _render_sms(f: Mapping[str, str], lang: Lang, ack_url: str | None, note: str
     ack = f"{_LABELS[lang]['ack_sms']}{ack_url}" if ack_url else ""
     comma = ", " if lang == "en" else "，"
     text = ""
-    for park, loc, value, detail, extra in _sms_variants(f, note):
-        place = f"{park} " if park else ""
-        place += f["building_label"] + (f"{', ' if lang == 'en' else ' '}{loc}" if loc else "")
+    for p in _sms_variants(f, note):
         text = _SMS[lang].substitute(
-            severity=f["severity"], rule=f["rule"], state_tag=f["state_tag"], place=place,
-            value=(f"{comma}{value}" if value else "") + (f" {detail}" if detail else ""),
-            time=f["time_short"], note=f"{comma}{extra}" if extra else "", ack=ack)
+            severity=f["severity"], rule=f["rule"], state_tag=f["state_tag"],
+            place=_sms_place(f, p, lang),
+            value=(f"{comma}{p.value}" if p.value else "") + (f" {p.detail}" if p.detail else ""),
+            time=f["time_short"], note=f"{comma}{p.note}" if p.note else "", ack=ack)
         if sms_units(text) <= limit:
             return text
     return text    # only an absurd ack link gets here; it is still never cut
@@ -281,6 +315,7 @@ def _lines(f: Mapping[str, str], lang: Lang, note: str) -> list[tuple[str, str]]
     labels = _LABELS[lang]
     where = " · ".join(p for p in (f["park"], f["building_label"],
                                    f["zone"] and labels["zone"].format(f["zone"]),
+                                   f["tenant"] and labels["tenant"].format(f["tenant"]),
                                    f["location"]) if p)
     rows = [(labels["where"], where), (labels["value"], f["value"]),
             (labels["detail"], f["message"]), (labels["time"], f["time_long"]),

@@ -4,6 +4,7 @@
   check-config                     validate the config and device registry, connect to nothing
   check-rules                      validate the alarm rules; dry-run them on a --recording
   simulate                         publish simulated sensor traffic for the registry
+  simulate --uitd HOST:PORT        play the point map's fire-panel UITDs over GB/T 26875.3
   top                              live terminal view of a running gateway
   notify test                      send a test message through one notification channel
   alarms list|show|ack|reclassify|history  list, show, acknowledge, correct alarms of a gateway
@@ -80,8 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="publish simulated sensor traffic for the registry")
     _config_arg(sim)
     from gateway.tools.simulator.runner import add_arguments
+    from gateway.tools.simulator.uitd import add_arguments as add_uitd_arguments
 
     add_arguments(sim)
+    add_uitd_arguments(sim)
     sim.set_defaults(handler=_cmd_simulate)
 
     top = sub.add_parser("top", help="live terminal view of a running gateway")
@@ -274,6 +277,12 @@ async def _run(settings: Settings, registry: Registry) -> int:
 def _cmd_simulate(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     from gateway.tools.simulator.runner import main_from_args
 
+    if args.uitd is not None:
+        from gateway.tools.simulator import uitd
+
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(uitd.main_from_args(args, settings, registry))
+        return 130
     if args.mqtt_url is None:
         args.mqtt_url = _url_with_credentials(settings)
     if args.root is None:

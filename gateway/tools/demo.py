@@ -2,10 +2,13 @@
 
 Starts a private mosquitto (127.0.0.1:18830) and InfluxDB 1.x (127.0.0.1:18086) with their data
 in ``.demo/``, then the gateway (status on 127.0.0.1:18080) with the example config, and the
-simulator playing the sample park. Every few minutes the simulator restarts with a new seed, so a
-fire, a pipe burst, an electrical fault, a silent device and garbage payloads keep recurring in
-different places. The live view runs in the foreground; Ctrl-C stops everything it started,
-gateway first so it drains into InfluxDB.
+simulator playing the sample park. When the gateway has its GB/T 26875.3 listener (the ``uitd``
+settings), it listens on 127.0.0.1:18900 with the sample park's point map and a second simulator
+plays the park's three fire-panel UITDs against it (``simulate --uitd``): a panel fire in one
+zone, a fault, a 屏蔽, analog pressure and a reset, every five minutes. Every few minutes the
+MQTT simulator restarts with a new seed, so a fire, a pipe burst, an electrical fault, a silent
+device and garbage payloads keep recurring in different places. The live view runs in the
+foreground; Ctrl-C stops everything it started, gateway first so it drains into InfluxDB.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from gateway.config import Settings
 from gateway.tools.devservices import Influxd, Mosquitto, ServiceError
 from gateway.tools.top import run_top
 
 MQTT_PORT = 18830
 INFLUX_PORT = 18086
 HTTP_PORT = 18080
+UITD_PORT = 18900
+POINTS = Path("config/sample-park/points.csv")
 CONFIG = Path("config/parkwatch.example.yaml")
 NOTIFY_CONFIG = Path("config/notify.example.yaml")
 SCENARIO_PERIOD_S = 300.0
@@ -47,7 +53,7 @@ def run_demo(*, data_dir: Path, duration: float | None) -> int:
     if not CONFIG.is_file():
         _say(f"run me from the repository root ({CONFIG} not found)")
         return 2
-    busy = [p for p in (MQTT_PORT, INFLUX_PORT, HTTP_PORT) if _busy(p)]
+    busy = [p for p in (MQTT_PORT, INFLUX_PORT, HTTP_PORT, UITD_PORT) if _busy(p)]
     if busy:
         _say(f"port(s) {busy} already in use: is another demo running? Stop it first.")
         return 1
@@ -86,7 +92,27 @@ def _env(data_dir: Path) -> dict[str, str]:
         "PARKWATCH_NOTIFY__DRY_RUN": "true",
         "PARKWATCH_NOTIFY__ACK_SECRET": secrets.token_hex(16),
         "PYTHONUNBUFFERED": "1",
+        **_uitd_env(),
     }
+
+
+def uitd_enabled() -> bool:
+    """Whether this build's gateway has the UITD listener. Its settings forbid unknown keys, so
+    the UITD variables must not be passed to a gateway without the ``uitd`` section."""
+    return "uitd" in Settings.model_fields
+
+
+def _uitd_env() -> dict[str, str]:
+    if not uitd_enabled():
+        return {}
+    return {"PARKWATCH_UITD__LISTEN": f"127.0.0.1:{UITD_PORT}",
+            "PARKWATCH_UITD__POINTS": str(POINTS)}
+
+
+def uitd_simulator_args() -> list[str]:
+    """``parkwatch simulate --uitd``: the sample park's fire-panel UITDs against the gateway."""
+    return ["simulate", "--config", str(CONFIG), "--uitd", f"127.0.0.1:{UITD_PORT}",
+            "--points", str(POINTS)]
 
 
 async def _spawn(args: list[str], log: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -128,6 +154,7 @@ async def _run(data_dir: Path, duration: float | None) -> int:
     gateway_log = data_dir / "gateway.log"
     gateway = await _spawn(["run", "--config", str(CONFIG)], gateway_log, env)
     simulator: asyncio.subprocess.Process | None = None
+    uitd_sim: asyncio.subprocess.Process | None = None
     cycle: asyncio.Task[None] | None = None
     try:
         _say(f"starting the gateway (log: {gateway_log})")
@@ -156,6 +183,13 @@ async def _run(data_dir: Path, duration: float | None) -> int:
                 seed += 1
 
         cycle = asyncio.create_task(cycle_simulator(), name="demo-simulator")
+        if uitd_enabled():
+            uitd_log = data_dir / "uitd-simulator.log"
+            _say(f"fire panels: the gateway takes GB/T 26875.3 on 127.0.0.1:{UITD_PORT}; the "
+                 f"UITD simulator plays {POINTS} (log: {uitd_log})")
+            uitd_sim = await _spawn(uitd_simulator_args(), uitd_log, env)
+        else:
+            _say("this gateway has no GB/T 26875.3 listener (no uitd settings): no UITD simulator")
         top = asyncio.create_task(run_top(f"http://127.0.0.1:{HTTP_PORT}"), name="demo-top")
         stopping = asyncio.create_task(stop.wait(), name="demo-stop")
         await asyncio.wait({top, cycle, stopping}, timeout=duration,
@@ -172,6 +206,7 @@ async def _run(data_dir: Path, duration: float | None) -> int:
                 await cycle
         _say("stopping the simulator and the gateway (draining into InfluxDB)")
         await _stop(simulator, "simulator", 10)
+        await _stop(uitd_sim, "UITD simulator", 10)
         await _stop(gateway, "gateway", 30)
 
 
