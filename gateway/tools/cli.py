@@ -36,6 +36,7 @@ from aiohttp import web
 from gateway.config import Settings, load_settings
 from rules.alarm import iso
 from sensors.errors import ConfigError, ParkWatchError
+from sensors.pointmap import load_point_map
 from sensors.registry import Registry, load_registry
 
 log = logging.getLogger("parkwatch")
@@ -179,6 +180,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
             registry = load_registry(settings.registry)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    points = 0
+    if settings is not None and registry is not None and settings.uitd.points is not None:
+        try:
+            points = len(load_point_map(settings.uitd.points, registry))
+        except ConfigError as exc:     # PointMapError: every row's problem as file:line
+            problems.extend(exc.problems)
     if problems:
         return _report(ConfigError(str(args.config), problems))
     assert settings is not None
@@ -187,7 +194,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     kinds = {d.kind for d in registry}
     print(f"OK: {args.config or '(defaults)'}: {len(registry)} devices, {len(registry.parks())} "
           f"park(s), {len(buildings)} building(s), {len(kinds)} kinds; broker {settings.mqtt.url}, "
-          f"InfluxDB {settings.influx.url}")
+          f"InfluxDB {settings.influx.url}"
+          + (f"; {points} panel points from {settings.uitd.points}" if settings.uitd.points
+             else ""))
     return 0
 
 
