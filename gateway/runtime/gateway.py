@@ -70,6 +70,7 @@ from gateway.storage.influx.writer import InfluxWriter
 from gateway.storage.walstreams import WalStreams
 from rules.alarm import Alarm, Transition
 from sensors.errors import ParkWatchError
+from sensors.pointmap import load_point_map
 from sensors.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,10 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.started_at = time.time()
         self.live = LiveView(self.metrics)
+        # The point map places panel points (MQTT and UITD); a bad map stops the start-up
+        # with every row's problem (PointMapError is a ConfigError).
+        self.points = (load_point_map(settings.uitd.points, registry)
+                       if settings.uitd.points is not None else None)
         self.validator = Validator(
             registry=registry, root=settings.mqtt.topic_root,
             timezones={p: ZoneInfo(s.timezone) for p, s in settings.parks.items()},
@@ -128,7 +133,8 @@ class Gateway:
             max_age_s=settings.ingest.max_age_s, max_future_s=settings.ingest.max_future_s,
             max_batch=settings.ingest.max_batch,
             device_rate_per_s=settings.ingest.device_rate_per_s,
-            device_burst=settings.ingest.device_burst)
+            device_burst=settings.ingest.device_burst,
+            points=self.points, on_unmapped=self.metrics.unmapped_points.inc)
         self.status_topic = f"parkwatch/gateway/{settings.instance}/status"
         self.probe_topic = f"parkwatch/gateway/{settings.instance}/probe"
         self.watchdog: IngestWatchdog | None = None
@@ -151,7 +157,8 @@ class Gateway:
         if settings.alarms.enabled:
             self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
                                                  state_dir=settings.state_dir,
-                                                 lateness_s=settings.alarms.lateness_s)
+                                                 lateness_s=settings.alarms.lateness_s,
+                                                 points=self.points)
             self.alarm_service = GatewayAlarmService(self.alarms, self.commit_transitions)
         if self.alarms is not None and settings.notify.ack_secret is not None:
             http = settings.http
