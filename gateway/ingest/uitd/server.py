@@ -177,7 +177,7 @@ class UitdServer:
         except (ConnectionError, OSError, TimeoutError):
             pass
         except asyncio.CancelledError:
-            raise
+            pass   # the server stops: the frame in hand gets no ACK, and the UITD resends it
         except Exception:
             log.exception("uitd: connection from %s failed", ip)
         finally:

@@ -15,7 +15,7 @@ from typing import Any
 CLOCK_TOLERANCE_S = 300.0
 
 
-@dataclass
+@dataclass(eq=False)   # identity: one object per UITD, kept in sets per connection
 class UitdSession:
     address: bytes
     panel: str
