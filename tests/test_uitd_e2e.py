@@ -46,7 +46,8 @@ async def _port(gw: Gateway) -> int:
 
 
 def _active(gw: Gateway, rule: str) -> list[Alarm]:
-    assert gw.alarms is not None and gw.alarms.engine is not None
+    assert gw.alarms is not None
+    assert gw.alarms.engine is not None
     return [a for a in gw.alarms.engine.active() if a.rule == rule]
 
 
@@ -72,7 +73,8 @@ async def test_panel_fire_is_acked_placed_and_confirmed(
         assert "2F east SMT line" in s.location
         assert gw.alarm_service is not None
         stored = await gw.alarm_service.get_alarm(alarm.alarm_id)
-        assert stored is not None and stored.subject.tenant == "hs-elec"
+        assert stored is not None
+        assert stored.subject.tenant == "hs-elec"
         doc = await asyncio.to_thread(retained_payload, mosquitto.port, alarm_topic(alarm))
         assert doc is not None
         body = json.loads(doc)
@@ -90,13 +92,15 @@ async def test_panel_fire_is_acked_placed_and_confirmed(
         await client.send(frame(component_adu(42, 65546, 0x0002), serial=8))
         assert (await client.reply()).command == Command.CONFIRM
         (confirmed,) = _active(gw, "fire_confirmed")
-        assert confirmed.subject.zone == "east" and confirmed.subject.floor == "2"
+        assert confirmed.subject.zone == "east"
+        assert confirmed.subject.floor == "2"
 
         # The resend of an ACKed frame doubles nothing.
         before = len(gw.alarms.engine.active()) if gw.alarms and gw.alarms.engine else 0
         await client.send(fire)
         assert (await client.reply()).command == Command.CONFIRM
-        assert gw.alarms is not None and gw.alarms.engine is not None
+        assert gw.alarms is not None
+        assert gw.alarms.engine is not None
         assert len(gw.alarms.engine.active()) == before
         assert gw.metrics.value("parkwatch_uitd_rejected_total", reason="duplicate") == 1
 
@@ -141,7 +145,8 @@ async def test_bad_frames_are_naked_counted_and_the_connection_lives(
         await client.send(frame(component_adu(42, 999, 0x0002), serial=4))
         assert (await client.reply()).command == Command.CONFIRM
         (alarm,) = [a for a in _active(gw, "fire_alarm") if a.labels.get("point") == "1-1-999"]
-        assert alarm.subject.zone == "control" and alarm.subject.device == "fp-0001"
+        assert alarm.subject.zone == "control"
+        assert alarm.subject.device == "fp-0001"
         assert m.value("parkwatch_unmapped_points_total") == 1
 
         # max_connections: 3 open (client + 2), the 4th is closed at once.
