@@ -91,7 +91,7 @@ def test_supervisory_component_fire_is_supervisory_start(run) -> None:  # type: 
     assert (obs.type, obs.point) == (EventType.SUPERVISORY, "L1-W001")
     assert obs.detail.startswith("start")
     t = run(component_adu(96, 131084, 0x0040, label=LABEL))
-    assert t.observations[0].detail.startswith("feedback")  # type: ignore[union-attr]
+    assert t.observations[0].detail.startswith("feedback")
 
 
 def test_unmapped_component_keeps_its_raw_address(run) -> None:  # type: ignore[no-untyped-def]
@@ -138,7 +138,7 @@ def test_uitd_status_and_time(run) -> None:  # type: ignore[no-untyped-def]
     t = run(bytes((21, 1, 0b0010_1000)) + LABEL)
     ((obs_type, point),) = events(t)
     assert (obs_type, point) == (EventType.FAULT, "uitd")
-    detail = t.observations[0].detail  # type: ignore[union-attr]
+    detail = t.observations[0].detail
     assert "power fault" in detail
     assert "comm fault" in detail
     assert events(run(bytes((21, 1, 0x01)) + LABEL)) == [(EventType.RESTORED, "uitd")]
@@ -149,6 +149,6 @@ def test_uitd_status_and_time(run) -> None:  # type: ignore[no-untyped-def]
 def test_untrusted_times_get_the_receive_time(run) -> None:  # type: ignore[no-untyped-def]
     old = encode_time_label(NOW - timedelta(days=30))
     t = run(component_adu(40, 131082, 0x0002, label=old))
-    assert (t.observations[0].ts_ms, t.untrusted) == (RX, 1)  # type: ignore[union-attr]
+    assert (t.observations[0].ts_ms, t.untrusted) == (RX, 1)
     t = run(component_adu(40, 131082, 0x0002, label=LABEL), untrusted=True)
-    assert (t.observations[0].ts_ms, t.untrusted) == (RX, 1)  # type: ignore[union-attr]
+    assert (t.observations[0].ts_ms, t.untrusted) == (RX, 1)
