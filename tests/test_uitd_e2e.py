@@ -12,11 +12,14 @@ import json
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from gateway.alarms.outputs import alarm_topic
+from gateway.http.app import start_http
 from gateway.runtime.gateway import Gateway
-from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.cli import main as cli_main
+from gateway.tools.devservices import Influxd, Mosquitto, free_port
 from rules.alarm import Alarm
 from sensors.gb26875.frame import Command, encode
 from sensors.registry import Registry
@@ -183,3 +186,47 @@ async def test_a_silent_uitd_raises_its_panels_offline_alarm(
         assert (await client.reply()).command == Command.CONFIRM
         await wait_for(lambda: not offline(), timeout_s=5, what="uitd_offline resolved")
         await client.close()
+
+
+async def test_duty_check_from_the_api_and_the_cli(
+        tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
+        sample_registry: Registry) -> None:
+    settings = _settings(tmp_path, mosquitto, influxd)
+    async with running_gateway(settings, sample_registry) as gw:
+        client = await UitdClient.connect(await _port(gw))
+        await client.send(frame(b""))
+        assert (await client.reply()).command == Command.CONFIRM
+        http_port = free_port()
+        runner = await start_http(gw, "127.0.0.1", http_port)
+        api = f"http://127.0.0.1:{http_port}"
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{api}/uitd/fp-0001/duty-check", data=b"{}") as resp:
+                    assert resp.status == 415            # JSON only, like other POST routes
+                async with http.post(f"{api}/uitd/fp-0009/duty-check", json={}) as resp:
+                    assert resp.status == 404
+                async with http.post(f"{api}/uitd/fp-0001/duty-check",
+                                     json={"by": "test"}) as resp:
+                    assert resp.status == 202
+                    asked = (await resp.json())["duty_check_asked_ms"]
+            check = await client.reply(commands=(Command.CONTROL,))
+            while check.adu[0] != 91:                      # skip the clock sync (90)
+                check = await client.reply(commands=(Command.CONTROL,))
+            # The duty officer answers at the UITD: type 24, bit 5.
+            await client.send(frame(bytes((24, 1, 0x20, 1)) + now_label(), serial=2))
+            assert (await client.reply()).command == Command.CONFIRM
+            async with aiohttp.ClientSession() as http, http.get(f"{api}/uitd") as resp:
+                rows = await resp.json()
+            (row,) = [r for r in rows if r["panel"] == "fp-0001"]
+            assert row["connected"] is True
+            assert row["duty_check_asked_ms"] == asked
+            assert row["duty_check_answered_ms"] >= asked
+            # The CLI sends one through the same API.
+            rc = await asyncio.to_thread(
+                cli_main, ["uitd", "duty-check", "--panel", "fp-0001", "--url", api])
+            assert rc == 0
+            check = await client.reply(commands=(Command.CONTROL,))
+            assert check.adu[0] == 91
+        finally:
+            await runner.cleanup()
+            await client.close()

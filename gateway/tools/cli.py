@@ -8,6 +8,7 @@
   notify test                      send a test message through one notification channel
   alarms list|show|ack|history     list, show, acknowledge alarms of a running gateway
   maintenance set|clear|list       test / isolated modes of a running gateway
+  uitd list|duty-check             UITDs (GB/T 26875.3) of a running gateway; send a duty check
   grafana export|push              write the dashboard JSON files / upsert them into Grafana
   demo                             broker, InfluxDB, gateway and simulator with the live view
   --version                        print the installed version
@@ -101,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     from gateway.tools.alarmcli import add_alarm_commands
 
     add_alarm_commands(sub)
+
+    from gateway.tools.uitdcli import add_uitd_commands
+
+    add_uitd_commands(sub)
 
     from gateway.grafana.command import add_grafana_commands
 
