@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import Settings, load_settings
+from gateway.config import Settings, UitdSettings, load_settings
 from gateway.tools.cli import main
 from sensors.errors import ConfigError
 from tests.support.paths import ROOT, SAMPLE_REGISTRY
@@ -15,7 +15,7 @@ from tests.support.paths import ROOT, SAMPLE_REGISTRY
 
 def test_listen_forms_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().uitd.listen is None
-    assert Settings(uitd={"listen": "9000"}).uitd.listen == "127.0.0.1:9000"
+    assert UitdSettings(listen="9000").listen == "127.0.0.1:9000"
     monkeypatch.setenv("PARKWATCH_UITD__LISTEN", "0.0.0.0:9001")
     assert Settings().uitd.listen == "0.0.0.0:9001"
 
@@ -41,7 +41,8 @@ def test_check_config_reports_point_map_errors_with_file_and_line(
     cfg.write_text(f"registry: {SAMPLE_REGISTRY}\nuitd:\n  points: {points}\n")
     assert main(["check-config", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert f"{points}:4: point" in err and "fp-9999" in err
+    assert f"{points}:4: point" in err
+    assert "fp-9999" in err
     good = tmp_path / "good.yaml"
     good.write_text(f"registry: {SAMPLE_REGISTRY}\nuitd:\n  points: "
                     f"{ROOT / 'config' / 'sample-park' / 'points.csv'}\n")
