@@ -400,6 +400,56 @@ class NotifySettings(_Section):
         return value
 
 
+class UitdSettings(_Section):
+    """The GB/T 26875.3 server for user information transmission devices (docs/uitd.md)."""
+
+    listen: str | None = Field(
+        default=None, description="host:port to accept UITDs on (a bare port means 127.0.0.1);"
+        " unset: no server")
+    points: Path | None = Field(default=None, description="the point map (CSV or YAML); also "
+                                "places MQTT panel events")
+    centre_address: str = Field(default="000000000001", pattern=r"^[0-9A-Fa-f]{12}$",
+                                description="our address in frames: 12 hex digits")
+    heartbeat_allowance_s: float = Field(default=90.0, gt=0, description="a UITD silent longer"
+                                         " raises its panel's offline alarm")
+    clock_sync_s: float = Field(default=14400.0, gt=0, description="clock sync (command 90)")
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
+    idle_timeout_s: float = Field(default=120.0, gt=0, description="no complete frame for this "
+                                  "long: the connection is closed")
+    allow_from: list[str] = Field(default_factory=list, description="source IP allow-list "
+                                  "(addresses or networks); empty: any")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, port = split_listen(value)
+        return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or network") from exc
+        return value
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``, or a bare port on 127.0.0.1) → (host, port)."""
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", text
+    host = host.strip("[]") or "127.0.0.1"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected host:port with a port 0-65535, got {value!r}")
+    return host, int(port_text)
+
+
 class ParkSettings(_Section):
     name: str = ""
     timezone: str = "Asia/Shanghai"
@@ -437,6 +487,7 @@ class Settings(BaseSettings):
     observe: ObserveSettings = ObserveSettings()
     alarms: AlarmSettings = AlarmSettings()
     notify: NotifySettings = NotifySettings()
+    uitd: UitdSettings = UitdSettings()
 
     @classmethod
     def settings_customise_sources(

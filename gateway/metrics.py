@@ -101,6 +101,17 @@ class Metrics:
         self.events_rate_limited = Gauge("parkwatch_events_rate_limited",
                                          "Non-fire device events over their device's rate, "
                                          "stored but not evaluated (since start)", registry=r)
+        self.uitd_frames = Counter("parkwatch_uitd_frames",
+                                   "GB/T 26875.3 frames received, by command",
+                                   ["command"], registry=r)
+        self.uitd_rejected = Counter("parkwatch_uitd_rejected",
+                                     "UITD frames, ADUs and connections refused, by reason",
+                                     ["reason"], registry=r)
+        self.uitd_connections = Gauge("parkwatch_uitd_connections", "UITD connections open",
+                                      registry=r)
+        self.unmapped_points = Counter("parkwatch_unmapped_points",
+                                       "Panel points not in the point map (paged on the panel)",
+                                       registry=r)
         self.broker_connected = Gauge("parkwatch_broker_connected", "1 when connected to MQTT",
                                       registry=r)
         self.influx_reachable = Gauge("parkwatch_influx_reachable",

@@ -41,6 +41,7 @@ from rules.maintenance import MAINTENANCE_EXPIRED, MaintenanceBook
 from rules.model import RuleSet
 from rules.observation import DeviceEvent, Observation, Reading
 from rules.system import SYSTEM_RULES, HealthCondition
+from sensors.pointmap import PointMap
 from sensors.registry import Registry
 
 __all__ = ["Engine", "EngineState"]
@@ -55,13 +56,14 @@ class Engine:
     """One park's alarm state. Not thread-safe: call it from one task (the gateway's)."""
 
     def __init__(self, *, rules: RuleSet, registry: Registry, lateness_s: float = 60.0,
-                 new_id: Callable[[], str], restored: EngineState | None = None) -> None:
+                 new_id: Callable[[], str], restored: EngineState | None = None,
+                 points: PointMap | None = None) -> None:
         self._lateness_ms = int(lateness_s * 1000)
         self._maintenance = MaintenanceBook(registry)
         self._book = Ledger(new_id=new_id, maintenance_for=self._maintenance.mode_for)
         self._clocks = {d.device: DeviceClock() for d in registry}
         self._timers: set[Timed] = set()
-        bound = bind(rules, registry, self._clocks)
+        bound = bind(rules, registry, self._clocks, points)
         self._plans, self._memory = bound.plans, bound.memory
         self._groups, self._listeners = bound.groups, bound.listeners
         self._guards = tuple(bound.guards.values())
@@ -104,7 +106,7 @@ class Engine:
                 self.rate_limited_events += 1
                 return out
             for check in (plan.events or {}).get(obs.type, ()):
-                check.on_event(obs.type, obs.point, obs.detail, obs.ts_ms, self._book)
+                check.on_event(obs.type, obs.point, obs.detail, obs.ts_ms, self._book, obs.place)
         elif obs.online:
             self._heard(plan, obs.received_at_ms)
         else:  # its Last Will: silent now, not after k intervals
@@ -164,7 +166,10 @@ class Engine:
             i += 1
             for scope, zones in self._listeners.get(t.after.rule, ()):
                 zc = zones.get(zone_key(t.after.subject))
-                if zc is None or t.after.subject.device not in scope:
+                device = t.after.subject.device
+                # A panel point is in scope on its own ("panel:point", rules/kinds/__init__.py).
+                if zc is None or (device not in scope and
+                                  f"{device}:{t.after.labels.get('point', '')}" not in scope):
                     continue
                 # A device under test or isolated does not confirm a fire in its zone.
                 if is_new_signal(t.before, t.after) and \

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rules.alarm import Subject
 from sensors.base import EventType
 
 
@@ -32,6 +33,9 @@ class DeviceEvent:
     #: Identity of this message for redelivery dedup (device, seq, payload hash), set by the
     #: gateway when the event carries a seq; None means "never treat as a repeat".
     dedup_key: str | None = None
+    #: Where a panel's point is (rules/placement.py): its alarm is placed there instead of at
+    #: the panel. None: the device's own place (not a panel point, or one not in the map).
+    place: Subject | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,11 @@ INGEST_STALLED = "ingest_stalled"
 #: telemetry being dropped, per wal.full_policy.
 STORAGE_FULL = "storage_full"
 
-SYSTEM_RULES = frozenset({NOTIFICATION_DEAD, INGEST_STALLED, STORAGE_FULL})
+#: A fire-alarm panel's UITD sent nothing for uitd.heartbeat_allowance_s (gateway/ingest/uitd):
+#: a dead panel link means fires go unseen, so it is major and pages the duty officer.
+UITD_OFFLINE = "uitd_offline"
+
+SYSTEM_RULES = frozenset({NOTIFICATION_DEAD, INGEST_STALLED, STORAGE_FULL, UITD_OFFLINE})
 #: The ``kind`` of a system alarm's subject (no sensor kind has this name).
 SYSTEM_KIND = "parkwatch"
 

@@ -24,7 +24,9 @@ from rules.engine_state import EngineState
 from rules.loader import load_rules, rules_from_data
 from rules.model import KIND_NAMES, RuleSet
 from rules.observation import DeviceEvent, Observation, Reading, StatusChange
+from rules.placement import place_event
 from sensors.base import EventType
+from sensors.pointmap import PointMap, build_point_map
 from sensors.registry import Registry, build_registry, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,14 +35,14 @@ PACK = ROOT / "config" / "rules"
 SAMPLE = ROOT / "config" / "sample-park" / "registry.yaml"
 T0 = 1_764_000_000_000
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-_TOP_KEYS = {"description", "rules", "pack", "devices", "registry", "lateness_s", "input",
+_TOP_KEYS = {"description", "rules", "pack", "devices", "registry", "points", "lateness_s", "input",
              "maintenance", "acks", "expect"}
 # What each part of an ``expect`` entry may say. Anything else is a typo that would otherwise
 # be ignored, and a check that silently does not run is a test that cannot fail.
 _EXPECT_CHECKS = {"active", "transitions", "late_readings", "alarms_created"}
 _SCOPE_KEYS = {"rule", "device", "zone", "building", "point"}
 _ACTIVE_KEYS = _SCOPE_KEYS | {"state", "severity", "maintenance", "inhibited", "acknowledged_by",
-                              "value", "message", "message_contains"}
+                              "value", "message", "message_contains", "placed", "tenant"}
 _TRANSITION_KEYS = _SCOPE_KEYS | {"from", "to", "severity"}
 
 
@@ -77,15 +79,32 @@ def registry_of(doc: Mapping[str, Any], source: str) -> Registry:
     return build_registry(rows, source=source)
 
 
-def observation(step: Mapping[str, Any], now: int) -> Observation:
+def points_of(doc: Mapping[str, Any], registry: Registry, source: str) -> PointMap | None:
+    """``points:`` rows of a point map (sensors/pointmap.py), IDs as strings."""
+    if "points" not in doc:
+        return None
+    rows = [(i + 1, {k: str(v) if k != "component_type" else v for k, v in row.items()})
+            for i, row in enumerate(doc["points"])]
+    return build_point_map(rows, registry, source=source)
+
+
+def observation(step: Mapping[str, Any], now: int, registry: Registry | None = None,
+                points: PointMap | None = None) -> Observation:
     ts = T0 + ms(step["ts"]) if "ts" in step else now
     if "values" in step:
         return Reading(device=step["device"], ts_ms=ts, values=step["values"],
                        received_at_ms=now)
     if "event" in step:
+        point, detail = str(step.get("point", "")), str(step.get("detail", ""))
+        device = registry.get(step["device"]) if registry is not None else None
+        if points is not None and device is not None:
+            # As the gateway does for a panel event (gateway/ingest/validate.py).
+            placed = place_event(points, device, EventType(step["event"]), point, detail)
+            return DeviceEvent(device=step["device"], ts_ms=ts, type=placed.type,
+                               received_at_ms=now, point=point, detail=placed.detail,
+                               place=placed.place)
         return DeviceEvent(device=step["device"], ts_ms=ts, type=EventType(step["event"]),
-                           received_at_ms=now, point=str(step.get("point", "")),
-                           detail=str(step.get("detail", "")))
+                           received_at_ms=now, point=point, detail=detail)
     return StatusChange(device=step["device"], online=step["status"] == "online",
                         received_at_ms=now)
 
@@ -96,6 +115,7 @@ class Run:
     def __init__(self, doc: Mapping[str, Any], source: str) -> None:
         self.rules = rules_of(doc, source)
         self.registry = registry_of(doc, source)
+        self.points = points_of(doc, self.registry, source)
         self.lateness_s = float(doc.get("lateness_s", 60))
         ids = itertools.count(1)
         self.new_id = lambda: f"a{next(ids)}"
@@ -104,7 +124,7 @@ class Run:
 
     def _engine(self, restored: EngineState | None) -> Engine:
         return Engine(rules=self.rules, registry=self.registry, lateness_s=self.lateness_s,
-                      new_id=self.new_id, restored=restored)
+                      new_id=self.new_id, restored=restored, points=self.points)
 
     def step(self, step: Mapping[str, Any], now: int) -> list[Transition]:
         if step.get("restart"):
@@ -113,7 +133,7 @@ class Run:
             return []
         if step.get("tick"):
             return []
-        return self.engine.observe(observation(step, now), now)
+        return self.engine.observe(observation(step, now, self.registry, self.points), now)
 
     def find(self, entry: Mapping[str, Any]) -> Alarm:
         fp = f"{entry['rule']}|{scope_of(entry)}"
@@ -139,7 +159,8 @@ def describe(a: Alarm) -> dict[str, Any]:
     return {"rule": a.rule, "scope": a.fingerprint.split("|", 1)[1], "state": a.state.value,
             "severity": a.severity.value, "maintenance": a.maintenance.value,
             "inhibited": a.inhibited_by is not None, "acknowledged_by": a.acknowledged_by,
-            "value": a.value, "message": a.message}
+            "value": a.value, "message": a.message, "tenant": a.subject.tenant,
+            "placed": f"{a.subject.building}/{a.subject.floor}/{a.subject.zone}"}
 
 
 def check_active(run: Run, expected: list[Mapping[str, Any]], where: str) -> None:

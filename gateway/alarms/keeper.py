@@ -33,6 +33,7 @@ from rules.loader import load_rules
 from rules.model import RuleSet
 from rules.observation import Observation
 from rules.system import HealthCondition
+from sensors.pointmap import PointMap
 from sensors.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ class AlarmKeeper:
     ever touched from here, so concurrent messages cannot race on alarm state."""
 
     def __init__(self, *, rules: RuleSet, registry: Registry, store: AlarmStore,
-                 lateness_s: float) -> None:
+                 lateness_s: float, points: PointMap | None = None) -> None:
         self.rules = rules
+        self.points = points
         self.registry = registry
         self.store = store
         self._lateness_s = lateness_s
@@ -60,16 +62,18 @@ class AlarmKeeper:
 
     @classmethod
     def from_paths(cls, *, rules_path: Path, registry: Registry, state_dir: Path,
-                   lateness_s: float) -> AlarmKeeper:
+                   lateness_s: float, points: PointMap | None = None) -> AlarmKeeper:
         return cls(rules=load_rules(rules_path), registry=registry,
-                   store=AlarmStore(state_dir / "alarms.sqlite3"), lateness_s=lateness_s)
+                   store=AlarmStore(state_dir / "alarms.sqlite3"), lateness_s=lateness_s,
+                   points=points)
 
     async def open(self) -> None:
         await self.store.open()
         blob = await self.store.load_engine_state()
         restored = EngineState.from_json(blob) if blob else None
         self.engine = Engine(rules=self.rules, registry=self.registry,
-                             lateness_s=self._lateness_s, new_id=new_alarm_id, restored=restored)
+                             lateness_s=self._lateness_s, new_id=new_alarm_id, restored=restored,
+                             points=self.points)
         if restored is not None:
             log.info("alarm engine resumed: %d active alarm(s)", len(self.engine.active()))
 

@@ -19,6 +19,7 @@ from gateway.config import Settings, is_loopback
 from gateway.http.ackpage import add_ack_routes
 from gateway.http.alarmapi import AlarmService, add_alarm_routes
 from gateway.http.auth import ApiToken, api_middlewares, api_token
+from gateway.http.uitdapi import UitdControl, add_uitd_routes
 from gateway.metrics import Metrics
 from rules.alarm import Alarm, AlarmState
 from sensors.errors import ConfigError
@@ -56,6 +57,9 @@ class GatewayView(Protocol):
 
     def active_alarms(self) -> list[Alarm]: ...
 
+    @property
+    def uitd(self) -> UitdControl | None: ...
+
 
 GATEWAY = web.AppKey("gateway", GatewayView)
 API_TOKEN = web.AppKey("api_token", ApiToken)
@@ -71,6 +75,8 @@ def build_app(gateway: GatewayView) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
+    if gateway.uitd is not None:
+        add_uitd_routes(app, gateway.uitd)
     service = gateway.alarm_service
     if service is not None:
         add_alarm_routes(app, service)

@@ -13,16 +13,18 @@ tests/test_fuzz_corpus.py).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from gateway.ingest.ratelimit import DeviceRateLimiter
 from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
 from rules.observation import DeviceEvent, Observation, Reading, StatusChange
+from rules.placement import Placed, place_event
 from sensors.base import EventType, Rejection, RejectReason, TimeContext
 from sensors.catalogue import KIND_BY_NAME
 from sensors.decode import MAX_BATCH_READINGS, decode_event, decode_status, decode_telemetry
+from sensors.pointmap import PANEL_KIND, PointMap
 from sensors.registry import Device, Registry, is_valid_id
 
 #: What paho puts in a topic it could not decode (gateway/ingest/mqtt.py decodes with "replace").
@@ -69,12 +71,16 @@ class Validator:
     def __init__(self, *, registry: Registry, root: str, timezones: Mapping[str, ZoneInfo],
                  default_timezone: ZoneInfo, max_payload_bytes: int, max_age_s: float,
                  max_future_s: float, max_batch: int = MAX_BATCH_READINGS,
-                 device_rate_per_s: float = 0.0, device_burst: int = 0) -> None:
+                 device_rate_per_s: float = 0.0, device_burst: int = 0,
+                 points: PointMap | None = None,
+                 on_unmapped: Callable[[], None] | None = None) -> None:
         self._prefix = root.rstrip("/") + "/"
         self._max_payload = max_payload_bytes
         self._max_batch = max_batch
         self.limiter = DeviceRateLimiter(rate_per_s=device_rate_per_s, burst=device_burst)
         self._max_age_s = max_age_s
+        self.points = points
+        self._on_unmapped = on_unmapped
         self._max_future_s = max_future_s
         self._wires: dict[str, _DeviceWire] = {}
         for device in registry:
@@ -194,15 +200,40 @@ class Validator:
 
     def _event(self, wire: _DeviceWire, payload: bytes, received_at_ms: int) -> Validated:
         ev = decode_event(payload, self._ctx(wire, received_at_ms), max_bytes=self._max_payload)
-        fields: dict[str, float | int | bool | str] = {"detail": ev.detail, "point": ev.point}
+        type_, detail, place = ev.type, ev.detail, None
+        if wire.device.kind == PANEL_KIND and ev.point:
+            placed = self.place(wire.device, ev.type, ev.point, ev.detail)
+            type_, detail, place = placed.type, placed.detail, placed.place
+        fields: dict[str, float | int | bool | str] = {"detail": detail, "point": ev.point}
         if ev.seq is not None:
             fields["seq"] = int(ev.seq)
-        line = encode_line(self._events_measurement, wire.event_tags[ev.type], fields, ev.ts_ms)
-        obs = DeviceEvent(wire.device.device, ev.ts_ms, ev.type, received_at_ms, ev.point,
-                          ev.detail)
+        line = encode_line(self._events_measurement, wire.event_tags[type_], fields, ev.ts_ms)
+        obs = DeviceEvent(wire.device.device, ev.ts_ms, type_, received_at_ms, ev.point,
+                          detail, place=place)
         return Validated(wire.device, MessageType.EVENT, [line], 0,
-                      0 if ev.clock_trusted else 1, {"event": ev.type.value}, ev.ts_ms, ev.seq,
+                      0 if ev.clock_trusted else 1, {"event": type_.value}, ev.ts_ms, ev.seq,
                       (obs,))
+
+    def place(self, panel: Device, type_: EventType, point: str, detail: str, *,
+              feedback: bool = False) -> Placed:
+        """A panel point's event placed by the point map (rules/placement.py); a point the map
+        does not know still pages on the panel, and is counted (unmapped_point)."""
+        placed = place_event(self.points, panel, type_, point, detail, feedback=feedback)
+        if not placed.mapped and self.points is not None and self._on_unmapped is not None:
+            self._on_unmapped()
+        return placed
+
+    def event_line(self, device: str, type_: EventType, point: str, detail: str, ts_ms: int,
+                   extra: Mapping[str, float | int | bool | str] | None = None) -> str:
+        """An ``events`` line exactly as an MQTT event of ``device`` would give (UITD events)."""
+        wire = self._wires[device]
+        fields: dict[str, float | int | bool | str] = {"detail": detail, "point": point,
+                                                      **(extra or {})}
+        return encode_line(self._events_measurement, wire.event_tags[type_], fields, ts_ms)
+
+    def timezone_of(self, device: str) -> ZoneInfo | None:
+        wire = self._wires.get(device)
+        return wire.timezone if wire is not None else None
 
     def _status(self, wire: _DeviceWire, payload: bytes, received_at_ms: int,
                 retained: bool) -> Validated:

@@ -115,7 +115,9 @@ class CommitStage:
         self._publish_alarms(work.transitions)
         if work.outbox and self._notifier is not None:
             self._notifier.wake()
-        if work.done is not None and not work.done.done():
+        # Work that carries telemetry (a UITD frame's analog values) is durable only once the
+        # bulk WAL has it too: the puback stage resolves ``done`` then.
+        if work.done is not None and not work.done.done() and not bulk:
             work.done.set_result(None)
         if work.messages or bulk:
             work.lines = bulk
@@ -143,6 +145,8 @@ class PubackStage:
             try:
                 if work.lines:               # telemetry only (split by the commit stage)
                     await self._wal.bulk.append(work.lines)
+                if work.done is not None and not work.done.done():
+                    work.done.set_result(None)
                 current = self._session()
                 if current is not None:
                     current.puback_all(work.messages)   # where a PUBACK is sent

@@ -53,6 +53,7 @@ from gateway.alarms.service import GatewayAlarmService
 from gateway.config import Settings
 from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.mqtt import MqttSession, Will
+from gateway.ingest.uitd.server import UitdServer
 from gateway.ingest.validate import Validated, Validator
 from gateway.ingest.watchdog import IngestWatchdog
 from gateway.metrics import Metrics
@@ -69,8 +70,12 @@ from gateway.storage.influx.factory import make_sink
 from gateway.storage.influx.writer import InfluxWriter
 from gateway.storage.private import private_dir
 from gateway.storage.walstreams import WalStreams
-from rules.alarm import Alarm, Transition
-from sensors.errors import ParkWatchError
+from rules.alarm import Alarm, Severity, Transition
+from rules.kinds.base import subject_of
+from rules.observation import Observation, StatusChange
+from rules.system import UITD_OFFLINE, HealthCondition
+from sensors.errors import ConfigError, ParkWatchError
+from sensors.pointmap import load_point_map
 from sensors.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -93,16 +98,17 @@ class _Tasks:
     validate: Task | None = None
     lane_validate: Task | None = None
     lane_puback: Task | None = None
+    uitd: Task | None = None
     health: list[Task] = field(default_factory=list)
 
     def all(self) -> list[Task]:
         named = (self.writer, self.commit, self.puback, self.stats, self.ticker, self.validate,
-                 self.lane_validate, self.lane_puback)
+                 self.lane_validate, self.lane_puback, self.uitd)
         return [t for t in named if t is not None] + self.health
 
     def intake(self) -> list[Task]:
-        """The stages that read from the broker: stopped first."""
-        return [t for t in (self.validate, self.lane_validate) if t is not None]
+        """The stages that read from the broker and the UITD server: stopped first."""
+        return [t for t in (self.uitd, self.validate, self.lane_validate) if t is not None]
 
 
 def _spawn(coro: Coroutine[Any, Any, None], name: str) -> Task:
@@ -121,6 +127,10 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.started_at = time.time()
         self.live = LiveView(self.metrics)
+        # The point map places panel points (MQTT and UITD); a bad map stops the start-up
+        # with every row's problem (PointMapError is a ConfigError).
+        self.points = (load_point_map(settings.uitd.points, registry)
+                       if settings.uitd.points is not None else None)
         self.validator = Validator(
             registry=registry, root=settings.mqtt.topic_root,
             timezones={p: ZoneInfo(s.timezone) for p, s in settings.parks.items()},
@@ -129,7 +139,8 @@ class Gateway:
             max_age_s=settings.ingest.max_age_s, max_future_s=settings.ingest.max_future_s,
             max_batch=settings.ingest.max_batch,
             device_rate_per_s=settings.ingest.device_rate_per_s,
-            device_burst=settings.ingest.device_burst)
+            device_burst=settings.ingest.device_burst,
+            points=self.points, on_unmapped=self.metrics.unmapped_points.inc)
         self.status_topic = f"parkwatch/gateway/{settings.instance}/status"
         self.probe_topic = f"parkwatch/gateway/{settings.instance}/probe"
         self.watchdog: IngestWatchdog | None = None
@@ -149,10 +160,12 @@ class Gateway:
         self.notifier: Notifier | None = None
         self.ack_links: AckLinks | None = None
         self.alarm_service: GatewayAlarmService | None = None
+        self._background: set[asyncio.Task[None]] = set()
         if settings.alarms.enabled:
             self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
                                                  state_dir=settings.state_dir,
-                                                 lateness_s=settings.alarms.lateness_s)
+                                                 lateness_s=settings.alarms.lateness_s,
+                                                 points=self.points)
             self.alarm_service = GatewayAlarmService(self.alarms, self.commit_transitions)
         if self.alarms is not None and settings.notify.ack_secret is not None:
             http = settings.http
@@ -160,6 +173,25 @@ class Gateway:
                 secret=settings.notify.ack_secret.get_secret_value().encode(),
                 base_url=settings.notify.public_url or f"http://{http.host}:{http.port}",
                 store=self.alarms.store, ttl_s=settings.notify.ack_ttl_s)
+
+        self.uitd = self._uitd_server()
+
+    def _uitd_server(self) -> UitdServer | None:
+        s = self.settings
+        if s.uitd.listen is None:
+            return None
+        if self.points is None:
+            raise ConfigError("uitd", ["uitd.listen is set but uitd.points is not: without the "
+                                       "point map no UITD has a panel"])
+        v = self.validator
+        return UitdServer(
+            settings=s.uitd, points=self.points, registry=self.registry, pipeline=self,
+            metrics=self.metrics,
+            place=lambda panel, t, point, detail, feedback: v.place(panel, t, point, detail,
+                                                                    feedback=feedback),
+            event_line=lambda dev, t, point, detail, ts: v.event_line(dev, t, point, detail, ts),
+            timezone_for=s.timezone_for, max_age_s=s.ingest.max_age_s,
+            max_future_s=s.ingest.max_future_s)
 
     # -- what the HTTP layer sees (gateway/http/app.py: GatewayView) ---------------------------
 
@@ -242,6 +274,8 @@ class Gateway:
             async with session, contextlib.AsyncExitStack() as exits:
                 validate = self._validate_stage()
                 tasks.validate = _spawn(validate.run(session, puback.queue), "validate")
+                if self.uitd is not None:
+                    tasks.uitd = _spawn(self.uitd.run(), "uitd-server")
                 if s.mqtt.priority_session:
                     lane = await exits.enter_async_context(self._priority_session(session))
                     tasks.lane_validate = _spawn(validate.run(lane, lane_puback.queue),
@@ -335,6 +369,67 @@ class Gateway:
         await self._commits.submit(build)
         await done
         return made
+
+    # -- what the UITD server sees (gateway/ingest/uitd/server.py: Pipeline) ------------------
+
+    async def commit_observed(self, lines: list[str],
+                              observations: Sequence[Observation]) -> None:
+        """Evaluate observations and make them, their lines and the alarm changes they cause
+        durable (priority WAL, alarm store with the engine's state and its dedup keys, bulk WAL);
+        returns only then, so a UITD frame is ACKed after what it caused is durable."""
+        done = asyncio.get_running_loop().create_future()
+
+        def build() -> Work:
+            # Evaluated once there is room in the commit queue (see CommitQueue).
+            work = Work(lines=list(lines), save_state=True, done=done)
+            if self.alarms is not None and observations:
+                self._add_transitions(work, self.alarms.observe(observations, now_ms()))
+            return work
+        await self._commits.submit(build)
+        await done
+
+    def seen_event(self, dedup_key: str) -> bool:
+        engine = self.alarms.engine if self.alarms is not None else None
+        return engine is not None and engine.seen_event(dedup_key)
+
+    def panel_heard(self, panel: str, received_at_ms: int) -> None:
+        """Any UITD frame is a sign of life of its panel (silence rules, device_offline)."""
+        keeper = self.alarms
+        if keeper is None:
+            return
+        self._later(self._commit_change(
+            lambda: keeper.observe([StatusChange(panel, True, received_at_ms)], now_ms())))
+
+    def panel_link(self, panel: str, up: bool, silent_s: float) -> None:
+        """Raise (``up`` false) or clear the panel's uitd_offline alarm (major)."""
+        device = self.registry.get(panel)
+        if self.alarms is None or device is None:
+            return
+        allowance = self.settings.uitd.heartbeat_allowance_s
+        message = (f"Panel {panel} ({device.location}) UITD link up" if up else
+                   f"Panel {panel} ({device.location}): UITD silent for {silent_s:.0f} s "
+                   f"(allowance {allowance:.0f} s); fires on this panel go unseen")
+        cond = HealthCondition(rule=UITD_OFFLINE, key=panel, subject=subject_of(device),
+                               severity=Severity.MAJOR, message=message, active=not up,
+                               value=None if up else round(silent_s))
+        keeper = self.alarms
+        self._later(self._commit_change(lambda: keeper.conditions([cond], now_ms())))
+
+    async def _commit_change(self, change: Callable[[], list[Transition]]) -> None:
+        """Run an engine step in commit order and queue its alarm changes, if it made any."""
+        def build() -> Work | None:
+            made = change()
+            if not made:
+                return None
+            work = Work()
+            self._add_transitions(work, made)
+            return work
+        await self._commits.submit(build)
+
+    def _later(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _add_transitions(self, work: Work, transitions: list[Transition]) -> None:
         work.transitions.extend(transitions)

@@ -9,6 +9,7 @@
   notify test                      send a test message through one notification channel
   alarms list|show|ack|reclassify|history  list, show, acknowledge, correct alarms of a gateway
   maintenance set|clear|list       test / isolated modes of a running gateway
+  uitd list|duty-check             UITDs (GB/T 26875.3) of a running gateway; send a duty check
   grafana export|push              write the dashboard JSON files / upsert them into Grafana
   demo                             broker, InfluxDB, gateway and simulator with the live view
   --version                        print the installed version
@@ -39,6 +40,7 @@ from gateway.config import Settings, load_settings
 from gateway.storage.private import UMASK
 from rules.alarm import iso
 from sensors.errors import ConfigError, ParkWatchError
+from sensors.pointmap import load_point_map
 from sensors.registry import Registry, load_registry
 
 log = logging.getLogger("parkwatch")
@@ -107,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     from gateway.tools.alarmcli import add_alarm_commands
 
     add_alarm_commands(sub)
+
+    from gateway.tools.uitdcli import add_uitd_commands
+
+    add_uitd_commands(sub)
 
     from gateway.grafana.command import add_grafana_commands
 
@@ -186,6 +192,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
             registry = load_registry(settings.registry)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    points = 0
+    if settings is not None and registry is not None and settings.uitd.points is not None:
+        try:
+            points = len(load_point_map(settings.uitd.points, registry))
+        except ConfigError as exc:     # PointMapError: every row's problem as file:line
+            problems.extend(exc.problems)
     if problems:
         return _report(ConfigError(str(args.config), problems))
     assert settings is not None
@@ -194,7 +206,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     kinds = {d.kind for d in registry}
     print(f"OK: {args.config or '(defaults)'}: {len(registry)} devices, {len(registry.parks())} "
           f"park(s), {len(buildings)} building(s), {len(kinds)} kinds; broker {settings.mqtt.url}, "
-          f"InfluxDB {settings.influx.url}")
+          f"InfluxDB {settings.influx.url}"
+          + (f"; {points} panel points from {settings.uitd.points}" if settings.uitd.points
+             else ""))
     return 0
 
 

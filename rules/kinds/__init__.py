@@ -30,7 +30,9 @@ from rules.model import (
     StateDurationRule,
     ThresholdRule,
 )
+from rules.placement import coincidence_kind, point_device
 from sensors.base import EventType
+from sensors.pointmap import PointMap
 from sensors.registry import Device, Registry
 
 #: Evaluators that read one metric and may need the clock (for-durations, clears).
@@ -67,7 +69,10 @@ class Bound:
     guards: dict[str, EventGuard] = field(default_factory=dict)
 
 
-def bind(rules: RuleSet, registry: Registry, clocks: dict[str, DeviceClock]) -> Bound:
+def bind(rules: RuleSet, registry: Registry, clocks: dict[str, DeviceClock],
+         points: PointMap | None = None) -> Bound:
+    """Bind every rule to the devices in its scope; ``points`` (the point map) places panel
+    points for zone coincidence and sets a mapped panel's point cap."""
     bound = Bound(plans={})
     readers: dict[str, list[Timed]] = {d: [] for d in clocks}
     plaus: dict[str, list[PlausibilityCheck]] = {d: [] for d in clocks}
@@ -90,7 +95,8 @@ def bind(rules: RuleSet, registry: Registry, clocks: dict[str, DeviceClock]) -> 
             for d in devices:
                 guard = bound.guards.get(d.device)
                 if guard is None:
-                    guard = bound.guards[d.device] = EventGuard(d)
+                    mapped = points.points_of(d.device) if points is not None else 0
+                    guard = bound.guards[d.device] = EventGuard(d, mapped or None)
                     bound.memory[guard.key] = guard
                 e = EventCheck.build(rule, d, guard)
                 bound.memory[e.key] = e
@@ -99,7 +105,7 @@ def bind(rules: RuleSet, registry: Registry, clocks: dict[str, DeviceClock]) -> 
         elif isinstance(rule, SilentRule):
             _bind_silent(rule, devices, clocks, bound, silent)
         else:
-            _bind_coincidence(rule, devices, bound)
+            _bind_coincidence(rule, devices, bound, _fire_points(rule, registry, points))
     bound.plans = {d: Plan(clock=clocks[d], plaus=tuple(plaus[d]), readers=tuple(readers[d]),
                            events={t: tuple(c) for t, c in events[d].items()} or None,
                            guard=bound.guards.get(d),
@@ -128,15 +134,33 @@ def _bind_silent(rule: SilentRule, devices: list[Device], clocks: dict[str, Devi
             silent[m.device.device].append((group, m))
 
 
-def _bind_coincidence(rule: CoincidenceRule, devices: list[Device], bound: Bound) -> None:
+def _fire_points(rule: CoincidenceRule, registry: Registry,
+                 points: PointMap | None) -> dict[str, Device]:
+    """Mapped FIRE-class panel points in the rule's scope, as "panel:point" → the panel placed
+    at the point (with the sensor kind the point stands for, rules/placement.py)."""
+    out: dict[str, Device] = {}
+    for p in points or ():
+        panel = registry.get(p.panel)
+        kind = coincidence_kind(p)
+        if panel is None or kind is None:
+            continue
+        placed = point_device(panel, p, kind)
+        if rule.match.applies(placed):
+            out[f"{p.panel}:{p.point}"] = placed
+    return out
+
+
+def _bind_coincidence(rule: CoincidenceRule, devices: list[Device], bound: Bound,
+                      fire_points: dict[str, Device]) -> None:
     zones: dict[str, ZoneCoincidence] = {}
-    for d in devices:
+    # Zones only panel points cover get their coincidence too.
+    for d in [*devices, *fire_points.values()]:
         key = zone_key(d)
         if key not in zones:
             subject = Subject(park=d.park, building=d.building, floor=d.floor, zone=d.zone,
                               kind="zone")
             zones[key] = zc = ZoneCoincidence(rule, subject, key)
             bound.memory[zc.key] = zc
-    scope = frozenset(d.device for d in devices)
+    scope = frozenset([*(d.device for d in devices), *fire_points])
     for signal in rule.signals:
         bound.listeners.setdefault(signal, []).append((scope, zones))

@@ -8,8 +8,9 @@ second signal. One signal alone gives the ``single`` alarm (``zone_pre_alarm``, 
 ``fire_confirmed`` supersedes. Both resolve when none of their signals is active any more
 (e.g. the panel was reset), not on a timer: a fire does not go out because a window passed.
 
-The zone is the device's zone (park/building/floor/zone). Panel points count in the panel's
-own zone: without a point → zone map, that is the honest place for them.
+The zone is the device's zone (park/building/floor/zone). A panel point counts in the zone the
+point map places it in (its alarm's subject, rules/placement.py; in scope as "panel:point");
+an unmapped point has no honest zone and only counts where the panel itself is in scope.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rules.alarm import Severity
+from rules.alarm import Severity, Subject
 from rules.kinds.base import Ledger, device_fp, render, subject_of
 from rules.kinds.flood import EventGuard
 from rules.model import EventRule
@@ -52,7 +52,8 @@ class EventCheck:
     def types(self) -> frozenset[EventType]:
         return self._raise | self._resolve
 
-    def on_event(self, type_: EventType, point: str, detail: str, ts: int, book: Ledger) -> None:
+    def on_event(self, type_: EventType, point: str, detail: str, ts: int, book: Ledger,
+                 place: Subject | None = None) -> None:
         rule = self._rule
         if type_ in self._raise:
             severity = rule.severity
@@ -63,10 +64,14 @@ class EventCheck:
                     and len(self._points) >= self._guard.max_points:
                 self._guard.refuse(rule.name, type_, severity, ts, book)
                 return
-            message = render(rule.message_template, self._subject, rule.name, severity,
+            # A mapped panel point is placed where it is (rules/placement.py), so the alarm
+            # names that floor, zone and tenant and is routed to the tenant; the fingerprint
+            # stays (rule, panel, point).
+            subject = place if place is not None else self._subject
+            message = render(rule.message_template, subject, rule.name, severity,
                              event=type_.value, point=point, detail=detail)
             labels = {"event": type_.value, **({"point": point} if point else {})}
-            book.open(fp, rule=rule.name, subject=self._subject, severity=severity,
+            book.open(fp, rule=rule.name, subject=subject, severity=severity,
                       message=message, at_ms=ts, labels=labels)
             if rule.auto_resolve:
                 book.resolve(fp, ts)

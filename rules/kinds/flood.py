@@ -45,12 +45,13 @@ class EventGuard:
                  "_subject", "_tokens", "_unlimited", "key", "max_points", "refused",
                  "refused_total")
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: Device, max_points: int | None = None) -> None:
         self._device = device
         self._subject = subject_of(device)
         self._fp = device_fp(TOO_MANY_POINTS, device.device)
         self._unlimited = device.kind in FIRE_KINDS
-        self.max_points = device.max_points or DEFAULT_MAX_POINTS
+        # The registry's cap wins; else the panel's point count in the point map (max_points).
+        self.max_points = device.max_points or max_points or DEFAULT_MAX_POINTS
         self.key = f"{TOO_MANY_POINTS}|{device.device}"
         self._tokens = EVENT_BURST
         self._at: int | None = None
