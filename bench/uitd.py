@@ -275,9 +275,6 @@ async def _with_gateway(panels: Sequence[Panel], load: Load) -> dict[str, Any]:
     from gateway.tools.devservices import Influxd, Mosquitto
     from sensors.registry import load_registry
 
-    if "uitd" not in Settings.model_fields:
-        raise SystemExit("bench: this gateway has no uitd settings (GB/T 26875.3 listener); "
-                         "use --target or --self-test")
     with tempfile.TemporaryDirectory(prefix="pw-bench-uitd-") as tmpname:
         tmp = Path(tmpname)
         registry_path, points_path = write_site(tmp / "site", panels)
@@ -301,7 +298,7 @@ async def _with_gateway(panels: Sequence[Panel], load: Load) -> dict[str, Any]:
                 task = asyncio.create_task(gw.run(stop))
                 try:
                     await asyncio.wait_for(gw.ready.wait(), 30)
-                    port = _uitd_port(gw)
+                    port = await _uitd_port(gw)
                     return await run_load("127.0.0.1", port, panels, load, hooks)
                 finally:
                     stop.set()
@@ -311,15 +308,13 @@ async def _with_gateway(panels: Sequence[Panel], load: Load) -> dict[str, Any]:
             broker.stop()
 
 
-def _uitd_port(gw: Any) -> int:
-    # TODO(integration): the listener's bound port; the name is the other branch's to choose.
-    for name in ("uitd_port", "uitd_address"):
-        value = getattr(gw, name, None)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, tuple):
-            return int(value[1])
-    raise SystemExit("bench: cannot find the gateway's UITD port (see _uitd_port)")
+async def _uitd_port(gw: Any) -> int:
+    """The UITD listener's bound port (``uitd.listen`` asks for port 0)."""
+    for _ in range(200):
+        if gw.uitd is not None and gw.uitd.port is not None:
+            return int(gw.uitd.port)
+        await asyncio.sleep(0.05)
+    raise SystemExit("bench: the gateway's UITD server did not start listening")
 
 
 # --------------------------------------------------------------------------- report

@@ -265,17 +265,12 @@ def test_simulate_uitd_without_a_point_map_is_a_usage_error() -> None:
                  "--uitd", "127.0.0.1:1"]) == 2
 
 
-def test_demo_passes_uitd_settings_only_to_a_gateway_that_has_them() -> None:
-    from gateway.config import Settings
+def test_demo_runs_the_gateway_with_the_uitd_listener_and_the_sample_points() -> None:
     from gateway.tools import demo
     from gateway.tools.cli import _parser
 
     env = demo._env(ROOT / ".demo")
-    has_uitd = "uitd" in Settings.model_fields
-    assert demo.uitd_enabled() is has_uitd
-    assert ("PARKWATCH_UITD__LISTEN" in env) is has_uitd
-    if has_uitd:
-        assert env["PARKWATCH_UITD__LISTEN"] == f"127.0.0.1:{demo.UITD_PORT}"
-        assert env["PARKWATCH_UITD__POINTS"] == "config/sample-park/points.csv"
+    assert env["PARKWATCH_UITD__LISTEN"] == f"127.0.0.1:{demo.UITD_PORT}"
+    assert env["PARKWATCH_UITD__POINTS"] == "config/sample-park/points.csv"
     args = _parser().parse_args(demo.uitd_simulator_args())
     assert args.uitd == f"127.0.0.1:{demo.UITD_PORT}"

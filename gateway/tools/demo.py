@@ -25,7 +25,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from gateway.config import Settings
 from gateway.tools.devservices import Influxd, Mosquitto, ServiceError
 from gateway.tools.top import run_top
 
@@ -96,15 +95,8 @@ def _env(data_dir: Path) -> dict[str, str]:
     }
 
 
-def uitd_enabled() -> bool:
-    """Whether this build's gateway has the UITD listener. Its settings forbid unknown keys, so
-    the UITD variables must not be passed to a gateway without the ``uitd`` section."""
-    return "uitd" in Settings.model_fields
-
-
 def _uitd_env() -> dict[str, str]:
-    if not uitd_enabled():
-        return {}
+    """The fire panels' GB/T 26875.3 listener and the sample park's point map."""
     return {"PARKWATCH_UITD__LISTEN": f"127.0.0.1:{UITD_PORT}",
             "PARKWATCH_UITD__POINTS": str(POINTS)}
 
@@ -183,13 +175,10 @@ async def _run(data_dir: Path, duration: float | None) -> int:
                 seed += 1
 
         cycle = asyncio.create_task(cycle_simulator(), name="demo-simulator")
-        if uitd_enabled():
-            uitd_log = data_dir / "uitd-simulator.log"
-            _say(f"fire panels: the gateway takes GB/T 26875.3 on 127.0.0.1:{UITD_PORT}; the "
-                 f"UITD simulator plays {POINTS} (log: {uitd_log})")
-            uitd_sim = await _spawn(uitd_simulator_args(), uitd_log, env)
-        else:
-            _say("this gateway has no GB/T 26875.3 listener (no uitd settings): no UITD simulator")
+        uitd_log = data_dir / "uitd-simulator.log"
+        _say(f"fire panels: the gateway takes GB/T 26875.3 on 127.0.0.1:{UITD_PORT}; the "
+             f"UITD simulator plays {POINTS} (log: {uitd_log})")
+        uitd_sim = await _spawn(uitd_simulator_args(), uitd_log, env)
         top = asyncio.create_task(run_top(f"http://127.0.0.1:{HTTP_PORT}"), name="demo-top")
         stopping = asyncio.create_task(stop.wait(), name="demo-stop")
         await asyncio.wait({top, cycle, stopping}, timeout=duration,
