@@ -190,7 +190,7 @@ async def test_a_silent_uitd_raises_its_panels_offline_alarm(
 
 async def test_duty_check_from_the_api_and_the_cli(
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
-        sample_registry: Registry) -> None:
+        sample_registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = _settings(tmp_path, mosquitto, influxd)
     async with running_gateway(settings, sample_registry) as gw:
         client = await UitdClient.connect(await _port(gw))
@@ -199,14 +199,21 @@ async def test_duty_check_from_the_api_and_the_cli(
         http_port = free_port()
         runner = await start_http(gw, "127.0.0.1", http_port)
         api = f"http://127.0.0.1:{http_port}"
+        # A duty check changes state: it needs the generated API token, like every POST.
+        token = (settings.state_dir / "http.token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
         try:
             async with aiohttp.ClientSession() as http:
-                async with http.post(f"{api}/uitd/fp-0001/duty-check", data=b"{}") as resp:
+                async with http.post(f"{api}/uitd/fp-0001/duty-check", json={}) as resp:
+                    assert resp.status == 401
+                async with http.post(f"{api}/uitd/fp-0001/duty-check", data=b"{}",
+                                     headers=auth) as resp:
                     assert resp.status == 415            # JSON only, like other POST routes
-                async with http.post(f"{api}/uitd/fp-0009/duty-check", json={}) as resp:
+                async with http.post(f"{api}/uitd/fp-0009/duty-check", json={},
+                                     headers=auth) as resp:
                     assert resp.status == 404
                 async with http.post(f"{api}/uitd/fp-0001/duty-check",
-                                     json={"by": "test"}) as resp:
+                                     json={"by": "test"}, headers=auth) as resp:
                     assert resp.status == 202
                     asked = (await resp.json())["duty_check_asked_ms"]
             check = await client.reply(commands=(Command.CONTROL,))
@@ -222,6 +229,7 @@ async def test_duty_check_from_the_api_and_the_cli(
             assert row["duty_check_asked_ms"] == asked
             assert row["duty_check_answered_ms"] >= asked
             # The CLI sends one through the same API.
+            monkeypatch.setenv("PARKWATCH_STATE_DIR", str(settings.state_dir))
             rc = await asyncio.to_thread(
                 cli_main, ["uitd", "duty-check", "--panel", "fp-0001", "--url", api])
             assert rc == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +31,7 @@ def _when(ms: Any) -> str:
 
 @_reported
 def _cmd_list(args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = call(args.url, "GET", "/uitd")
+    rows: list[dict[str, Any]] = call(args.url, "GET", "/uitd", config=args.config)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return EXIT_OK
@@ -44,13 +45,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 @_reported
 def _cmd_duty_check(args: argparse.Namespace) -> int:
     state = call(args.url, "POST", f"/uitd/{quote(args.panel, safe='')}/duty-check",
-                 body={"by": args.by})
+                 body={"by": args.by}, config=args.config)
     print(f"duty check sent to {args.panel} at {_when(state['duty_check_asked_ms'])}")
     if not args.wait:
         return EXIT_OK
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
-        rows = call(args.url, "GET", "/uitd")
+        rows = call(args.url, "GET", "/uitd", config=args.config)
         row = next((r for r in rows if r["panel"] == args.panel), None)
         if row is not None and row["duty_check_answered_ms"] is not None:
             asked, answered = row["duty_check_asked_ms"], row["duty_check_answered_ms"]
@@ -63,6 +64,8 @@ def _cmd_duty_check(args: argparse.Namespace) -> int:
 def add_uitd_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=DEFAULT_URL, help=f"gateway HTTP address ({DEFAULT_URL})")
+    common.add_argument("--config", "-c", type=Path, default=None,
+                        help="gateway config: where to find the API token (its state_dir)")
     uitd = sub.add_parser("uitd", help="UITDs (GB/T 26875.3) of a running gateway")
     actions = uitd.add_subparsers(required=True, metavar="ACTION")
     ls = actions.add_parser("list", parents=[common], help="mapped UITDs and their links")
