@@ -80,8 +80,10 @@ from sensors.registry import Registry
 
 log = logging.getLogger(__name__)
 
-#: Units of work waiting for the commit stage; beyond it the validate stages wait.
-COMMIT_QUEUE = 4
+#: Units of work waiting for the commit stage; beyond it producers wait. A validate stage's
+#: work is bounded by its session's PUBACK backlog anyway; the rest (ticks, people's changes,
+#: UITD frames each waiting for its ACK) are small, and the commit stage takes them together.
+COMMIT_QUEUE = 64
 
 Task = asyncio.Task[None]
 
