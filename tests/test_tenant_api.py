@@ -89,7 +89,7 @@ async def test_tenants_lists_the_register_read_only(client: TestClient[Any, Any]
     body = await resp.json()
     assert [t["id"] for t in body] == ["hs-elec", "jx-textile", "lt-print"]
     jx = body[1]
-    assert jx["fire_safety_manager"] == {"name": "陈丽", "phone": "+8613800000022"}
+    assert jx["fire_safety_manager"] == {"name": "陈丽", "phone": "+8613800000021"}
     assert (jx["fire_hazard_class"], jx["hazard_code"], jx["three_in_one"]) == ("丙", "C", True)
     one = await client.get("/tenants/lt-print")
     assert (await one.json())["name"] == body[2]["name"]

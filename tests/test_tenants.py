@@ -21,7 +21,7 @@ def test_sample_register_covers_every_tenant_of_the_sample_registry() -> None:
     assert {t.id for t in register} == {"hs-elec", "jx-textile", "lt-print"}
     hs = register.get("hs-elec")
     assert hs is not None
-    assert hs.fire_safety_manager.phone == "+8613800000012"
+    assert hs.fire_safety_manager.phone == "+8613800000011"
     assert hs.fire_safety_responsible.name == "李建国"
     assert (hs.fire_hazard_class, hs.hazard_code, hs.three_in_one) == ("丙", "C", False)
     assert register.lines["jx-textile"] > register.lines["hs-elec"]

@@ -351,7 +351,8 @@ class Gateway:
         notifier = Notifier.from_settings(self.settings, store=keeper.store,
                                           metrics=self.metrics, audit=wal.append, active=active,
                                           ack_links=self.ack_links, on_dead=dead,
-                                          on_outcome=self.health.notification_outcome)
+                                          on_outcome=self.health.notification_outcome,
+                                          tenants=self.tenants)
         if notifier is not None:
             await notifier.open()
         return notifier
