@@ -472,6 +472,9 @@ class Settings(BaseSettings):
 
     instance: str = Field(default="parkwatch", pattern=ID_PATTERN)
     registry: Path = Path("config/registry.yaml")
+    tenants: Path | None = Field(
+        default=None, description="the tenant register (YAML or CSV); when set, every "
+        "registry device's tenant must be in it")
     rules: Path = Path("config/rules")
     state_dir: Path = Path("var/parkwatch")
     shutdown_timeout_s: float = Field(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,8 @@ class Registry:
 
     devices: Mapping[str, Device]
     source: str = ""
+    #: device -> its line in ``source``, so another file's check can point at the row to fix.
+    lines: Mapping[str, int] = field(default_factory=dict)
 
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
@@ -130,7 +132,7 @@ def build_registry(rows: Sequence[tuple[int, Mapping[str, Any]]], *, source: str
         first_line[device.device] = line
     if errors:
         raise RegistryError(source, errors)
-    return Registry(devices=devices, source=source)
+    return Registry(devices=devices, source=source, lines=first_line)
 
 
 def _format_errors(source: str, line: int, row: Mapping[str, Any],

@@ -49,12 +49,14 @@ class FakeService:
     async def list_alarms(self, *, active: bool | None, since_ms: int | None,
                           until_ms: int | None, park: str | None, building: str | None,
                           device: str | None, rule: str | None, severity: str | None,
-                          limit: int) -> list[Alarm]:
+                          tenant: str | None, limit: int) -> list[Alarm]:
         self.list_calls.append({"active": active, "since_ms": since_ms, "until_ms": until_ms,
                                 "park": park, "building": building, "device": device,
-                                "rule": rule, "severity": severity, "limit": limit})
+                                "rule": rule, "severity": severity, "tenant": tenant,
+                                "limit": limit})
         out = [a for a in self.alarms.values()
                if (active is None or a.active == active)
+               and (tenant is None or a.subject.tenant == tenant)
                and (building is None or a.subject.building == building)
                and (severity is None or a.severity.value == severity)]
         return out[:limit]
@@ -139,18 +141,20 @@ async def test_list_defaults_to_active_documents(client: Client, service: FakeSe
                     for i in ("a1", "a2")]
     assert service.list_calls == [{"active": True, "since_ms": None, "until_ms": None,
                                    "park": None, "building": None, "device": None,
-                                   "rule": None, "severity": None, "limit": 500}]
+                                   "rule": None, "severity": None, "tenant": None,
+                                   "limit": 500}]
 
 
 async def test_list_passes_every_filter(client: Client, service: FakeService) -> None:
     resp = await client.get("/alarms", params={
         "state": "all", "park": "xz01", "building": "b3", "device": "wp-a1", "rule": "r",
-        "severity": "major", "since": "2026-11-18T00:00:00Z", "until": str(T0), "limit": "7"})
+        "severity": "major", "tenant": "hs-elec", "since": "2026-11-18T00:00:00Z",
+        "until": str(T0), "limit": "7"})
     assert resp.status == 200
     assert service.list_calls[-1] == {
         "active": None, "since_ms": parse_time_ms("2026-11-18T00:00:00+00:00"),
         "until_ms": T0, "park": "xz01", "building": "b3", "device": "wp-a1", "rule": "r",
-        "severity": "major", "limit": 7}
+        "severity": "major", "tenant": "hs-elec", "limit": 7}
     await client.get("/alarms", params={"state": "resolved", "since": "2026-11-18T08:00:00+08:00"})
     assert service.list_calls[-1]["active"] is False
     assert service.list_calls[-1]["since_ms"] == parse_time_ms("2026-11-18T00:00:00Z")

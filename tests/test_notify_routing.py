@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 
+from gateway.alarms.store import AlarmStore
+from gateway.config import NotifySettings
+from gateway.metrics import Metrics
+from gateway.notify.notifier import Notifier
 from gateway.notify.plan import (
     Context,
     due_escalations,
@@ -24,12 +28,15 @@ from gateway.notify.routing import (
     load_notify_config,
     matching_leaves,
     route,
+    with_tenant_register,
 )
 from rules.alarm import Alarm, AlarmState, Maintenance, Severity, Subject, Transition
 from sensors.errors import ConfigError
+from sensors.tenants import TenantRegister, build_tenants, load_tenants
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "notify.example.yaml"
+TENANTS_EXAMPLE = ROOT / "config" / "sample-park" / "tenants.yaml"
 T0 = 1_795_000_000_000
 MIN = 60_000
 
@@ -467,3 +474,119 @@ def test_ack_link_and_time_zone_come_from_context() -> None:
     assert sms.text.endswith("确认：https://pw.example.cn/a/ten-b.sms")
     assert sms.alarm["ack_url"] == sms.ack_url
     assert sms.template_params["ack"] == sms.ack_url
+
+
+# ---- tenant register contacts (issue 12, point 3) -------------------------------------------
+
+
+def _register(*, manager_phone: str = "+8613800000091") -> TenantRegister:
+    return build_tenants([(2, {
+        "id": "hs-elec", "name": "华盛电子", "floor_area_m2": 100, "fire_hazard_class": "丙",
+        "three_in_one": False,
+        "fire_safety_responsible": {"name": "李建国", "phone": "+8613800000092"},
+        "fire_safety_manager": {"name": "李安全", "phone": manager_phone}})], source="t.yaml")
+
+
+def _with_register(register: TenantRegister | None = None, **overrides: Any) -> NotifyConfig:
+    cfg = config(tenant_register={"channels": ["sms"]}, **overrides)
+    return with_tenant_register(cfg, register or _register())
+
+
+def test_tenant_receiver_adds_the_registers_manager_and_responsible_when_critical() -> None:
+    cfg = _with_register()
+    major = pairs(cfg, alarm("gas_lel_high", "major", kind="gas"))
+    assert major == {("ten-a", "sms"), ("ten-b", "sms"), ("ten-b", "mail"),
+                     ("hs-elec.fire-manager", "sms")}
+    critical = pairs(cfg, alarm("gas_lel_high", "critical", kind="gas"))
+    assert {("hs-elec.fire-manager", "sms"), ("hs-elec.fire-responsible", "sms")} <= critical
+    manager = cfg.contacts["hs-elec.fire-manager"]
+    assert (manager.name, manager.phone, manager.lang) == ("李安全", "+8613800000091", "zh-CN")
+
+
+def test_responsible_threshold_is_configurable() -> None:
+    cfg = with_tenant_register(config(tenant_register={
+        "channels": ["sms"], "responsible_min_severity": "major"}), _register())
+    assert ("hs-elec.fire-responsible", "sms") in pairs(cfg, alarm("gas_lel_high", "major",
+                                                                  kind="gas"))
+
+
+def test_a_register_person_who_is_already_a_contact_is_paged_once() -> None:
+    # ten-a's phone, written differently: the same person, paged as the routing file says.
+    cfg = _with_register(_register(manager_phone="+86 138-0000-0011"))
+    got = pairs(cfg, alarm("gas_lel_high", "major", kind="gas"))
+    assert ("ten-a", "sms") in got
+    assert not any(c == "hs-elec.fire-manager" for c, _ in got)
+
+
+def test_register_roles_as_receivers_and_escalation_tiers() -> None:
+    cfg = _with_register(escalation={"tiers": [
+        {"after_s": 0, "receivers": ["tenant_manager"]},
+        {"after_s": 300, "receivers": ["tenant_responsible"]}]})
+    steps = {(s.delivery.contact, s.tier) for s in tiers(cfg, alarm("gas_lel_high", "major",
+                                                                     kind="gas"))}
+    assert ("hs-elec.fire-manager", 0) in steps
+    assert ("hs-elec.fire-responsible", 1) in steps
+    # Another tenant's alarm, or one without a tenant, has nobody in the register.
+    other = pairs(cfg, alarm("gas_lel_high", "major", kind="gas", tenant="lt-print"))
+    assert not any(c.startswith("hs-elec.") for c, _ in other)
+
+
+def test_without_a_loaded_register_routing_is_unchanged() -> None:
+    bare = config(tenant_register={"channels": ["sms"]})
+    assert pairs(bare, alarm("gas_lel_high", "critical", kind="gas")) == pairs(
+        config(), alarm("gas_lel_high", "critical", kind="gas"))
+    plain = config()
+    assert with_tenant_register(plain, _register()) is plain
+
+
+def test_register_settings_are_checked_with_lines(tmp_path: Path) -> None:
+    path = tmp_path / "n.yaml"
+    path.write_text("notify:\n"
+                    "  channels: {mail: {type: email}}\n"
+                    "  tenant_register:\n"
+                    "    channels: [mail, fax]\n"                                     # 4
+                    "  route:\n"
+                    "    receivers: [tenant_responsible]\n")                          # 6
+    with pytest.raises(ConfigError) as info:
+        load_notify_config(path)
+    assert info.value.problems == [
+        f"{path}:4: notify.tenant_register.channels.0: channel 'mail' is email but the "
+        "register has phones only",
+        f"{path}:4: notify.tenant_register.channels.1: unknown channel 'fax'"]
+    path.write_text("notify:\n  route:\n    receivers: [tenant_manager]\n")
+    with pytest.raises(ConfigError, match=r":3: notify.route.receivers.0: 'tenant_manager' needs"
+                                          " tenant_register"):
+        load_notify_config(path)
+
+
+def test_register_contact_names_must_not_clash() -> None:
+    cfg = config(tenant_register={"channels": ["sms"]},
+                 contacts={"hs-elec.fire-manager": {"phone": "+8613800000001",
+                                                    "channels": ["sms"]}},
+                 tenants={}, duty_officer=None, park_manager=None,
+                 route={"receivers": ["tenant"]}, escalation={})
+    with pytest.raises(ConfigError, match=r"hs-elec\.fire-manager: the names are taken"):
+        with_tenant_register(cfg, _register())
+
+
+def test_example_pages_the_registers_responsible_on_a_fire_and_li_hs_once() -> None:
+    cfg = with_tenant_register(load_notify_config(EXAMPLE), load_tenants(TENANTS_EXAMPLE))
+    got = pairs(cfg, alarm())
+    assert {("li-hs", "sms"), ("hs-elec.fire-responsible", "sms")} <= got
+    assert not any(c == "hs-elec.fire-manager" for c, _ in got)   # li-hs is that person
+
+
+def test_notifier_refuses_tenant_register_without_a_register(tmp_path: Path) -> None:
+    path = tmp_path / "n.yaml"
+    path.write_text("notify:\n  channels: {sms: {type: sms_aliyun}}\n"
+                    "  tenant_register: {channels: [sms]}\n")
+    settings = NotifySettings(config=path, dry_run=True)
+    store = AlarmStore(tmp_path / "alarms.sqlite3")
+
+    async def audit(lines: list[str]) -> None:
+        return None
+    with pytest.raises(ConfigError, match="no tenant register is configured"):
+        Notifier.from_settings(settings, store=store, metrics=Metrics(), audit=audit, env={})
+    built = Notifier.from_settings(settings, store=store, metrics=Metrics(), audit=audit,
+                                   env={}, tenants=_register())
+    assert built is not None

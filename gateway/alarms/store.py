@@ -545,7 +545,8 @@ class AlarmStore:
                    since_ms: int | None = None, until_ms: int | None = None,
                    park: str | None = None, building: str | None = None,
                    zone: str | None = None, device: str | None = None, rule: str | None = None,
-                   severity: str | None = None, limit: int = 500) -> list[Alarm]:
+                   severity: str | None = None, tenant: str | None = None,
+                   limit: int = 500) -> list[Alarm]:
         """Alarms matching every given filter.
 
         ``active``: True = not resolved, False = resolved, None = both. Pending alarms are
@@ -554,7 +555,7 @@ class AlarmStore:
         newest first; at most ``limit`` (capped at 5000).
         """
         exact = {"park": park, "building": building, "zone": zone, "device": device,
-                 "rule": rule, "severity": severity}
+                 "rule": rule, "severity": severity, "tenant": tenant}
         sql, params = _list_sql(active, include_pending, since_ms, until_ms, exact,
                                 max(0, min(limit, MAX_LIMIT)))
 

@@ -3,7 +3,7 @@
 ::
 
     GET  /alarms               ?state=active|resolved|all &park &building &device &rule
-                               &severity &since &until (RFC 3339 or epoch ms) &limit
+                               &severity &tenant &since &until (RFC 3339 or epoch ms) &limit
     GET  /alarms/{id}          contract §6 document + "history" + "reclassifications"
     POST /alarms/{id}/ack      {"by", "disposition": real|false_alarm|test|fault, "channel"?}
                                once: 409 with the first acknowledgement if there was one
@@ -38,8 +38,8 @@ MAX_LIMIT = 5000
 MAX_TIME_MS = 253_402_300_799_999          # 9999-12-31T23:59:59.999Z
 _EPOCH_MS = re.compile(r"-?[0-9]{1,20}")
 _LIMIT = re.compile(r"[0-9]{1,6}")
-_LIST_PARAMS = frozenset({"state", "park", "building", "device", "rule", "severity", "since",
-                          "until", "limit"})
+_LIST_PARAMS = frozenset({"state", "park", "building", "device", "rule", "severity", "tenant",
+                          "since", "until", "limit"})
 _STATES: dict[str, bool | None] = {"active": True, "resolved": False, "all": None}
 _SEVERITIES = frozenset(s.value for s in Severity)
 
@@ -50,7 +50,7 @@ class AlarmService(Protocol):
     async def list_alarms(self, *, active: bool | None, since_ms: int | None,
                           until_ms: int | None, park: str | None, building: str | None,
                           device: str | None, rule: str | None, severity: str | None,
-                          limit: int) -> list[Alarm]:
+                          tenant: str | None, limit: int) -> list[Alarm]:
         """Alarms matching every filter (None = any); same semantics as ``AlarmStore.list``."""
         ...
 
@@ -184,7 +184,7 @@ def _query_filters(query: Any) -> dict[str, Any]:
     if severity is not None and severity not in _SEVERITIES:
         raise ApiError(400, f"severity must be one of {', '.join(Severity)} (got {severity!r})")
     filters: dict[str, Any] = {"active": _STATES[state], "severity": severity}
-    for key in ("park", "building", "device", "rule"):
+    for key in ("park", "building", "device", "rule", "tenant"):
         filters[key] = query.get(key)
     for key in ("since", "until"):
         raw = query.get(key)

@@ -19,10 +19,12 @@ from gateway.config import Settings, is_loopback
 from gateway.http.ackpage import add_ack_routes
 from gateway.http.alarmapi import AlarmService, add_alarm_routes
 from gateway.http.auth import ApiToken, api_middlewares, api_token
+from gateway.http.tenantapi import add_tenant_routes
 from gateway.http.uitdapi import UitdControl, add_uitd_routes
 from gateway.metrics import Metrics
 from rules.alarm import Alarm, AlarmState
 from sensors.errors import ConfigError
+from sensors.tenants import TenantRegister
 
 CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -60,6 +62,11 @@ class GatewayView(Protocol):
     @property
     def uitd(self) -> UitdControl | None: ...
 
+    @property
+    def tenants(self) -> TenantRegister | None:
+        """The tenant register, when ``tenants`` is configured."""
+        ...
+
 
 GATEWAY = web.AppKey("gateway", GatewayView)
 API_TOKEN = web.AppKey("api_token", ApiToken)
@@ -77,6 +84,8 @@ def build_app(gateway: GatewayView) -> web.Application:
     app.router.add_get("/status", _status)
     if gateway.uitd is not None:
         add_uitd_routes(app, gateway.uitd)
+    if gateway.tenants is not None:
+        add_tenant_routes(app, gateway.tenants)
     service = gateway.alarm_service
     if service is not None:
         add_alarm_routes(app, service)

@@ -35,9 +35,15 @@ from gateway.notify.dispatcher import Dispatcher, RateLimit
 from gateway.notify.outbox import Outbox, Pending, outbox_row
 from gateway.notify.plan import Context, Planned, due_escalations, next_due_ms
 from gateway.notify.plan import plan as plan_transition
-from gateway.notify.routing import ChannelKind, NotifyConfig, load_notify_config
+from gateway.notify.routing import (
+    ChannelKind,
+    NotifyConfig,
+    load_notify_config,
+    with_tenant_register,
+)
 from rules.alarm import Alarm, AlarmState, Severity, Transition
 from sensors.errors import ConfigError
+from sensors.tenants import TenantRegister
 
 #: How long ParkWatch keeps trying one notification before it is declared dead.
 DEADLINE_MS = 24 * 3600 * 1000
@@ -111,7 +117,8 @@ class Notifier:
                       env: Mapping[str, str] | None = None,
                       ack_links: AckLinks | None = None,
                       on_dead: Callable[[Pending, str], None] | None = None,
-                      on_outcome: Callable[[str, bool], None] | None = None
+                      on_outcome: Callable[[str, bool], None] | None = None,
+                      tenants: TenantRegister | None = None
                       ) -> Notifier | None:
         """The notifier the settings ask for, or None when no notification is configured.
 
@@ -124,6 +131,12 @@ class Notifier:
         config: NotifyConfig | None = None
         if ns.config is not None:
             config = load_notify_config(ns.config)
+            if config.tenant_register is not None and tenants is None:
+                raise ConfigError(str(ns.config), [
+                    f"{ns.config}: notify.tenant_register: set, but no tenant register is "
+                    "configured: set tenants (PARKWATCH_TENANTS) or remove tenant_register"])
+            if tenants is not None:
+                config = with_tenant_register(config, tenants, str(ns.config))
             if ns.webhook_url and CATCH_ALL in config.channels:
                 raise ConfigError(str(ns.config), [
                     f"{ns.config}: notify.channels.{CATCH_ALL}: the name is taken by the "

@@ -32,6 +32,7 @@ from pydantic import (
 
 from rules.alarm import Alarm, AlarmState, Maintenance, Severity
 from sensors.errors import ConfigError
+from sensors.tenants import TenantRegister
 from sensors.yamlsource import LineMap, line_for, load_config_file
 
 # Names end up inside notification keys ("alarm:state:tier:n:contact:channel"), so no colons.
@@ -40,7 +41,11 @@ Lang = Literal["zh-CN", "en"]
 
 #: Receiver names with a meaning of their own (resolved per alarm, not listed under contacts).
 TENANT, DUTY_OFFICER, PARK_MANAGER = "tenant", "duty_officer", "park_manager"
-SPECIAL_RECEIVERS = frozenset({TENANT, DUTY_OFFICER, PARK_MANAGER})
+#: The alarm's tenant's 消防安全管理人 / 消防安全责任人, from the tenant register.
+TENANT_MANAGER, TENANT_RESPONSIBLE = "tenant_manager", "tenant_responsible"
+SPECIAL_RECEIVERS = frozenset({TENANT, DUTY_OFFICER, PARK_MANAGER, TENANT_MANAGER,
+                               TENANT_RESPONSIBLE})
+_REGISTER_ROLES = {TENANT_MANAGER: "fire-manager", TENANT_RESPONSIBLE: "fire-responsible"}
 
 #: Rules that mean "there may be a fire": never held back by group_wait, repeated until acked.
 FIRE_RULES = frozenset({"fire_alarm", "fire_confirmed"})
@@ -217,6 +222,19 @@ DEFAULT_INHIBIT = (
 )
 
 
+class TenantRegisterContacts(_Model):
+    """How the tenant register's people are paged (the register knows only names and phones).
+
+    With this set, the receiver ``tenant`` also means the alarm's tenant's 消防安全管理人, and its
+    消防安全责任人 for alarms of at least ``responsible_min_severity``; ``tenant_manager`` and
+    ``tenant_responsible`` name one of them alone (e.g. in an escalation tier).
+    """
+
+    channels: Names = Field(min_length=1)
+    lang: Lang = "zh-CN"
+    responsible_min_severity: Severity = Severity.CRITICAL
+
+
 class ParkContacts(_Model):
     """Per park: who is on duty and who manages it (overrides the top-level defaults)."""
 
@@ -229,6 +247,7 @@ class NotifyConfig(_Model):
 
     contacts: dict[Name, Contact] = Field(default_factory=dict)
     tenants: dict[Name, Names] = Field(default_factory=dict)
+    tenant_register: TenantRegisterContacts | None = None
     duty_officer: Name | None = None
     park_manager: Name | None = None
     parks: dict[Name, ParkContacts] = Field(default_factory=dict)
@@ -264,6 +283,7 @@ def reference_problems(cfg: NotifyConfig) -> list[tuple[Loc, str]]:
     for tenant, names in cfg.tenants.items():
         out.extend((("tenants", tenant, i), f"unknown contact {n!r}")
                    for i, n in enumerate(names) if n not in cfg.contacts)
+    out.extend(_register_problems(cfg))
     for key in ("duty_officer", "park_manager"):
         name = getattr(cfg, key)
         if name is not None and name not in cfg.contacts:
@@ -275,6 +295,18 @@ def reference_problems(cfg: NotifyConfig) -> list[tuple[Loc, str]]:
     out.extend(_node_problems(cfg, cfg.route, ("route",)))
     for t, tier in enumerate(cfg.escalation.tiers):
         out.extend(_receiver_problems(cfg, tier.receivers, ("escalation", "tiers", t, "receivers")))
+    return out
+
+
+def _register_problems(cfg: NotifyConfig) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    for i, chan in enumerate(cfg.tenant_register.channels if cfg.tenant_register else ()):
+        ch = cfg.channels.get(chan)
+        if ch is None:
+            out.append((("tenant_register", "channels", i), f"unknown channel {chan!r}"))
+        elif ch.kind is ChannelKind.EMAIL:
+            out.append((("tenant_register", "channels", i),
+                        f"channel {chan!r} is email but the register has phones only"))
     return out
 
 
@@ -292,7 +324,10 @@ def _contact_channel(cfg: NotifyConfig, contact: Contact, chan: str) -> list[str
 def _receiver_problems(cfg: NotifyConfig, names: Iterable[str], loc: Loc) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     for i, name in enumerate(names):
-        if name in SPECIAL_RECEIVERS:
+        if name in _REGISTER_ROLES:
+            if cfg.tenant_register is None:
+                out.append(((*loc, i), f"{name!r} needs tenant_register (the register's people)"))
+        elif name in SPECIAL_RECEIVERS:
             if name != TENANT and getattr(cfg, name) is None and not any(
                     getattr(pc, name) for pc in cfg.parks.values()):
                 out.append(((*loc, i), f"{name!r} is used but not configured"))
@@ -404,19 +439,102 @@ def special_contact(cfg: NotifyConfig, role: str, park: str) -> str | None:
     return who or getattr(cfg, role)
 
 
+def register_contact_name(tenant: str, role: str) -> str:
+    """The contact name a register person gets: ``hs-elec.fire-manager`` for ``tenant_manager``
+    (kept in notification keys and the audit, so it must stay stable)."""
+    return f"{tenant}.{_REGISTER_ROLES[role]}"
+
+
+def _register_people(cfg: NotifyConfig, alarm: Alarm, roles: Iterable[str]) -> list[str]:
+    tenant = alarm.subject.tenant
+    if cfg.tenant_register is None or tenant is None:
+        return []
+    # Absent when no register is loaded (pure routing of a bare file): nobody, not an error.
+    names = [register_contact_name(tenant, role) for role in roles]
+    return [n for n in names if n in cfg.contacts]
+
+
+def _tenant_batch(cfg: NotifyConfig, alarm: Alarm) -> list[str]:
+    batch = list(cfg.tenants.get(alarm.subject.tenant or "", ()))
+    roles = [TENANT_MANAGER]
+    reg = cfg.tenant_register
+    if reg is not None and alarm.severity.rank >= reg.responsible_min_severity.rank:
+        roles.append(TENANT_RESPONSIBLE)
+    return batch + _register_people(cfg, alarm, roles)
+
+
 def resolve_receivers(cfg: NotifyConfig, alarm: Alarm, names: Iterable[str]) -> list[str]:
-    """Receiver names → contact names, in order, without repeats."""
+    """Receiver names → contact names, in order, without repeats.
+
+    A register person whose phone is already among the routing file's contacts for this alarm
+    is left out: the routing file's contact says which channels and language that person wants,
+    and one person is paged once.
+    """
     out: list[str] = []
     for name in names:
         if name == TENANT:
-            batch: Sequence[str] = cfg.tenants.get(alarm.subject.tenant or "", ())
+            batch: Sequence[str] = _tenant_batch(cfg, alarm)
+        elif name in _REGISTER_ROLES:
+            batch = _register_people(cfg, alarm, (name,))
         elif name in (DUTY_OFFICER, PARK_MANAGER):
             who = special_contact(cfg, name, alarm.subject.park)
             batch = (who,) if who else ()
         else:
             batch = (name,)
         out.extend(c for c in batch if c not in out)
+    return _one_per_phone(cfg, out, alarm.subject.tenant)
+
+
+def _one_per_phone(cfg: NotifyConfig, names: list[str], tenant: str | None) -> list[str]:
+    if cfg.tenant_register is None or tenant is None:
+        return names
+    prefix = f"{tenant}."
+    register = {n for n in names if n.startswith(prefix) and n.removeprefix(prefix)
+                in _REGISTER_ROLES.values()}
+    if not register:
+        return names
+    seen = {_phone_key(cfg.contacts[n].phone) for n in names
+            if n not in register and n in cfg.contacts} - {None}
+    out = []
+    for n in names:
+        if n in register:
+            phone = _phone_key(cfg.contacts[n].phone)
+            if phone in seen:
+                continue
+            seen.add(phone)
+        out.append(n)
     return out
+
+
+def _phone_key(phone: str | None) -> str | None:
+    """A phone as digits only, so "+86 138-0000-0011" and "+8613800000011" are one person."""
+    if not phone:
+        return None
+    digits = "".join(c for c in phone if c.isdigit())
+    return digits.removeprefix("86") if len(digits) == 13 else digits
+
+
+def with_tenant_register(cfg: NotifyConfig, register: TenantRegister,
+                         source: str = "notify") -> NotifyConfig:
+    """``cfg`` with each register person added as a contact (``hs-elec.fire-manager``…) on the
+    ``tenant_register`` channels; unchanged when the routing file does not ask for them.
+
+    ConfigError if a routing-file contact already has one of those names.
+    """
+    reg = cfg.tenant_register
+    if reg is None:
+        return cfg
+    added: dict[str, Contact] = {}
+    for tenant in register:
+        for role, person in ((TENANT_MANAGER, tenant.fire_safety_manager),
+                             (TENANT_RESPONSIBLE, tenant.fire_safety_responsible)):
+            added[register_contact_name(tenant.id, role)] = Contact(
+                name=person.name, phone=person.phone, lang=reg.lang, channels=reg.channels)
+    clash = sorted(set(added) & set(cfg.contacts))
+    if clash:
+        raise ConfigError(source, [f"{source}: notify.contacts: {', '.join(clash)}: the names "
+                                   "are taken by tenant register contacts; rename them"])
+    return cfg.model_copy(update={"contacts": {**cfg.contacts, **added}})
 
 
 def contact_channels(cfg: NotifyConfig, contact: str, allowed: Sequence[str] | None) -> list[str]:

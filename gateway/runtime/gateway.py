@@ -77,6 +77,7 @@ from rules.system import UITD_OFFLINE, HealthCondition
 from sensors.errors import ConfigError, ParkWatchError
 from sensors.pointmap import load_point_map
 from sensors.registry import Registry
+from sensors.tenants import load_tenants_for
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,10 @@ class Gateway:
         # with every row's problem (PointMapError is a ConfigError).
         self.points = (load_point_map(settings.uitd.points, registry)
                        if settings.uitd.points is not None else None)
+        # The tenant register (issue 12): /tenants and routing's register contacts. Checked
+        # against the registry here too, for gateways started without the CLI (tests, embedders).
+        self.tenants = (load_tenants_for(settings.tenants, registry)
+                        if settings.tenants is not None else None)
         self.validator = Validator(
             registry=registry, root=settings.mqtt.topic_root,
             timezones={p: ZoneInfo(s.timezone) for p, s in settings.parks.items()},
@@ -348,7 +353,8 @@ class Gateway:
         notifier = Notifier.from_settings(self.settings, store=keeper.store,
                                           metrics=self.metrics, audit=wal.append, active=active,
                                           ack_links=self.ack_links, on_dead=dead,
-                                          on_outcome=self.health.notification_outcome)
+                                          on_outcome=self.health.notification_outcome,
+                                          tenants=self.tenants)
         if notifier is not None:
             await notifier.open()
         return notifier

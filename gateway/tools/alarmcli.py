@@ -187,7 +187,8 @@ def _print_json(data: Any) -> None:
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return {"park": args.park, "building": args.building, "device": args.device,
-            "rule": args.rule, "severity": args.severity, "limit": args.limit}
+            "rule": args.rule, "severity": args.severity, "tenant": args.tenant,
+            "limit": args.limit}
 
 
 def _show_list(args: argparse.Namespace, query: dict[str, Any]) -> int:
@@ -318,7 +319,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
-    for name in ("park", "building", "device", "rule"):
+    for name in ("park", "building", "device", "rule", "tenant"):
         p.add_argument(f"--{name}", help=f"only this {name}")
     p.add_argument("--severity", choices=["critical", "major", "minor", "warning", "info"])
     p.add_argument("--limit", type=int, default=500, help="at most this many (500)")

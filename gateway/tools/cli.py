@@ -42,6 +42,7 @@ from rules.alarm import iso
 from sensors.errors import ConfigError, ParkWatchError
 from sensors.pointmap import load_point_map
 from sensors.registry import Registry, load_registry
+from sensors.tenants import load_tenants_for
 
 log = logging.getLogger("parkwatch")
 
@@ -143,6 +144,8 @@ def load_all(config: Path | None) -> tuple[Settings, Registry]:
     """Settings and registry, or ConfigError listing every problem found in both."""
     settings = load_settings(config)
     registry = load_registry(settings.registry)
+    if settings.tenants is not None:
+        load_tenants_for(settings.tenants, registry)   # refuse to start on a tenant typo
     return settings, registry
 
 
@@ -192,6 +195,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
             registry = load_registry(settings.registry)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    tenants = 0
+    if settings is not None and registry is not None and settings.tenants is not None:
+        try:
+            tenants = len(load_tenants_for(settings.tenants, registry))
+        except ConfigError as exc:     # TenantRegisterError: every row's problem as file:line
+            problems.extend(exc.problems)
     points = 0
     if settings is not None and registry is not None and settings.uitd.points is not None:
         try:
@@ -208,7 +217,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
           f"park(s), {len(buildings)} building(s), {len(kinds)} kinds; broker {settings.mqtt.url}, "
           f"InfluxDB {settings.influx.url}"
           + (f"; {points} panel points from {settings.uitd.points}" if settings.uitd.points
-             else ""))
+             else "")
+          + (f"; {tenants} tenants from {settings.tenants}" if settings.tenants else ""))
     return 0
 
 

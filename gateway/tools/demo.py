@@ -33,6 +33,7 @@ INFLUX_PORT = 18086
 HTTP_PORT = 18080
 UITD_PORT = 18900
 POINTS = Path("config/sample-park/points.csv")
+TENANTS = Path("config/sample-park/tenants.yaml")
 CONFIG = Path("config/parkwatch.example.yaml")
 NOTIFY_CONFIG = Path("config/notify.example.yaml")
 SCENARIO_PERIOD_S = 300.0
@@ -90,6 +91,8 @@ def _env(data_dir: Path) -> dict[str, str]:
         "PARKWATCH_NOTIFY__CONFIG": str(NOTIFY_CONFIG),
         "PARKWATCH_NOTIFY__DRY_RUN": "true",
         "PARKWATCH_NOTIFY__ACK_SECRET": secrets.token_hex(16),
+        # The sample park's tenants: routing pages their 消防安全管理人 (and 责任人 when critical).
+        "PARKWATCH_TENANTS": str(TENANTS),
         "PYTHONUNBUFFERED": "1",
         **_uitd_env(),
     }
