@@ -104,13 +104,18 @@ def test_late_messages_do_not_move_the_clock_back() -> None:
     assert live.tick(T0 + 40_000)[0].at_ms == T0 + 40_000
 
 
-def test_only_changed_devices_are_saved() -> None:
+def test_changed_devices_are_saved_and_a_chatty_one_once_per_allowance() -> None:
     live = tracker(dev("a"), dev("b"))
     live.heard("a", T0)
     assert live.take_dirty() == [Saved("a", T0, True, "heard")]
     assert live.take_dirty() == []
     live.heard("a", T0 + 1)
-    assert live.take_dirty() == [Saved("a", T0 + 1, True, "heard")]
+    assert live.take_dirty() == []
+    live.heard("a", T0 + 30_000)
+    assert live.take_dirty() == [Saved("a", T0 + 30_000, True, "heard")]
+    live.tick(T0 + 60_000)
+    assert live.take_dirty() == [Saved("a", T0 + 30_000, False, "silent"),
+                                 Saved("b", None, False, "never_seen")]
 
 
 def test_the_factor_is_the_rule_packs() -> None:
