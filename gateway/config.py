@@ -334,6 +334,9 @@ class ObserveSettings(_Section):
         default=None, description="pinged (GET) every heartbeat_s while the pipeline runs: a "
         "dead man's switch outside the broker; secret because such URLs carry a token")
     heartbeat_s: float = Field(default=30.0, gt=0)
+    liveness_snapshot_s: float = Field(
+        default=60.0, gt=0, description="how often every device's online state is written to "
+        "device_status (source snapshot), besides each change")
 
 
 class AlarmSettings(_Section):

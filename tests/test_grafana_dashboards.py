@@ -167,7 +167,7 @@ def test_changing_a_rule_moves_the_band(tmp_path: Path) -> None:
 
 def test_building_variables_chain_from_park_down(dashboards: dict[str, dict[str, Any]]) -> None:
     variables = {v["name"]: v for v in dashboards["building-drilldown"]["templating"]["list"]}
-    assert [n for n in variables if n != "datasource"] == list(schema.LOCATION_TAGS)
+    assert [n for n in variables if n != "datasource"] == [*schema.LOCATION_TAGS, "tenant"]
     assert variables["park"]["query"] == 'SHOW TAG VALUES WITH KEY = "park"'
     assert variables["device"]["query"].endswith(
         'WHERE "park" =~ /^$park$/ AND "building" =~ /^$building$/ AND "floor" =~ /^$floor$/ '
@@ -201,3 +201,25 @@ def test_every_disposition_has_a_label(dashboards: dict[str, dict[str, Any]]) ->
                         if o["matcher"]["options"] == "disposition")
         mapping = next(p["value"][0] for p in override["properties"] if p["id"] == "mappings")
         assert set(mapping["options"]) == {d.value for d in Disposition}, title
+
+
+def test_liveness_panels_read_the_gateways_latest_point_per_device(
+        dashboards: dict[str, dict[str, Any]]) -> None:
+    overview = dashboards["park-overview"]
+    for title in ("Devices online", "Never seen", "Health per kind", "Building status"):
+        query = _panel(overview, title)["targets"][0]["query"]
+        # The latest point of every registered device (snapshots every minute), tenant-filtered.
+        assert 'FROM "device_status" WHERE time > now() - 5m' in query, title
+        assert '"device")' in query, title      # GROUP BY ..., "device" inside
+        assert '"tenant" =~ /^$tenant$/' in query, title
+    assert '"never_seen" = true' in _panel(overview, "Never seen")["targets"][0]["query"]
+    status = _panel(dashboards["building-drilldown"], "Device status")["targets"]
+    assert 'last("source")' in status[0]["query"]
+    assert "\"source\" != 'snapshot'" in status[1]["query"]
+
+
+def test_a_tenant_variable_where_a_tenant_makes_sense(
+        dashboards: dict[str, dict[str, Any]]) -> None:
+    for stem in ("park-overview", "building-drilldown", "alarms"):
+        names = [v["name"] for v in dashboards[stem]["templating"]["list"]]
+        assert "tenant" in names, stem

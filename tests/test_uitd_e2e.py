@@ -238,3 +238,21 @@ async def test_duty_check_from_the_api_and_the_cli(
         finally:
             await runner.cleanup()
             await client.close()
+
+
+async def test_a_uitd_frame_makes_its_panel_online_in_device_status(
+        tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
+        sample_registry: Registry) -> None:
+    settings = _settings(tmp_path, mosquitto, influxd)
+    db = settings.influx.database
+
+    def points() -> list[list[object]]:
+        return influx_rows(influxd, db, 'SELECT "online", "source", "kind" FROM "device_status" '
+                           "WHERE \"device\" = 'fp-0001'")
+    async with running_gateway(settings, sample_registry) as gw:
+        client = await UitdClient.connect(await _port(gw))
+        await client.send(frame(b""))          # a heartbeat: no MQTT message from the panel
+        assert (await client.reply()).command == Command.CONFIRM
+        await wait_for(lambda: bool(points()), timeout_s=10, what="fp-0001 in device_status")
+        assert points()[0][1:] == [True, "traffic", "fire_panel"]
+        await client.close()

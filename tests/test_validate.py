@@ -68,13 +68,15 @@ def test_event_line_has_kind_and_type_tags_and_string_fields(validator: Validato
         'zone=ctl detail="loop 2 \\"addr\\" 34",point="1-02-034",seq=5512i 1764059400000']
 
 
-def test_status_line_marks_retained_announcements(validator: Validator) -> None:
+def test_status_is_an_observation_and_leaves_the_line_to_liveness(validator: Validator) -> None:
+    # device_status points are written by the liveness tracker (gateway/runtime/liveness.py).
     live = validator.validate("parks/xz01/b2/sm-0420/status", b"offline", RECEIVED_MS)
     old = validator.validate("parks/xz01/b2/sm-0420/status", b"online", RECEIVED_MS, retained=True)
-    assert live.lines[0].endswith(f'online=false,reason="reported" {RECEIVED_MS}')
-    assert 'online=true,reason="retained"' in old.lines[0]
-    assert live.lines[0].startswith("device_status,")
-    assert ",kind=smoke," in live.lines[0]
+    assert live.lines == []
+    assert old.lines == []
+    assert live.latest == {"online": False}
+    assert len(live.observations) == 1
+    assert old.observations == ()
 
 
 @pytest.mark.parametrize(("topic", "reason"), [

@@ -43,7 +43,7 @@ from sensors.errors import ParkWatchError
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Each entry migrates from version i to i + 1 (user_version counts applied entries).
 _MIGRATIONS: tuple[str, ...] = (
@@ -160,7 +160,20 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (alarm_id, at_ms, to_disposition)
     ) STRICT;
     """,
+    # v6: device liveness (gateway/runtime/liveness.py): last-heard time and state per device,
+    # so a restart neither forgets who was silent nor flips every device.
+    """
+    CREATE TABLE device_liveness (
+        device        TEXT PRIMARY KEY,
+        last_heard_ms INTEGER,                  -- NULL: never heard
+        online        INTEGER NOT NULL CHECK (online IN (0, 1)),
+        reason        TEXT NOT NULL
+    ) STRICT;
+    """,
 )
+
+#: One device_liveness row: device, last heard (ms, None: never), online, reason.
+LivenessRow = tuple[str, int | None, bool, str]
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
@@ -580,6 +593,32 @@ class AlarmStore:
                 " FROM reclassifications WHERE alarm_id = ? ORDER BY at_ms", (alarm_id,))
             return [{"at_ms": r[0], "by": r[1], "from_disposition": r[2],
                      "to_disposition": r[3], "reason": r[4]} for r in rows]
+        return await self._run(read)
+
+    async def save_liveness(self, rows: Sequence[LivenessRow]) -> None:
+        """Upsert device liveness rows (one transaction)."""
+        def write(conn: sqlite3.Connection, rows: builtins.list[LivenessRow]) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO device_liveness (device, last_heard_ms, online, reason)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET"
+                    " last_heard_ms = excluded.last_heard_ms, online = excluded.online,"
+                    " reason = excluded.reason",
+                    [(d, heard, int(online), reason) for d, heard, online, reason in rows])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        if rows:
+            await self._run(write, list(rows))
+
+    async def load_liveness(self) -> builtins.list[LivenessRow]:
+        def read(conn: sqlite3.Connection) -> builtins.list[LivenessRow]:
+            rows = conn.execute(
+                "SELECT device, last_heard_ms, online, reason FROM device_liveness").fetchall()
+            return [(str(r[0]), None if r[1] is None else int(r[1]), bool(r[2]), str(r[3]))
+                    for r in rows]
         return await self._run(read)
 
     async def kpis(self, *, since_ms: int) -> dict[str, Any]:

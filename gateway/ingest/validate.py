@@ -60,7 +60,6 @@ class _DeviceWire:
     device: Device
     measurement: str
     tags: str
-    tags_with_kind: str
     event_tags: Mapping[EventType, str]
     timezone: ZoneInfo
 
@@ -89,12 +88,10 @@ class Validator:
                 device=device,
                 measurement=escape_measurement(device.kind),
                 tags=tag_set(base_tags),
-                tags_with_kind=tag_set({**base_tags, "kind": device.kind}),
                 event_tags={t: tag_set({**base_tags, "kind": device.kind, "type": t.value})
                             for t in EventType},
                 timezone=timezones.get(device.park, default_timezone),
             )
-        self._status_measurement = escape_measurement("device_status")
         self._events_measurement = escape_measurement("events")
 
     def subscriptions(self) -> list[str]:
@@ -238,15 +235,13 @@ class Validator:
     def _status(self, wire: _DeviceWire, payload: bytes, received_at_ms: int,
                 retained: bool) -> Validated:
         status = decode_status(payload)
-        # A retained status delivered on subscribe is an old announcement, not news: say so.
-        fields: dict[str, float | int | bool | str] = {
-            "online": status.online, "reason": "retained" if retained else "reported"}
-        line = encode_line(self._status_measurement, wire.tags_with_kind, fields, received_at_ms)
+        # No line here: device_status points are the gateway's liveness tracker's
+        # (gateway/runtime/liveness.py), which sees this message and every other one.
         # A retained "online" is an old announcement and must not make a dead device look alive;
         # a retained "offline" (a Will) is still the truth about the device.
         observations: tuple[Observation, ...] = () if retained and status.online else (
             StatusChange(wire.device.device, status.online, received_at_ms),)
-        return Validated(wire.device, MessageType.STATUS, [line], 0, 0,
+        return Validated(wire.device, MessageType.STATUS, [], 0, 0,
                       {"online": status.online}, received_at_ms, None, observations)
 
 

@@ -62,8 +62,9 @@ from gateway.notify.outbox import Pending
 from gateway.runtime.durability import CommitQueue, CommitStage, PubackStage
 from gateway.runtime.heartbeat import Heartbeat
 from gateway.runtime.lane import SecondCopies
+from gateway.runtime.liveness import LivenessFeed, silence_factor
 from gateway.runtime.liveview import LiveView
-from gateway.runtime.ticker import AlarmTicker, StatsStage
+from gateway.runtime.ticker import AlarmTicker, LivenessTicker, StatsStage
 from gateway.runtime.validation import ValidateStage, second_copy_filter
 from gateway.runtime.work import Work
 from gateway.storage.influx.factory import make_sink
@@ -102,11 +103,12 @@ class _Tasks:
     lane_validate: Task | None = None
     lane_puback: Task | None = None
     uitd: Task | None = None
+    liveness: Task | None = None
     health: list[Task] = field(default_factory=list)
 
     def all(self) -> list[Task]:
         named = (self.writer, self.commit, self.puback, self.stats, self.ticker, self.validate,
-                 self.lane_validate, self.lane_puback, self.uitd)
+                 self.lane_validate, self.lane_puback, self.uitd, self.liveness)
         return [t for t in named if t is not None] + self.health
 
     def intake(self) -> list[Task]:
@@ -168,6 +170,9 @@ class Gateway:
         self.ack_links: AckLinks | None = None
         self.alarm_service: GatewayAlarmService | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: Device liveness (runtime/liveness.py), made when the gateway starts.
+        self.liveness: LivenessFeed | None = None
+        self._liveness_ticker: LivenessTicker | None = None
         if settings.alarms.enabled:
             self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
                                                  state_dir=settings.state_dir,
@@ -244,6 +249,7 @@ class Gateway:
             if self.ack_links is not None:
                 await self.ack_links.open()
             self.notifier = await self._open_notifier(self.alarms, wal)
+        liveness = await self._open_liveness()
         sink = await _make_sink(s)
         # /healthz should tell the truth from the first second, not after the first write.
         self.metrics.influx_reachable.set(1 if await sink.ping() else 0)
@@ -263,7 +269,8 @@ class Gateway:
         tasks = _Tasks(writer=_spawn(writer.run(), "influx-writer"),
                        commit=_spawn(commit.run(), "commit"),
                        puback=_spawn(puback.run(), "puback"),
-                       stats=_spawn(stats.run(), "gateway-stats"))
+                       stats=_spawn(stats.run(), "gateway-stats"),
+                       liveness=_spawn(liveness.run(), "liveness"))
         if self.notifier is not None:
             self.notifier.start()
         if self.alarms is not None:
@@ -323,7 +330,8 @@ class Gateway:
             validator=self.validator, keeper=self.alarms, add_transitions=self._add_transitions,
             commits=self._commits, deadletters=self.deadletters, live=self.live,
             metrics=self.metrics, batch_size=s.ingest.commit_batch,
-            skip=second_copy_filter(copies, self.probe_topic), heard=self._heard)
+            skip=second_copy_filter(copies, self.probe_topic), heard=self._heard,
+            liveness=self.liveness)
 
     def _priority_session(self, main: MqttSession) -> MqttSession:
         """The priority lane: a second persistent session for events and status, with its own
@@ -335,6 +343,22 @@ class Gateway:
         self.priority_session = lane
         self.metrics.inflight.set_function(lambda: lane.unacked + main.unacked)
         return lane
+
+    async def _open_liveness(self) -> LivenessTicker:
+        """Liveness on the silence rule's factor, resumed from the alarm store (alarms off:
+        the default factor, and nothing survives a restart)."""
+        s, keeper = self.settings, self.alarms
+        feed = self.liveness = LivenessFeed(
+            list(self.registry), factor=silence_factor(keeper.rules if keeper else None),
+            started_ms=now_ms())
+        if keeper is not None:
+            feed.restore(await keeper.store.load_liveness())
+        self._liveness_ticker = LivenessTicker(
+            feed=feed, commits=self._commits,
+            save=keeper.store.save_liveness if keeper is not None else None,
+            tick_s=s.alarms.tick_s, snapshot_s=s.observe.liveness_snapshot_s,
+            save_s=s.alarms.state_save_s)
+        return self._liveness_ticker
 
     def _watch_engine(self, keeper: AlarmKeeper) -> None:
         engine = keeper.engine
@@ -401,7 +425,10 @@ class Gateway:
         return engine is not None and engine.seen_event(dedup_key)
 
     def panel_heard(self, panel: str, received_at_ms: int) -> None:
-        """Any UITD frame is a sign of life of its panel (silence rules, device_offline)."""
+        """Any UITD frame is a sign of life of its panel (liveness, silence rules)."""
+        lines = self.liveness.heard(panel, received_at_ms) if self.liveness is not None else []
+        if lines:
+            self._later(self._commit_lines(lines))
         keeper = self.alarms
         if keeper is None:
             return
@@ -422,6 +449,9 @@ class Gateway:
                                value=None if up else round(silent_s))
         keeper = self.alarms
         self._later(self._commit_change(lambda: keeper.conditions([cond], now_ms())))
+
+    async def _commit_lines(self, lines: list[str]) -> None:
+        await self._commits.submit(lambda: Work(lines=lines))
 
     async def _commit_change(self, change: Callable[[], list[Transition]]) -> None:
         """Run an engine step in commit order and queue its alarm changes, if it made any."""
@@ -486,6 +516,12 @@ class Gateway:
         for task in tasks.all():
             if task not in core:
                 await _reap(task)
+        if self._liveness_ticker is not None:
+            # Last-heard times, so the next start resumes where this one stopped.
+            try:
+                await self._liveness_ticker.save()
+            except ParkWatchError as exc:
+                log.error("shutdown: device liveness not saved: %s", exc)
         if self.alarms is not None and not tasks.commit.done():
             # Last words: device last-seen times, so silence timers resume where they were.
             await self._commits.submit(lambda: Work(save_state=True))

@@ -23,6 +23,7 @@ from gateway.ingest.validate import MessageType, Validated, Validator
 from gateway.metrics import Metrics
 from gateway.runtime.durability import CommitQueue
 from gateway.runtime.lane import SecondCopies
+from gateway.runtime.liveness import LivenessFeed
 from gateway.runtime.liveview import LiveView
 from gateway.runtime.work import Work
 from rules.alarm import Transition
@@ -45,7 +46,8 @@ class ValidateStage:
     def __init__(self, *, validator: Validator, keeper: AlarmKeeper | None,
                  add_transitions: AddTransitions, commits: CommitQueue,
                  deadletters: DeadLetters, live: LiveView, metrics: Metrics, batch_size: int,
-                 skip: Callable[[Inbound], bool], heard: Callable[[], None]) -> None:
+                 skip: Callable[[Inbound], bool], heard: Callable[[], None],
+                 liveness: LivenessFeed | None = None) -> None:
         self._validator = validator
         self._keeper = keeper
         self._add_transitions = add_transitions
@@ -57,6 +59,7 @@ class ValidateStage:
         # Messages that only need their PUBACK (the watchdog's probe, second copies).
         self._skip = skip
         self._heard = heard
+        self._liveness = liveness
         self._counters = {t: metrics.received.labels(type=t) for t in (*_TYPES, "other")}
 
     async def run(self, session: MqttSession, pubacks: asyncio.Queue[Work]) -> None:
@@ -98,6 +101,9 @@ class ValidateStage:
                     continue
                 validated = deduped
             self._accept(work, msg, validated)
+            if self._liveness is not None:   # device_status transitions travel with the batch
+                work.lines.extend(self._liveness.accepted(validated, msg.received_at_ms,
+                                                          msg.retain))
             if self._keeper is not None and validated.observations:
                 observed.extend(validated.observations)
         if observed and self._keeper is not None:

@@ -20,6 +20,7 @@ from gateway.grafana.dashboards.common import (
     table_panel,
     tag_variable,
     targets,
+    tenant_variable,
     thresholds,
     timeseries_panel,
     transformation,
@@ -30,7 +31,7 @@ from rules.alarm import Disposition
 from rules.model import RuleSet
 
 UID = "parkwatch-alarms"
-FILTERS = location_filter(("park", "building", "severity"))
+FILTERS = location_filter(("park", "tenant", "building", "severity"))
 ALARMS = ident(schema.ALARMS)
 COLUMNS = ("alarm_id", "state", "severity", "rule", "building", "floor", "zone", "device",
            "message", "acknowledged_by", "disposition")
@@ -121,7 +122,7 @@ def _acknowledgements() -> Any:
 
 def build(ruleset: RuleSet) -> dict[str, Any]:
     del ruleset
-    variables = [tag_variable("park", []), tag_variable("building", ["park"]),
+    variables = [tag_variable("park", []), tenant_variable(), tag_variable("building", ["park"]),
                  tag_variable("severity", ["park", "building"], measurement=schema.ALARMS)]
     board = Board(UID, "ParkWatch · Alarms",
                   "Alarm history, time to acknowledge and what the alarms turned out to be.",

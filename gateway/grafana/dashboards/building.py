@@ -6,7 +6,7 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import statetimeline
 
-from gateway.grafana.dashboards import alarmq, schema
+from gateway.grafana.dashboards import alarmq, liveq, schema
 from gateway.grafana.dashboards.common import (
     DS,
     INTERVAL,
@@ -18,16 +18,21 @@ from gateway.grafana.dashboards.common import (
     location_variables,
     table_panel,
     targets,
+    tenant_variable,
     timeseries_panel,
     transformation,
     value_text,
+    var_match,
     where,
 )
 from rules.model import RuleSet
 
 UID = "parkwatch-building"
 LEVELS = schema.LOCATION_TAGS
-HERE = location_filter(LEVELS)
+#: A tenant's view of a building includes the equipment nobody owns (the fire panel, pumps,
+#: water mains: no tenant tag), which its safety depends on; the overview counts strictly.
+TENANT_OR_SHARED = f"({var_match('tenant')} OR {ident('tenant')} = '')"
+HERE = where(location_filter(LEVELS), TENANT_OR_SHARED)
 
 
 def _telemetry_panel(kind: str, metric: str) -> Any:
@@ -68,14 +73,22 @@ def _events() -> Any:
 
 
 def _device_status() -> Any:
-    online, reason = ident("online"), ident("reason")
-    query = (f"SELECT last({online}) AS {online} FROM {ident(schema.DEVICE_STATUS)} "
-             f"WHERE {where(TIME_FILTER, HERE)} {alarmq.group_by('kind', *LEVELS[1:])}")
-    detail = (f"SELECT {online}, {reason}, {ident('device')} FROM {ident(schema.DEVICE_STATUS)} "
-              f"WHERE {where(TIME_FILTER, HERE)} ORDER BY time DESC LIMIT 200")
-    return (table_panel("Device status", "The last online / offline each device announced in "
-                        "the time range, and the latest announcements.",
-                        targets(query, detail, table_format=True))
+    """The latest liveness point of each device selected (ParkWatch's verdict, not only what
+    devices announced), and the changes with their source."""
+    fields = ("online", "never_seen", "source", "reason")
+    latest = ", ".join(f"last({ident(f)}) AS {ident(f)}" for f in fields)
+    query = (f"SELECT {latest} FROM {liveq.DEVICE_STATUS} WHERE {where(TIME_FILTER, HERE)} "
+             f"{alarmq.group_by('kind', *LEVELS[1:])}")
+    not_snapshot = f"{ident('source')} != 'snapshot'"
+    changes = (f"SELECT {ident('online')}, {ident('source')}, {ident('reason')}, "
+               f"{ident('device')} FROM {liveq.DEVICE_STATUS} "
+               f"WHERE {where(TIME_FILTER, HERE, not_snapshot)} "
+               f"ORDER BY time DESC LIMIT 200")
+    return (table_panel("Device status", "Each device's online state at the end of the time "
+                        "range (from anything it sends against its report interval, status "
+                        "messages and Wills; never_seen: never heard at all), and the latest "
+                        "changes with their source (traffic, status, will, startup).",
+                        targets(query, changes, table_format=True))
             .transformations([transformation("merge", {})])
             .mappings([value_text({"true": ("online", "green"), "false": ("offline", "red")})]))
 
@@ -84,8 +97,8 @@ def build(ruleset: RuleSet) -> dict[str, Any]:
     del ruleset  # every threshold here is shown as its alarm, not a line
     board = Board(UID, "ParkWatch · Building drilldown",
                   "One building, floor, zone or device: its alarms, events and every reading.",
-                  variables=location_variables(len(LEVELS)),
-                  annotation_filters=[location_filter(LEVELS[:2])])
+                  variables=[*location_variables(len(LEVELS)), tenant_variable()],
+                  annotation_filters=[location_filter(LEVELS[:2]), TENANT_OR_SHARED])
     board.add(alarmq.active_alarms_table("Active alarms here", "Alarms not yet resolved in the "
                                          "selection.", [HERE]), width=24, height=8)
     board.add(_events(), width=12, height=8)

@@ -79,6 +79,12 @@ def tag_variable(key: str, parents: Sequence[str], *, label: str | None = None,
             .current(model.VariableOption(text="All", value="$__all")))
 
 
+def tenant_variable() -> dash.QueryVariable:
+    """The tenants (enterprises) of the selected park, from the devices' liveness points (every
+    registered device has them). A device without a tenant matches only All (``.*``)."""
+    return tag_variable("tenant", ["park"], measurement=schema.DEVICE_STATUS)
+
+
 def location_variables(depth: int) -> list[dash.QueryVariable]:
     """park → building → floor → zone → device, each filtered by the ones before it."""
     names = schema.LOCATION_TAGS[:depth]
