@@ -250,14 +250,15 @@ def intactness(devices: Sequence[DeviceRef], alarms: Iterable[AlarmFact],
                 and period.start_ms <= a.resolved_at_ms < period.end_ms):
             repaired += 1
             repair_ms += a.resolved_at_ms - a.started_at_ms
+    # With liveness data for the park (any device_status point), the time it says a device was
+    # offline is impaired too, a device never heard included (the registry is the denominator);
+    # without any, only the alarms count.
+    liveness = any(status.values())
     impaired = 0
     for d in devices:
         spans = impairing.get(d.device, [])
-        points = status.get(d.device, ())
-        if points:
-            # Gateway-owned liveness: the time it says the device was offline is impaired too.
-            up = online_spans(points, period)
-            spans = spans + _complement(up, period)
+        if liveness:
+            spans = spans + _complement(online_spans(status.get(d.device, ()), period), period)
         impaired += union_length(spans, period)
     return Intactness(device_ms=len(devices) * period.length_ms, impaired_ms=impaired,
                       faults_repaired=repaired, repair_ms_total=repair_ms)
@@ -316,17 +317,21 @@ def compliance(devices: Sequence[DeviceRef], alarms: Iterable[AlarmFact],
 
 # --- counts --------------------------------------------------------------------------------------
 
-#: Alarm classes for the counts: fire; device health (fault, offline, isolation and the other
-#: device-state events); the gateway's own alarms; everything else is a hazard measured by a
-#: sensor (gas, water, electrical, doors, environment).
+#: Alarm classes for the counts: fire (fire alarms and pre-alarms); device health (fault,
+#: offline, isolation and the other device-state events); the gateway's own alarms (system);
+#: everything else is a hazard measured by a sensor (gas, water, electrical, doors, ...).
 _DEVICE_RULES = frozenset({"device_fault", "device_offline", "building_silent", "point_isolated",
                            "supervisory", "tamper", "low_battery", "pressure_sensor_fault",
                            "too_many_points", "device_test", "device_mute", "uitd_offline",
                            "maintenance_expired"})
 
 
+#: Counted as fire in the counts (not in the false-alarm rate): the signals before a fire.
+_FIRE_SIGNAL_RULES = FIRE_RULES | {"pre_alarm", "zone_pre_alarm"}
+
+
 def alarm_class(a: AlarmFact) -> str:
-    if a.rule in FIRE_RULES:
+    if a.rule in _FIRE_SIGNAL_RULES:
         return "fire"
     if a.rule in _DEVICE_RULES:
         return "device"
