@@ -18,7 +18,7 @@ from gateway.tools.cli import main
 from gateway.tools.devservices import Influxd
 from tests.support.gateway import write_config
 from tests.support.influx import influx_rows
-from tests.support.scorecard import H, T0, registry, registry_yaml, store_history
+from tests.support.scorecard import T0, H, registry, registry_yaml, store_history
 
 pytestmark = pytest.mark.integration
 
@@ -117,4 +117,13 @@ def test_the_printable_page_shows_the_numbers_in_a_real_browser(
     assert cell("Equipment intactness") == "55.83%"
     assert cell("Water pressure compliance") == "97.92%"
     assert cell("Mean time to repair a fault") == "7200 s"
-    assert "ta</td>" in dom and "tb</td>" in dom          # the per-tenant table
+    # The per-tenant table.
+    assert "<td>ta</td>" in dom
+    assert "<td>tb</td>" in dom
+    # One page, as printed (A4): the page a park hands in.
+    pdf = tmp_path / "scorecard.pdf"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", f"--user-data-dir={tmp_path / 'chr2'}",
+                    "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()],
+                   capture_output=True, timeout=90, check=True)
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf.read_bytes())) == 1

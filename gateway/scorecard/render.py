@@ -59,6 +59,12 @@ ROWS: tuple[tuple[str, str, str, str, _Fmt], ...] = (
 )
 
 
+#: Alarm classes (gateway.scorecard.kpis.alarm_class) and severities in Chinese.
+LABELS_ZH = {"fire": "火警", "device": "设备状态", "hazard": "隐患", "system": "系统",
+             "critical": "紧急", "major": "重要", "minor": "次要", "warning": "警告",
+             "info": "提示"}
+
+
 def figures(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(中文, English, formatted value) of every headline figure."""
     return [(zh, en, fmt(doc[section][key])) for section, key, zh, en, fmt in ROWS]
@@ -109,14 +115,15 @@ def _pairs(counts: dict[str, int]) -> str:
 _CSS = """
 @page { size: A4; margin: 14mm; }
 body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", "PingFang SC", sans-serif;
-       font-size: 10.5pt; color: #111; margin: 0; }
+       font-size: 9.5pt; color: #111; margin: 0; }
 h1 { font-size: 16pt; margin: 0 0 2mm; } h1 small { font-size: 10pt; color: #555; }
 p.meta { margin: 0 0 4mm; color: #333; }
 table { border-collapse: collapse; width: 100%; margin-bottom: 4mm; }
-th, td { border: 1px solid #999; padding: 1.2mm 2mm; text-align: left; }
+th, td { border: 1px solid #999; padding: 0.8mm 2mm; text-align: left; }
 td.v { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 th { background: #eee; } .en { color: #555; font-size: 9pt; }
-h2 { font-size: 11.5pt; margin: 3mm 0 1.5mm; }
+h2 { font-size: 11pt; margin: 2mm 0 1mm; }
+.cols { display: flex; gap: 4mm; } .cols > div { flex: 1; }
 footer { color: #555; font-size: 8.5pt; }
 """
 
@@ -125,12 +132,13 @@ def as_html(doc: dict[str, Any], tz: ZoneInfo, tenants: list[dict[str, Any]] | N
             ) -> str:
     """The one-page report; ``tenants`` (their own scorecards) add a per-tenant table."""
     e = html.escape
-    rows = "".join(f'<tr><td>{e(zh)}<br><span class="en">{e(en)}</span></td>'
+    rows = "".join(f'<tr><td>{e(zh)} <span class="en">{e(en)}</span></td>'
                    f'<td class="v" data-figure="{e(en)}">{e(v)}</td></tr>'
                    for zh, en, v in figures(doc))
     noisy = "".join(f'<tr><td>{e(n["device"])}</td><td class="v">{n["alarms"]}</td></tr>'
                     for n in doc["alarms"]["noisiest"])
-    counts = "".join(f'<tr><td>{e(k)}</td><td class="v">{v}</td></tr>'
+    counts = "".join(f'<tr><td>{e(LABELS_ZH.get(k, k))} <span class="en">{e(k)}</span></td>'
+                     f'<td class="v">{v}</td></tr>'
                      for k, v in [*doc["alarms"]["by_class"].items(),
                                   *doc["alarms"]["by_severity"].items()])
     tenant_rows = "".join(
@@ -151,10 +159,13 @@ def as_html(doc: dict[str, Any], tz: ZoneInfo, tenants: list[dict[str, Any]] | N
 <p class="meta">园区 / Park: <b>{e(scope_text(doc))}</b> ·
 统计期 / Period: {e(period_text(doc, tz))}</p>
 <table><tr><th>指标 Figure</th><th>数值 Value</th></tr>{rows}</table>
+<div class="cols"><div>
 <h2>告警分类与级别 <span class="en">Alarms by class and severity</span></h2>
 <table>{counts or '<tr><td>—</td></tr>'}</table>
+</div><div>
 <h2>告警最多的设备 <span class="en">Ten noisiest devices</span></h2>
 <table>{noisy or '<tr><td>—</td></tr>'}</table>
+</div></div>
 {tenant_table}
 <footer>ParkWatch · 生成于 / made {e(made)} · 计算公式见 docs/scorecard.md (formulas)</footer>
 </body></html>
