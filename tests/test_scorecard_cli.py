@@ -31,9 +31,15 @@ STATUS = {"fd-1": [(-1, True)], "fd-2": [(0, True), (6, False), (18, True)],
 
 def _write_status(influxd: Influxd, db: str) -> None:
     influxd.query(f'CREATE DATABASE "{db}"')
+    # wl-1's points are in the format written before gateway-owned liveness (a reason, no
+    # source); a periodic snapshot inside the period is not a transition and is not read (this
+    # one contradicts the history on purpose: it must change nothing).
     lines = [f"device_status,device={d},kind=x,park=p1 online={str(up).lower()},"
-             f'source="traffic" {T0 + h * H}'
+             + (f'reason="reported" {T0 + h * H}' if d == "wl-1" else
+                f'source="traffic" {T0 + h * H}')
              for d, changes in STATUS.items() for h, up in changes]
+    lines.append(f'device_status,device=mc-1,kind=x,park=p1 online=true,source="snapshot" '
+                 f"{T0 + 3 * H}")
     req = urllib.request.Request(f"{influxd.url}/write?db={db}&precision=ms",
                                  data="\n".join(lines).encode(), method="POST")
     with urllib.request.urlopen(req, timeout=10) as resp:

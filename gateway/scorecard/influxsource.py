@@ -70,8 +70,12 @@ class InfluxReader:
         where = f'"park" = {_quote(park)}'
         before = (f'SELECT last("online") FROM "device_status" WHERE {where}'
                   f" AND time < {period.start_ms}ms GROUP BY \"device\"")
+        # Inside the period only transitions matter: periodic snapshots (source "snapshot")
+        # repeat the state and would make a month's read grow with the snapshot rate. Points
+        # without a source (written before gateway-owned liveness) carry a reason instead.
         inside = (f'SELECT "online" FROM "device_status" WHERE {where}'
                   f" AND time >= {period.start_ms}ms AND time < {period.end_ms}ms"
+                  " AND (\"source\" != 'snapshot' OR \"reason\" =~ /./)"
                   ' GROUP BY "device"')
         out: dict[str, list[StatusPoint]] = defaultdict(list)
         for q in (before, inside):
