@@ -12,6 +12,16 @@ from gateway.scorecard.report import Scorecard
 from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
 
 MEASUREMENT = "scorecard"
+#: Tags of a ``scorecard`` point.
+TAGS = ("park", "scope", "tenant")
+#: Its fields, except the per-class and per-severity counts ``alarms_<class>`` and
+#: ``alarms_<severity>``. The ratios and percentiles are absent on a day they are undefined.
+FIELDS = ("devices", "never_seen", "registered_min", "online_min", "maintenance_min",
+          "online_outside_maintenance_min", "fire_fired", "fire_judged", "fire_false",
+          "fire_tests", "fire_due_24h", "fire_undisposed_24h", "critical", "critical_acked",
+          "critical_acked_3min", "device_h", "impaired_h", "faults_repaired", "repair_h",
+          "water_points", "water_h", "water_outside_h", "alarms", "ack_p50_s", "ack_p90_s",
+          "online_rate", "false_alarm_rate", "ack_3min_share", "intact_rate", "water_rate")
 
 
 def daily_fields(sc: Scorecard) -> dict[str, float | int | bool | str]:

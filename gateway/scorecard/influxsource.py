@@ -33,7 +33,9 @@ class InfluxReader:
 
     def __init__(self, settings: InfluxSettings) -> None:
         self._settings = settings
-        self._db = settings.bucket or settings.database
+        # 2.x answers InfluxQL for a database mapped to the bucket (DBRP), the same mapping
+        # Grafana uses (docs/grafana.md); influx.database names it.
+        self._db = settings.database
         headers: dict[str, str] = {}
         token = _secret(settings.token)
         if token:
