@@ -133,3 +133,15 @@ def test_the_printable_page_shows_the_numbers_in_a_real_browser(
                     "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()],
                    capture_output=True, timeout=90, check=True)
     assert len(re.findall(rb"/Type\s*/Page\b", pdf.read_bytes())) == 1
+
+
+def test_table_and_usage_errors(config: tuple[Path, str],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    table = run(capsys, "--config", str(config[0]))
+    assert "75.00%  火警误报率 / Fire false-alarm rate" in table
+    assert "Noisiest devices: fd-1 (3), fd-2 (3), wl-1 (2), wp-1 (2), mc-1 (1)" in table
+    assert main(["scorecard", "--config", str(config[0]), "--park", "nope",
+                 "--period", "2026-11"]) == 2
+    assert "no device of park 'nope'" in capsys.readouterr().err
+    assert main(["scorecard", "--config", str(config[0]), "--park", "p1",
+                 "--period", "2099-01"]) == 2
