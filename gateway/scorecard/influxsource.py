@@ -55,7 +55,8 @@ class InfluxReader:
                 body: dict[str, Any] = await resp.json(content_type=None)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            raise InfluxError(f"InfluxDB {self._settings.url}: query failed: {exc!r}") from exc
+            raise InfluxError(f"InfluxDB {self._settings.url}: query failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
         if status != 200:
             raise InfluxError(f"InfluxDB {self._settings.url}: query answered {status}: {body}")
         result = body.get("results", [{}])[0]
