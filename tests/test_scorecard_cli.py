@@ -78,6 +78,8 @@ def test_json_per_park_and_tenant_with_liveness(config: tuple[Path, str],
     # Liveness counts offline time as impaired: fd-2 12 h, mc-1 24 h, wp-1 12 h, wl-1 5 h.
     assert doc["intactness"]["impaired_device_hours"] == 53.0
     assert doc["intactness"]["rate"] == round(67 / 120, 6)
+    assert [(t["tenant"], t["online"]["rate"]) for t in doc["tenants"]] == [
+        ("ta", 0.5), ("tb", round(31 / 48, 6))]
     tenant = json.loads(run(capsys, "--config", str(config[0]), "--format", "json",
                             "--tenant", "tb"))
     assert tenant["online"]["rate"] == round(31 / 48, 6)       # fd-2 12 h + wl-1 19 h

@@ -111,16 +111,17 @@ def run_scorecard(args: argparse.Namespace, settings: Settings, registry: Regist
 
 def _render(fmt: str, doc: dict[str, object], inputs: Inputs, args: argparse.Namespace,
             period: Period, as_of: int, tz: ZoneInfo) -> str:
-    if fmt == "json":
-        return render.as_json(doc) + "\n"
     if fmt == "csv":
         return render.as_csv(doc)
-    if fmt == "html":
-        tenants = [] if args.tenant else [
-            as_dict(compute(inputs, park=args.park, period=period, as_of_ms=as_of, tenant=t))
-            for t in inputs.tenants()]
-        return render.as_html(doc, tz, tenants)
-    return render.as_table(doc, tz)
+    if fmt == "table":
+        return render.as_table(doc, tz)
+    # The park's page and JSON carry each tenant's scorecard too.
+    tenants = [] if args.tenant else [
+        as_dict(compute(inputs, park=args.park, period=period, as_of_ms=as_of, tenant=t))
+        for t in inputs.tenants()]
+    if fmt == "json":
+        return render.as_json({**doc, "tenants": tenants}) + "\n"
+    return render.as_html(doc, tz, tenants)
 
 
 def add_scorecard_command(sub: argparse._SubParsersAction[argparse.ArgumentParser],
