@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what ParkWatch needs on Debian/Ubuntu, idempotently:
 #   - system packages: mosquitto and influxdb (used as private instances on project ports;
-#     any system services they bring keep running untouched), python3-venv;
+#     any system services they bring keep running untouched), python3-venv, and chromium (the
+#     headless browser tests/test_scorecard_cli.py renders the printable scorecard with);
 #   - uv (pinned, from PyPI) in .tools/, then the project environment .venv/ from uv.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ have python3 || missing+=(python3)
 have mosquitto || missing+=(mosquitto)
 have influxd || missing+=(influxdb)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+have chromium || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
   sudo=""

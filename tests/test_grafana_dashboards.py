@@ -94,7 +94,8 @@ def test_uids_and_file_names_are_stable_and_unique(
     assert uids == {"park-overview": "parkwatch-overview",
                     "building-drilldown": "parkwatch-building",
                     "water-systems": "parkwatch-water", "electrical-fire": "parkwatch-electrical",
-                    "alarms": "parkwatch-alarms", "parkwatch-health": "parkwatch-health"}
+                    "alarms": "parkwatch-alarms", "parkwatch-health": "parkwatch-health",
+                    "park-scorecard": "parkwatch-scorecard"}
     for doc in dashboards.values():
         ids = [p["id"] for p in _panels(doc)]
         assert len(ids) == len(set(ids)), doc["uid"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,19 @@ from typing import Any
 
 import pytest
 
+from gateway.config import Settings
 from gateway.grafana.dashboards import build_all
 from gateway.metrics import Metrics
 from gateway.notify.dispatcher import Dispatcher
+from gateway.scorecard import daily
+from gateway.scorecard.collect import collect
+from gateway.scorecard.influxsource import write_lines
+from gateway.scorecard.model import Period
+from gateway.scorecard.report import compute
 from gateway.tools.devservices import Influxd, Mosquitto
 from gateway.tools.simulator.runner import run_simulation
 from gateway.tools.simulator.scenarios import SCENARIO_NAMES
-from rules.alarm import AlarmState, Disposition
+from rules.alarm import AlarmState, Disposition, Severity
 from sensors.catalogue import KINDS
 from sensors.registry import Registry
 from tests.support.gateway import make_settings, running_gateway
@@ -98,6 +105,7 @@ def contract() -> Schema:
     exact, prefixes = gateway_fields()
     names["gateway"] = {"instance"} | exact
     names["notifications"] = notification_names()
+    names["scorecard"] = set(daily.TAGS) | set(daily.FIELDS)
     return Schema(names, prefixes)
 
 
@@ -247,6 +255,18 @@ async def _fill(tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
                 assert gw.alarm_service is not None
                 await gw.alarm_service.acknowledge(firing.alarm_id, by="duty officer",
                                                    disposition=Disposition.REAL, channel="api")
+                # The scorecard's time to acknowledge counts critical alarms (a fire): one
+                # must be acknowledged (unless the alarm above already was critical).
+                if firing.severity is not Severity.CRITICAL:
+                    await wait_for(lambda: any(a.severity is Severity.CRITICAL
+                                               and a.state is AlarmState.FIRING
+                                               for a in engine.active()),
+                                   timeout_s=60, what="a critical alarm", task=simulation)
+                    fire = next(a for a in engine.active() if a.severity is Severity.CRITICAL
+                                and a.state is AlarmState.FIRING)
+                    await gw.alarm_service.acknowledge(fire.alarm_id, by="duty officer",
+                                                       disposition=Disposition.FALSE_ALARM,
+                                                       channel="api")
                 # Silence is declared after 3 of the device's report intervals of real time.
                 await wait_for(lambda: any(a.subject.device == silent.device
                                            and a.state is AlarmState.FIRING
@@ -265,7 +285,21 @@ async def _fill(tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
                                              "WHERE \"state\" = 'acknowledged' AND "
                                              "\"disposition\" = 'real'")),
                            timeout_s=20, what="acknowledgement with disposition in InfluxDB")
+    await _scorecard_points(settings, registry)
     return db
+
+
+async def _scorecard_points(settings: Settings, registry: Registry) -> None:
+    """The scorecard dashboard reads what ``parkwatch scorecard --write`` stores: the last half
+    hour's scorecard for the park and each tenant, stamped inside the dashboards' hour."""
+    now = time.time_ns() // 1_000_000
+    period = Period(now - 1_800_000, now)
+    lines = []
+    for park in registry.parks():
+        inputs = await collect(settings, registry, park=park, period=period, as_of_ms=now)
+        lines += [daily.daily_line(compute(inputs, park=park, period=period, as_of_ms=now,
+                                           tenant=t)) for t in [None, *inputs.tenants()]]
+    await write_lines(settings.influx, lines)
 
 
 @pytest.mark.integration

@@ -10,6 +10,7 @@
   alarms list|show|ack|reclassify|history  list, show, acknowledge, correct alarms of a gateway
   maintenance set|clear|list       test / isolated modes of a running gateway
   uitd list|duty-check             UITDs (GB/T 26875.3) of a running gateway; send a duty check
+  scorecard --park P --period M    the park safety scorecard (table, csv, json, printable html)
   grafana export|push              write the dashboard JSON files / upsert them into Grafana
   demo                             broker, InfluxDB, gateway and simulator with the live view
   --version                        print the installed version
@@ -118,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     from gateway.grafana.command import add_grafana_commands
 
     add_grafana_commands(sub)
+
+    from gateway.tools.scorecardcli import add_scorecard_command, run_scorecard
+
+    add_scorecard_command(sub, _configured(run_scorecard))
 
     demo = sub.add_parser("demo", help="start a broker, InfluxDB, the gateway and the simulator "
                                        "on project ports and show the live view")

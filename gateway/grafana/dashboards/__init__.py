@@ -19,6 +19,7 @@ from gateway.grafana.dashboards import (
     influxql,
     overview,
     schema,
+    scorecard,
     water,
 )
 from rules.model import RuleSet
@@ -32,6 +33,7 @@ DASHBOARDS: dict[str, Callable[[RuleSet], dict[str, Any]]] = {
     "electrical-fire": electrical.build,
     "alarms": alarms.build,
     "parkwatch-health": health.build,
+    "park-scorecard": scorecard.build,
 }
 
 
