@@ -59,22 +59,21 @@ from gateway.ingest.watchdog import IngestWatchdog
 from gateway.metrics import Metrics
 from gateway.notify.notifier import Notifier
 from gateway.notify.outbox import Pending
+from gateway.runtime.changes import Changes
 from gateway.runtime.durability import CommitQueue, CommitStage, PubackStage
 from gateway.runtime.heartbeat import Heartbeat
 from gateway.runtime.lane import SecondCopies
 from gateway.runtime.liveness import LivenessFeed, silence_factor
 from gateway.runtime.liveview import LiveView
 from gateway.runtime.ticker import AlarmTicker, LivenessTicker, StatsStage
+from gateway.runtime.uitdpipe import UitdPipeline
 from gateway.runtime.validation import ValidateStage, second_copy_filter
 from gateway.runtime.work import Work
 from gateway.storage.influx.factory import make_sink
 from gateway.storage.influx.writer import InfluxWriter
 from gateway.storage.private import private_dir
 from gateway.storage.walstreams import WalStreams
-from rules.alarm import Alarm, Severity, Transition
-from rules.kinds.base import subject_of
-from rules.observation import Observation, StatusChange
-from rules.system import UITD_OFFLINE, HealthCondition
+from rules.alarm import Alarm, Transition
 from sensors.errors import ConfigError, ParkWatchError
 from sensors.pointmap import load_point_map
 from sensors.registry import Registry
@@ -169,7 +168,6 @@ class Gateway:
         self.notifier: Notifier | None = None
         self.ack_links: AckLinks | None = None
         self.alarm_service: GatewayAlarmService | None = None
-        self._background: set[asyncio.Task[None]] = set()
         #: Device liveness (runtime/liveness.py), made when the gateway starts.
         self.liveness: LivenessFeed | None = None
         self._liveness_ticker: LivenessTicker | None = None
@@ -179,6 +177,8 @@ class Gateway:
                                                  lateness_s=settings.alarms.lateness_s,
                                                  points=self.points)
             self.alarm_service = GatewayAlarmService(self.alarms, self.commit_transitions)
+        self.changes = Changes(commits=self._commits, keeper=self.alarms,
+                               add_transitions=self._add_transitions)
         if self.alarms is not None and settings.notify.ack_secret is not None:
             http = settings.http
             self.ack_links = AckLinks(
@@ -197,7 +197,10 @@ class Gateway:
                                        "point map no UITD has a panel"])
         v = self.validator
         return UitdServer(
-            settings=s.uitd, points=self.points, registry=self.registry, pipeline=self,
+            settings=s.uitd, points=self.points, registry=self.registry,
+            pipeline=UitdPipeline(changes=self.changes, keeper=self.alarms,
+                                  registry=self.registry, settings=s.uitd,
+                                  liveness=lambda: self.liveness),
             metrics=self.metrics,
             place=lambda panel, t, point, detail, feedback: v.place(panel, t, point, detail,
                                                                     feedback=feedback),
@@ -385,89 +388,8 @@ class Gateway:
 
     async def commit_transitions(self, change: Callable[[], list[Transition]]
                                  ) -> list[Transition]:
-        """Make an alarm change from outside the message flow (a person's acknowledgement,
-        maintenance) durable and visible; returns its transitions once they are in the alarm
-        store. ``change`` runs the engine step when there is room in the commit queue, so the
-        change is committed in the order the engine made it (see CommitQueue); an exception it
-        raises (an unknown alarm, a second acknowledgement) commits nothing."""
-        done = asyncio.get_running_loop().create_future()
-        made: list[Transition] = []
-
-        def build() -> Work:
-            work = Work(save_state=True, done=done)
-            made.extend(change())
-            self._add_transitions(work, made)
-            return work
-        await self._commits.submit(build)
-        await done
-        return made
-
-    # -- what the UITD server sees (gateway/ingest/uitd/server.py: Pipeline) ------------------
-
-    async def commit_observed(self, lines: list[str],
-                              observations: Sequence[Observation]) -> None:
-        """Evaluate observations and make them, their lines and the alarm changes they cause
-        durable (priority WAL, alarm store with the engine's state and its dedup keys, bulk WAL);
-        returns only then, so a UITD frame is ACKed after what it caused is durable."""
-        done = asyncio.get_running_loop().create_future()
-
-        def build() -> Work:
-            # Evaluated once there is room in the commit queue (see CommitQueue).
-            work = Work(lines=list(lines), save_state=True, done=done)
-            if self.alarms is not None and observations:
-                self._add_transitions(work, self.alarms.observe(observations, now_ms()))
-            return work
-        await self._commits.submit(build)
-        await done
-
-    def seen_event(self, dedup_key: str) -> bool:
-        engine = self.alarms.engine if self.alarms is not None else None
-        return engine is not None and engine.seen_event(dedup_key)
-
-    def panel_heard(self, panel: str, received_at_ms: int) -> None:
-        """Any UITD frame is a sign of life of its panel (liveness, silence rules)."""
-        lines = self.liveness.heard(panel, received_at_ms) if self.liveness is not None else []
-        if lines:
-            self._later(self._commit_lines(lines))
-        keeper = self.alarms
-        if keeper is None:
-            return
-        self._later(self._commit_change(
-            lambda: keeper.observe([StatusChange(panel, True, received_at_ms)], now_ms())))
-
-    def panel_link(self, panel: str, up: bool, silent_s: float) -> None:
-        """Raise (``up`` false) or clear the panel's uitd_offline alarm (major)."""
-        device = self.registry.get(panel)
-        if self.alarms is None or device is None:
-            return
-        allowance = self.settings.uitd.heartbeat_allowance_s
-        message = (f"Panel {panel} ({device.location}) UITD link up" if up else
-                   f"Panel {panel} ({device.location}): UITD silent for {silent_s:.0f} s "
-                   f"(allowance {allowance:.0f} s); fires on this panel go unseen")
-        cond = HealthCondition(rule=UITD_OFFLINE, key=panel, subject=subject_of(device),
-                               severity=Severity.MAJOR, message=message, active=not up,
-                               value=None if up else round(silent_s))
-        keeper = self.alarms
-        self._later(self._commit_change(lambda: keeper.conditions([cond], now_ms())))
-
-    async def _commit_lines(self, lines: list[str]) -> None:
-        await self._commits.submit(lambda: Work(lines=lines))
-
-    async def _commit_change(self, change: Callable[[], list[Transition]]) -> None:
-        """Run an engine step in commit order and queue its alarm changes, if it made any."""
-        def build() -> Work | None:
-            made = change()
-            if not made:
-                return None
-            work = Work()
-            self._add_transitions(work, made)
-            return work
-        await self._commits.submit(build)
-
-    def _later(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """A person's change (acknowledgement, maintenance), in engine order; see Changes."""
+        return await self.changes.commit_transitions(change)
 
     def _add_transitions(self, work: Work, transitions: list[Transition]) -> None:
         work.transitions.extend(transitions)
