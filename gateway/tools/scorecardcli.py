@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from gateway.config import Settings
 from gateway.scorecard import render
 from gateway.scorecard.collect import collect
-from gateway.scorecard.daily import daily_line
+from gateway.scorecard.daily import daily_lines, days
 from gateway.scorecard.influxsource import write_lines
 from gateway.scorecard.model import Period
 from gateway.scorecard.report import Inputs, as_dict, compute
@@ -27,6 +27,8 @@ from sensors.errors import ConfigError, ParkWatchError
 from sensors.registry import Registry
 
 EXIT_FAILED = 1
+#: Kept importable from here (tests, older callers); they live in gateway.scorecard.daily.
+__all__ = ["daily_lines", "days", "parse_period", "run_scorecard"]
 
 
 def _ms(t: dt.datetime) -> int:
@@ -56,30 +58,6 @@ def parse_period(*, period: str | None, start: str | None, end: str | None, tz: 
 def _when(text: str, tz: ZoneInfo) -> dt.datetime:
     t = dt.datetime.fromisoformat(text)
     return t if t.tzinfo is not None else t.replace(tzinfo=tz)
-
-
-def days(period: Period, tz: ZoneInfo) -> list[Period]:
-    """The park's calendar days inside ``period`` (whole days only)."""
-    out: list[Period] = []
-    day = dt.datetime.fromtimestamp(period.start_ms / 1000, tz).replace(
-        hour=0, minute=0, second=0, microsecond=0)
-    while True:
-        nxt = (day + dt.timedelta(days=1, hours=1)).replace(hour=0)   # DST-proof
-        if _ms(day) >= period.start_ms and _ms(nxt) <= period.end_ms:
-            out.append(Period(_ms(day), _ms(nxt)))
-        if _ms(nxt) >= period.end_ms:
-            return out
-        day = nxt
-
-
-def daily_lines(inputs: Inputs, *, park: str, period: Period, tz: ZoneInfo,
-                as_of_ms: int) -> list[str]:
-    lines: list[str] = []
-    for day in days(period, tz):
-        for tenant in [None, *inputs.tenants()]:
-            lines.append(daily_line(compute(inputs, park=park, period=day, as_of_ms=as_of_ms,
-                                            tenant=tenant)))
-    return lines
 
 
 def run_scorecard(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
