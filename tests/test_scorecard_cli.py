@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,40 +17,16 @@ from gateway.tools.cli import main
 from gateway.tools.devservices import Influxd
 from tests.support.gateway import write_config
 from tests.support.influx import influx_rows
-from tests.support.scorecard import T0, H, registry, registry_yaml, store_history
+from tests.support.scorecard import T0, registry, registry_yaml, store_history, write_status
 
 pytestmark = pytest.mark.integration
-
-#: Status transitions (hour offset from T0, online). Hand-worked online time in the day:
-#: fd-1 24 h (online since before the day), fd-2 12 h (offline 06-18), mc-1 never heard 0 h,
-#: wp-1 12 h (from 12:00), wl-1 19 h (offline before the day, online 01-12 and 16-24).
-STATUS = {"fd-1": [(-1, True)], "fd-2": [(0, True), (6, False), (18, True)],
-          "wp-1": [(12, True)], "wl-1": [(-2, False), (1, True), (12, False), (16, True)]}
-
-
-def _write_status(influxd: Influxd, db: str) -> None:
-    influxd.query(f'CREATE DATABASE "{db}"')
-    # wl-1's points are in the format written before gateway-owned liveness (a reason, no
-    # source); a periodic snapshot inside the period is not a transition and is not read (this
-    # one contradicts the history on purpose: it must change nothing).
-    lines = [f"device_status,device={d},kind=x,park=p1 online={str(up).lower()},"
-             + (f'reason="reported" {T0 + h * H}' if d == "wl-1" else
-                f'source="traffic" {T0 + h * H}')
-             for d, changes in STATUS.items() for h, up in changes]
-    lines.append(f'device_status,device=mc-1,kind=x,park=p1 online=true,source="snapshot" '
-                 f"{T0 + 3 * H}")
-    req = urllib.request.Request(f"{influxd.url}/write?db={db}&precision=ms",
-                                 data="\n".join(lines).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        assert resp.status == 204
-
 
 @pytest.fixture
 def config(tmp_path: Path, influxd: Influxd) -> tuple[Path, str]:
     path, _, db = write_config(tmp_path, "mqtt://127.0.0.1:1", influxd.url,
                                registry=str(registry_yaml(tmp_path / "registry.yaml")))
     asyncio.run(store_history(tmp_path / "state" / "alarms.sqlite3", registry()))
-    _write_status(influxd, db)
+    write_status(influxd, db)
     return path, db
 
 

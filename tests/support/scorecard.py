@@ -9,9 +9,11 @@ in the tests from the timeline below.
 from __future__ import annotations
 
 import itertools
+import urllib.request
 from pathlib import Path
 
 from gateway.alarms.store import AlarmStore
+from gateway.tools.devservices import Influxd
 from rules.alarm import Disposition, Maintenance, Transition
 from rules.engine import Engine
 from rules.loader import load_rules
@@ -143,3 +145,28 @@ async def store_history(path: Path, reg: Registry) -> list[Transition]:
     async with AlarmStore(path) as store:
         await store.apply(d.transitions, engine_state_json=d.engine.state().to_json())
     return d.transitions
+
+
+#: Status transitions (hour offset from T0, online). Hand-worked online time in the day:
+#: fd-1 24 h (online since before the day), fd-2 12 h (offline 06-18), mc-1 never heard 0 h,
+#: wp-1 12 h (from 12:00), wl-1 19 h (offline before the day, online 01-12 and 16-24).
+STATUS = {"fd-1": [(-1, True)], "fd-2": [(0, True), (6, False), (18, True)],
+          "wp-1": [(12, True)], "wl-1": [(-2, False), (1, True), (12, False), (16, True)]}
+
+
+def write_status(influxd: Influxd, db: str) -> None:
+    """:data:`STATUS` as ``device_status`` points in database ``db`` of a real InfluxDB."""
+    influxd.query(f'CREATE DATABASE "{db}"')
+    # wl-1's points are in the format written before gateway-owned liveness (a reason, no
+    # source); a periodic snapshot inside the period is not a transition and is not read (this
+    # one contradicts the history on purpose: it must change nothing).
+    lines = [f"device_status,device={d},kind=x,park=p1 online={str(up).lower()},"
+             + (f'reason="reported" {T0 + h * H}' if d == "wl-1" else
+                f'source="traffic" {T0 + h * H}')
+             for d, changes in STATUS.items() for h, up in changes]
+    lines.append(f'device_status,device=mc-1,kind=x,park=p1 online=true,source="snapshot" '
+                 f"{T0 + 3 * H}")
+    req = urllib.request.Request(f"{influxd.url}/write?db={db}&precision=ms",
+                                 data="\n".join(lines).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 204
