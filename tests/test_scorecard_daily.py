@@ -53,12 +53,13 @@ class _Stage:
 
 def test_yesterday_is_due_after_scorecard_at_in_the_park_time_zone(tmp_path: Path) -> None:
     s = _Stage(_settings(tmp_path)).stage
+    s.done["p1"] = NOV - dt.timedelta(days=2)
     nov2 = NOV + dt.timedelta(days=1)
     # 00:09 Shanghai is still before 00:10: the day before yesterday is the newest due.
     assert s.due(_at(nov2, 0, 9)) == [("p1", NOV - dt.timedelta(days=1))]
-    assert s.due(_at(nov2, 0, 10)) == [("p1", NOV)]
+    assert s.due(_at(nov2, 0, 10)) == [("p1", NOV - dt.timedelta(days=1)), ("p1", NOV)]
     # 16:30 UTC on Nov 1 is already 00:30 of Nov 2 in Shanghai.
-    assert s.due(_at(NOV, 16, 30, dt.UTC)) == [("p1", NOV)]
+    assert s.due(_at(NOV, 16, 30, dt.UTC))[-1] == ("p1", NOV)
     s.done["p1"] = NOV
     assert s.due(_at(nov2, 23, 59)) == []
     # Down over three midnights: the missed days are caught up, oldest first...
@@ -70,11 +71,23 @@ def test_yesterday_is_due_after_scorecard_at_in_the_park_time_zone(tmp_path: Pat
     assert late[-1] == ("p1", NOV + dt.timedelta(days=29))
 
 
+def test_a_park_seen_first_starts_today(tmp_path: Path) -> None:
+    s = _Stage(_settings(tmp_path)).stage
+    now = _at(NOV + dt.timedelta(days=1), 0, 30)
+    # Days before the gateway ran here would read as all offline: nothing is written for them.
+    assert s.due(now) == []
+    assert s.start(now)
+    assert s.done == {"p1": NOV}
+    assert not s.start(now)
+    assert s.due(now) == []
+    assert s.due(now + 86400) == [("p1", NOV + dt.timedelta(days=1))]
+
+
 def test_the_time_of_day_is_a_setting(tmp_path: Path) -> None:
     s = _Stage(_settings(tmp_path, scorecard_at="06:00")).stage
     nov2 = NOV + dt.timedelta(days=1)
-    assert s.due(_at(nov2, 5, 59)) == [("p1", NOV - dt.timedelta(days=1))]
-    assert s.due(_at(nov2, 6, 0)) == [("p1", NOV)]
+    assert s.latest("p1", _at(nov2, 5, 59)) == NOV - dt.timedelta(days=1)
+    assert s.latest("p1", _at(nov2, 6, 0)) == NOV
     with pytest.raises(ValueError, match="scorecard_at"):
         _settings(tmp_path, scorecard_at="24:00")
 
@@ -98,6 +111,7 @@ def test_the_last_day_written_survives_a_restart_in_a_private_file(tmp_path: Pat
 async def test_a_day_that_cannot_be_computed_stays_due(tmp_path: Path) -> None:
     t = _Stage(_settings(tmp_path))
     t.now = _at(NOV + dt.timedelta(days=1), 1, 0)
+    t.stage.done["p1"] = NOV - dt.timedelta(days=1)
     # Not ready (InfluxDB down, WAL backlog): nothing read, nothing written, still due.
     t.stage._ready = lambda: False
     assert await t.stage.step() == 0

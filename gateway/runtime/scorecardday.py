@@ -9,7 +9,9 @@ Once per park and day, restart-safe: the last day written per park is kept in
 ``state_dir/scorecard_daily.json`` (0600), saved after the points are durable in the WAL. A
 crash between the two only writes the same points again (same series and time: an overwrite).
 After a gateway was down over midnight the missed days are caught up, at most
-:data:`MAX_CATCH_UP_DAYS`; a first start writes only yesterday (backfill with ``--write``).
+:data:`MAX_CATCH_UP_DAYS` (a day it was down is a day the park was unmonitored, and says so).
+A park seen for the first time starts with today: days before the gateway ran here would read
+as all offline, so they are for ``parkwatch scorecard --write`` (docs/scorecard.md).
 """
 
 from __future__ import annotations
@@ -77,16 +79,26 @@ class ScorecardDaily:
         write_private(tmp, text + "\n")
         tmp.replace(self._path)      # atomic: a crash leaves the old or the new file
 
+    def latest(self, park: str, now_s: float) -> dt.date:
+        """The newest day of ``park`` whose scorecard is due at ``now_s``."""
+        local = dt.datetime.fromtimestamp(now_s, self._settings.timezone_for(park))
+        return local.date() - dt.timedelta(days=1 if local.time() >= self._at else 2)
+
+    def start(self, now_s: float) -> bool:
+        """Parks without a record start now: their newest due day counts as done (not
+        written). True when a park was added (the record needs saving)."""
+        new = {p: self.latest(p, now_s) for p in self._registry.parks() if p not in self.done}
+        self.done.update(new)
+        return bool(new)
+
     def due(self, now_s: float) -> list[tuple[str, dt.date]]:
-        """(park, day) still to write at ``now_s``, oldest first per park."""
+        """(park, day) still to write at ``now_s``, oldest first per park (parks with a
+        record only: see :meth:`start`)."""
         out: list[tuple[str, dt.date]] = []
-        for park in sorted(self._registry.parks()):
-            local = dt.datetime.fromtimestamp(now_s, self._settings.timezone_for(park))
-            back = 1 if local.time() >= self._at else 2
-            latest = local.date() - dt.timedelta(days=back)
-            last = self.done.get(park)
-            first = latest if last is None else max(
-                last + dt.timedelta(days=1), latest - dt.timedelta(days=MAX_CATCH_UP_DAYS - 1))
+        for park in sorted(p for p in self._registry.parks() if p in self.done):
+            latest = self.latest(park, now_s)
+            first = max(self.done[park] + dt.timedelta(days=1),
+                        latest - dt.timedelta(days=MAX_CATCH_UP_DAYS - 1))
             day = first
             while day <= latest:
                 out.append((park, day))
@@ -104,8 +116,7 @@ class ScorecardDaily:
                                as_of_ms=as_of)
         lines = daily_lines(inputs, park=park, period=period, tz=tz, as_of_ms=as_of)
         await self._append(lines)
-        if park not in self.done or self.done[park] < day:
-            self.done[park] = day
+        self.done[park] = max(day, self.done.get(park, day))
         await asyncio.to_thread(self._save)
         log.info("scorecard: park %s day %s: %d point(s) written", park, day, len(lines))
         return len(lines)
@@ -113,7 +124,10 @@ class ScorecardDaily:
     async def step(self) -> int:
         """Write every day that is due; a failure leaves it due for the next check."""
         written = 0
-        for park, day in self.due(self._clock()):
+        now = self._clock()
+        if self.start(now):
+            await asyncio.to_thread(self._save)
+        for park, day in self.due(now):
             if not self._ready():
                 log.info("scorecard: park %s day %s waits for InfluxDB and the WAL", park, day)
                 break
