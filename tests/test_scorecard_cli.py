@@ -17,14 +17,22 @@ from gateway.tools.cli import main
 from gateway.tools.devservices import Influxd
 from tests.support.gateway import write_config
 from tests.support.influx import influx_rows
-from tests.support.scorecard import T0, registry, registry_yaml, store_history, write_status
+from tests.support.scorecard import (
+    T0,
+    registry,
+    registry_yaml,
+    store_history,
+    tenants_yaml,
+    write_status,
+)
 
 pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def config(tmp_path: Path, influxd: Influxd) -> tuple[Path, str]:
     path, _, db = write_config(tmp_path, "mqtt://127.0.0.1:1", influxd.url,
-                               registry=str(registry_yaml(tmp_path / "registry.yaml")))
+                               registry=str(registry_yaml(tmp_path / "registry.yaml")),
+                               tenants=str(tenants_yaml(tmp_path / "tenants.yaml")))
     asyncio.run(store_history(tmp_path / "state" / "alarms.sqlite3", registry()))
     write_status(influxd, db)
     return path, db
@@ -59,6 +67,13 @@ def test_json_per_park_and_tenant_with_liveness(config: tuple[Path, str],
                             "--tenant", "tb"))
     assert tenant["online"]["rate"] == round(31 / 48, 6)       # fd-2 12 h + wl-1 19 h
     assert tenant["fire_false_alarms"]["rate"] == 0.0
+    # Who the tenant is, from the tenant register.
+    assert tenant["tenant_info"]["name"] == "青松化工股份有限公司"
+    assert tenant["tenant_info"]["fire_safety_manager"] == {"name": "陈静",
+                                                            "phone": "13900000004"}
+    assert [t["tenant_info"]["name"] for t in doc["tenants"]] == ["华山电子有限公司",
+                                                                 "青松化工股份有限公司"]
+    assert doc["tenant_info"] is None        # the park's own scorecard
 
 
 def test_write_stores_one_daily_point_per_park_and_tenant(
@@ -100,9 +115,9 @@ def test_the_printable_page_shows_the_numbers_in_a_real_browser(
     assert cell("Equipment intactness") == "55.83%"
     assert cell("Water pressure compliance") == "97.92%"
     assert cell("Mean time to repair a fault") == "7200 s"
-    # The per-tenant table.
-    assert "<td>ta</td>" in dom
-    assert "<td>tb</td>" in dom
+    # The per-tenant table, with company names and fire safety managers (tenant register).
+    assert "<td>ta</td><td>华山电子有限公司</td><td>李娜 13800000002</td>" in dom
+    assert "<td>tb</td><td>青松化工股份有限公司</td><td>陈静 13900000004</td>" in dom
     # One page, as printed (A4): the page a park hands in.
     pdf = tmp_path / "scorecard.pdf"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
@@ -117,6 +132,13 @@ def test_table_and_usage_errors(config: tuple[Path, str],
     table = run(capsys, "--config", str(config[0]))
     assert "75.00%  火警误报率 / Fire false-alarm rate" in table
     assert "Noisiest devices: fd-1 (3), fd-2 (3), wl-1 (2), wp-1 (2), mc-1 (1)" in table
+    # A tenant's table and page name the company and its 消防安全管理人 (tenant register).
+    tenant = run(capsys, "--config", str(config[0]), "--tenant", "ta")
+    assert tenant.startswith("p1 / ta 华山电子有限公司  2026-11-01 00:00")
+    assert "消防安全管理人 / Fire safety manager: 李娜 13800000002\n" in tenant
+    page = run(capsys, "--config", str(config[0]), "--tenant", "ta", "--format", "html")
+    assert "<b data-tenant-name>华山电子有限公司</b>" in page
+    assert "消防安全责任人 / Responsible: 王强 13800000001" in page
     assert main(["scorecard", "--config", str(config[0]), "--park", "nope",
                  "--period", "2026-11"]) == 2
     assert "no device of park 'nope'" in capsys.readouterr().err

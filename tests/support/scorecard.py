@@ -53,6 +53,27 @@ def registry_yaml(path: Path) -> Path:
     return path
 
 
+#: The tenant register of the park (sensors/tenants.py): company names and people for the page.
+TENANTS = (
+    {"id": "ta", "name": "华山电子有限公司", "fire_hazard_class": "丙", "floor_area_m2": 5200,
+     "three_in_one": False,
+     "fire_safety_responsible": {"name": "王强", "phone": "13800000001"},
+     "fire_safety_manager": {"name": "李娜", "phone": "13800000002"}},
+    {"id": "tb", "name": "青松化工股份有限公司", "fire_hazard_class": "甲",
+     "floor_area_m2": 8800, "three_in_one": False,
+     "fire_safety_responsible": {"name": "赵刚", "phone": "13900000003"},
+     "fire_safety_manager": {"name": "陈静", "phone": "13900000004"}},
+)
+
+
+def tenants_yaml(path: Path) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"tenants": list(TENANTS)}, allow_unicode=True),
+                    encoding="utf-8")
+    return path
+
+
 class _Driver:
     def __init__(self, reg: Registry) -> None:
         ids = itertools.count(1)
