@@ -8,6 +8,7 @@ silently ignored. Secrets are ``SecretStr`` (never printed), and validation does
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -337,6 +338,18 @@ class ObserveSettings(_Section):
     liveness_snapshot_s: float = Field(
         default=60.0, gt=0, description="how often every device's online state is written to "
         "device_status (source snapshot), besides each change")
+    scorecard_daily: bool = Field(
+        default=True, description="the running gateway writes yesterday's scorecard points "
+        "(park and tenants) through its WAL each day at scorecard_at (docs/scorecard.md); "
+        "needs alarms.enabled")
+    scorecard_at: str = Field(
+        default="00:10", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="local time of day (park time zone, HH:MM) after which yesterday's "
+        "scorecard is computed: late enough for the last minutes to reach InfluxDB")
+
+    def scorecard_time(self) -> dt.time:
+        hour, minute = self.scorecard_at.split(":")
+        return dt.time(int(hour), int(minute))
 
 
 class AlarmSettings(_Section):

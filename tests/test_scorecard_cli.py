@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,40 +17,24 @@ from gateway.tools.cli import main
 from gateway.tools.devservices import Influxd
 from tests.support.gateway import write_config
 from tests.support.influx import influx_rows
-from tests.support.scorecard import T0, H, registry, registry_yaml, store_history
+from tests.support.scorecard import (
+    T0,
+    registry,
+    registry_yaml,
+    store_history,
+    tenants_yaml,
+    write_status,
+)
 
 pytestmark = pytest.mark.integration
-
-#: Status transitions (hour offset from T0, online). Hand-worked online time in the day:
-#: fd-1 24 h (online since before the day), fd-2 12 h (offline 06-18), mc-1 never heard 0 h,
-#: wp-1 12 h (from 12:00), wl-1 19 h (offline before the day, online 01-12 and 16-24).
-STATUS = {"fd-1": [(-1, True)], "fd-2": [(0, True), (6, False), (18, True)],
-          "wp-1": [(12, True)], "wl-1": [(-2, False), (1, True), (12, False), (16, True)]}
-
-
-def _write_status(influxd: Influxd, db: str) -> None:
-    influxd.query(f'CREATE DATABASE "{db}"')
-    # wl-1's points are in the format written before gateway-owned liveness (a reason, no
-    # source); a periodic snapshot inside the period is not a transition and is not read (this
-    # one contradicts the history on purpose: it must change nothing).
-    lines = [f"device_status,device={d},kind=x,park=p1 online={str(up).lower()},"
-             + (f'reason="reported" {T0 + h * H}' if d == "wl-1" else
-                f'source="traffic" {T0 + h * H}')
-             for d, changes in STATUS.items() for h, up in changes]
-    lines.append(f'device_status,device=mc-1,kind=x,park=p1 online=true,source="snapshot" '
-                 f"{T0 + 3 * H}")
-    req = urllib.request.Request(f"{influxd.url}/write?db={db}&precision=ms",
-                                 data="\n".join(lines).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        assert resp.status == 204
-
 
 @pytest.fixture
 def config(tmp_path: Path, influxd: Influxd) -> tuple[Path, str]:
     path, _, db = write_config(tmp_path, "mqtt://127.0.0.1:1", influxd.url,
-                               registry=str(registry_yaml(tmp_path / "registry.yaml")))
+                               registry=str(registry_yaml(tmp_path / "registry.yaml")),
+                               tenants=str(tenants_yaml(tmp_path / "tenants.yaml")))
     asyncio.run(store_history(tmp_path / "state" / "alarms.sqlite3", registry()))
-    _write_status(influxd, db)
+    write_status(influxd, db)
     return path, db
 
 
@@ -84,6 +67,13 @@ def test_json_per_park_and_tenant_with_liveness(config: tuple[Path, str],
                             "--tenant", "tb"))
     assert tenant["online"]["rate"] == round(31 / 48, 6)       # fd-2 12 h + wl-1 19 h
     assert tenant["fire_false_alarms"]["rate"] == 0.0
+    # Who the tenant is, from the tenant register.
+    assert tenant["tenant_info"]["name"] == "青松化工股份有限公司"
+    assert tenant["tenant_info"]["fire_safety_manager"] == {"name": "陈静",
+                                                            "phone": "13900000004"}
+    assert [t["tenant_info"]["name"] for t in doc["tenants"]] == ["华山电子有限公司",
+                                                                 "青松化工股份有限公司"]
+    assert doc["tenant_info"] is None        # the park's own scorecard
 
 
 def test_write_stores_one_daily_point_per_park_and_tenant(
@@ -125,9 +115,9 @@ def test_the_printable_page_shows_the_numbers_in_a_real_browser(
     assert cell("Equipment intactness") == "55.83%"
     assert cell("Water pressure compliance") == "97.92%"
     assert cell("Mean time to repair a fault") == "7200 s"
-    # The per-tenant table.
-    assert "<td>ta</td>" in dom
-    assert "<td>tb</td>" in dom
+    # The per-tenant table, with company names and fire safety managers (tenant register).
+    assert "<td>ta</td><td>华山电子有限公司</td><td>李娜 13800000002</td>" in dom
+    assert "<td>tb</td><td>青松化工股份有限公司</td><td>陈静 13900000004</td>" in dom
     # One page, as printed (A4): the page a park hands in.
     pdf = tmp_path / "scorecard.pdf"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
@@ -142,6 +132,13 @@ def test_table_and_usage_errors(config: tuple[Path, str],
     table = run(capsys, "--config", str(config[0]))
     assert "75.00%  火警误报率 / Fire false-alarm rate" in table
     assert "Noisiest devices: fd-1 (3), fd-2 (3), wl-1 (2), wp-1 (2), mc-1 (1)" in table
+    # A tenant's table and page name the company and its 消防安全管理人 (tenant register).
+    tenant = run(capsys, "--config", str(config[0]), "--tenant", "ta")
+    assert tenant.startswith("p1 / ta 华山电子有限公司  2026-11-01 00:00")
+    assert "消防安全管理人 / Fire safety manager: 李娜 13800000002\n" in tenant
+    page = run(capsys, "--config", str(config[0]), "--tenant", "ta", "--format", "html")
+    assert "<b data-tenant-name>华山电子有限公司</b>" in page
+    assert "消防安全责任人 / Responsible: 王强 13800000001" in page
     assert main(["scorecard", "--config", str(config[0]), "--park", "nope",
                  "--period", "2026-11"]) == 2
     assert "no device of park 'nope'" in capsys.readouterr().err

@@ -65,6 +65,7 @@ from gateway.runtime.heartbeat import Heartbeat
 from gateway.runtime.lane import SecondCopies
 from gateway.runtime.liveness import LivenessFeed, silence_factor
 from gateway.runtime.liveview import LiveView
+from gateway.runtime.scorecardday import ScorecardDaily
 from gateway.runtime.ticker import AlarmTicker, LivenessTicker, StatsStage
 from gateway.runtime.uitdpipe import UitdPipeline
 from gateway.runtime.validation import ValidateStage, second_copy_filter
@@ -88,6 +89,9 @@ COMMIT_QUEUE = 64
 
 Task = asyncio.Task[None]
 
+#: Priority-log backlog (bytes) under which InfluxDB is taken as caught up for the scorecard.
+READY_BACKLOG = 256 << 10
+
 
 @dataclass
 class _Tasks:
@@ -103,11 +107,12 @@ class _Tasks:
     lane_puback: Task | None = None
     uitd: Task | None = None
     liveness: Task | None = None
+    scorecard: Task | None = None
     health: list[Task] = field(default_factory=list)
 
     def all(self) -> list[Task]:
         named = (self.writer, self.commit, self.puback, self.stats, self.ticker, self.validate,
-                 self.lane_validate, self.lane_puback, self.uitd, self.liveness)
+                 self.lane_validate, self.lane_puback, self.uitd, self.liveness, self.scorecard)
         return [t for t in named if t is not None] + self.health
 
     def intake(self) -> list[Task]:
@@ -171,6 +176,8 @@ class Gateway:
         #: Device liveness (runtime/liveness.py), made when the gateway starts.
         self.liveness: LivenessFeed | None = None
         self._liveness_ticker: LivenessTicker | None = None
+        #: Yesterday's scorecard points each day (runtime/scorecardday.py); alarms on only.
+        self.scorecard_daily: ScorecardDaily | None = None
         if settings.alarms.enabled:
             self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
                                                  state_dir=settings.state_dir,
@@ -281,6 +288,9 @@ class Gateway:
                                  commit=commit, add_transitions=self._add_transitions,
                                  check_storage=self._check_storage, tick_s=s.alarms.tick_s)
             tasks.ticker = _spawn(ticker.run(), "alarm-ticker")
+            if s.observe.scorecard_daily:
+                self.scorecard_daily = self._scorecard_daily(wal)
+                tasks.scorecard = _spawn(self.scorecard_daily.run(), "scorecard-daily")
         failed: list[Task] = []
         deadline: float | None = None
         session = self.session = MqttSession(
@@ -362,6 +372,15 @@ class Gateway:
             tick_s=s.alarms.tick_s, snapshot_s=s.observe.liveness_snapshot_s,
             save_s=s.alarms.state_save_s)
         return self._liveness_ticker
+
+    def _scorecard_daily(self, wal: WalStreams) -> ScorecardDaily:
+        def ready() -> bool:
+            # Yesterday's device_status must be in InfluxDB before it is read back: wait while
+            # InfluxDB is unreachable or the priority log holds more than a moment's backlog.
+            reachable = self.metrics.value("parkwatch_influx_reachable") == 1
+            return reachable and not wal.full and wal.priority.pending_bytes < READY_BACKLOG
+        return ScorecardDaily(settings=self.settings, registry=self.registry,
+                              append=wal.append, ready=ready)
 
     def _watch_engine(self, keeper: AlarmKeeper) -> None:
         engine = keeper.engine

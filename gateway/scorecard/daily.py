@@ -8,7 +8,11 @@ and a month's exact percentiles come from the alarm store (``parkwatch scorecard
 
 from __future__ import annotations
 
-from gateway.scorecard.report import Scorecard
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from gateway.scorecard.model import Period
+from gateway.scorecard.report import Inputs, Scorecard, compute
 from gateway.storage.lineprotocol import encode_line, escape_measurement, tag_set
 
 MEASUREMENT = "scorecard"
@@ -68,3 +72,38 @@ def daily_line(sc: Scorecard) -> str:
         tags["tenant"] = sc.tenant
     return encode_line(escape_measurement(MEASUREMENT), tag_set(tags), daily_fields(sc),
                        sc.period.start_ms)
+
+
+def _epoch_ms(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def days(period: Period, tz: ZoneInfo) -> list[Period]:
+    """The park's calendar days inside ``period`` (whole days only)."""
+    out: list[Period] = []
+    day = dt.datetime.fromtimestamp(period.start_ms / 1000, tz).replace(
+        hour=0, minute=0, second=0, microsecond=0)
+    while True:
+        nxt = (day + dt.timedelta(days=1, hours=1)).replace(hour=0)   # DST-proof
+        if _epoch_ms(day) >= period.start_ms and _epoch_ms(nxt) <= period.end_ms:
+            out.append(Period(_epoch_ms(day), _epoch_ms(nxt)))
+        if _epoch_ms(nxt) >= period.end_ms:
+            return out
+        day = nxt
+
+
+def daily_lines(inputs: Inputs, *, park: str, period: Period, tz: ZoneInfo,
+                as_of_ms: int) -> list[str]:
+    lines: list[str] = []
+    for day in days(period, tz):
+        for tenant in [None, *inputs.tenants()]:
+            lines.append(daily_line(compute(inputs, park=park, period=day, as_of_ms=as_of_ms,
+                                            tenant=tenant)))
+    return lines
+
+
+def day_period(day: dt.date, tz: ZoneInfo) -> Period:
+    """The park's calendar day ``day``: local midnight to the next (23 or 25 h on DST days)."""
+    start = dt.datetime.combine(day, dt.time(), tz)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tz)
+    return Period(_epoch_ms(start), _epoch_ms(end))

@@ -77,8 +77,26 @@ def period_text(doc: dict[str, Any], tz: ZoneInfo) -> str:
 
 
 def scope_text(doc: dict[str, Any]) -> str:
+    """``park``, ``park / tenant`` or, with a tenant register, ``park / tenant 企业名称``."""
     park: str = doc["park"]
-    return park + (f" / {doc['tenant']}" if doc["tenant"] else "")
+    if not doc["tenant"]:
+        return park
+    return f"{park} / {doc['tenant']}" + (f" {company(doc)}" if company(doc) else "")
+
+
+def company(doc: dict[str, Any]) -> str:
+    """The tenant's company name (企业名称) from the register, or ""."""
+    info = doc.get("tenant_info")
+    return str(info["name"]) if info else ""
+
+
+def manager_text(doc: dict[str, Any]) -> str:
+    """The tenant's 消防安全管理人 and phone from the register, or ""."""
+    info = doc.get("tenant_info")
+    if not info:
+        return ""
+    m = info["fire_safety_manager"]
+    return f"{m['name']} {m['phone']}"
 
 
 def as_json(doc: dict[str, Any]) -> str:
@@ -97,7 +115,10 @@ def as_csv(doc: dict[str, Any]) -> str:
 
 
 def as_table(doc: dict[str, Any], tz: ZoneInfo) -> str:
-    lines = [f"{scope_text(doc)}  {period_text(doc, tz)}", ""]
+    lines = [f"{scope_text(doc)}  {period_text(doc, tz)}"]
+    if manager_text(doc):
+        lines.append(f"消防安全管理人 / Fire safety manager: {manager_text(doc)}")
+    lines.append("")
     for zh, en, value in figures(doc):
         lines.append(f"  {value:>12}  {zh} / {en}")
     lines.append("")
@@ -128,6 +149,19 @@ footer { color: #555; font-size: 8.5pt; }
 """
 
 
+def _tenant_meta(doc: dict[str, Any]) -> str:
+    """A tenant's page: who answers for its fire safety (register), under the title."""
+    info = doc.get("tenant_info")
+    if not info:
+        return ""
+    e = html.escape
+    r = info["fire_safety_responsible"]
+    return (f'<p class="meta">企业名称 / Company: <b data-tenant-name>{e(company(doc))}</b> · '
+            f'消防安全管理人 / Fire safety manager: {e(manager_text(doc))} · '
+            f'消防安全责任人 / Responsible: {e(r["name"])} {e(r["phone"])} · '
+            f'火灾危险性类别 / Fire hazard class: {e(info["fire_hazard_class"])}</p>\n')
+
+
 def as_html(doc: dict[str, Any], tz: ZoneInfo, tenants: list[dict[str, Any]] | None = None
             ) -> str:
     """The one-page report; ``tenants`` (their own scorecards) add a per-tenant table."""
@@ -142,12 +176,14 @@ def as_html(doc: dict[str, Any], tz: ZoneInfo, tenants: list[dict[str, Any]] | N
                      for k, v in [*doc["alarms"]["by_class"].items(),
                                   *doc["alarms"]["by_severity"].items()])
     tenant_rows = "".join(
-        f'<tr><td>{e(t["tenant"])}</td><td class="v">{pct(t["online"]["rate"])}</td>'
+        f'<tr><td>{e(t["tenant"])}</td><td>{e(company(t))}</td><td>{e(manager_text(t))}</td>'
+        f'<td class="v">{pct(t["online"]["rate"])}</td>'
         f'<td class="v">{pct(t["fire_false_alarms"]["rate"])}</td>'
         f'<td class="v">{pct(t["intactness"]["rate"])}</td>'
         f'<td class="v">{t["alarms"]["total"]}</td></tr>' for t in tenants or [])
     tenant_table = (
         '<h2>企业 <span class="en">Tenants</span></h2><table><tr><th>企业 Tenant</th>'
+        '<th>企业名称 Company</th><th>消防安全管理人 Fire safety manager</th>'
         '<th>在线率 Online</th><th>误报率 False alarms</th><th>完好率 Intact</th>'
         f'<th>告警 Alarms</th></tr>{tenant_rows}</table>' if tenant_rows else "")
     made = dt.datetime.fromtimestamp(doc["as_of_ms"] / 1000, tz).strftime("%Y-%m-%d %H:%M")
@@ -158,7 +194,7 @@ def as_html(doc: dict[str, Any], tz: ZoneInfo, tenants: list[dict[str, Any]] | N
 <h1>园区消防安全评分卡 <small>Park safety scorecard</small></h1>
 <p class="meta">园区 / Park: <b>{e(scope_text(doc))}</b> ·
 统计期 / Period: {e(period_text(doc, tz))}</p>
-<table><tr><th>指标 Figure</th><th>数值 Value</th></tr>{rows}</table>
+{_tenant_meta(doc)}<table><tr><th>指标 Figure</th><th>数值 Value</th></tr>{rows}</table>
 <div class="cols"><div>
 <h2>告警分类与级别 <span class="en">Alarms by class and severity</span></h2>
 <table>{counts or '<tr><td>—</td></tr>'}</table>

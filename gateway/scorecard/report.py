@@ -18,6 +18,7 @@ from gateway.scorecard.model import (
     Period,
     StatusPoint,
 )
+from sensors.tenants import Tenant, TenantRegister
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +119,20 @@ def as_dict(sc: Scorecard) -> dict[str, Any]:
         "alarms": {"total": n.total, "by_class": n.by_class, "by_severity": n.by_severity,
                    "noisiest": [{"device": d, "alarms": k} for d, k in n.noisiest]},
     }
+
+
+def tenant_doc(tenant: Tenant) -> dict[str, Any]:
+    """Who the tenant is, from the tenant register: the ``tenant_info`` of a tenant's JSON."""
+    return {"name": tenant.name,
+            "fire_safety_responsible": {"name": tenant.fire_safety_responsible.name,
+                                        "phone": tenant.fire_safety_responsible.phone},
+            "fire_safety_manager": {"name": tenant.fire_safety_manager.name,
+                                    "phone": tenant.fire_safety_manager.phone},
+            "fire_hazard_class": tenant.fire_hazard_class,
+            "floor_area_m2": tenant.floor_area_m2, "three_in_one": tenant.three_in_one}
+
+
+def with_tenant_info(doc: dict[str, Any], register: TenantRegister | None) -> dict[str, Any]:
+    """``doc`` with ``tenant_info`` (None without a register or for a park's scorecard)."""
+    tenant = register.get(doc["tenant"]) if register is not None and doc["tenant"] else None
+    return {**doc, "tenant_info": tenant_doc(tenant) if tenant is not None else None}

@@ -39,9 +39,10 @@ from gateway.storage.wal import FullPolicy, Wal
 log = logging.getLogger(__name__)
 
 #: Measurements that are never evicted and are delivered before telemetry
-#: (docs/device-protocol.md, "What lands in InfluxDB").
+#: (docs/device-protocol.md, "What lands in InfluxDB"). ``scorecard``: a few points a day
+#: that outlive the raw data, so a full telemetry log must not evict them.
 PRIORITY_MEASUREMENTS = frozenset({"alarms", "events", "device_status", "gateway",
-                                   "notifications"})
+                                   "notifications", "scorecard"})
 #: Bulk segments are at most this fraction of the bulk share, so eviction frees space in
 #: reasonable steps instead of one huge segment at a time.
 _BULK_SEGMENTS_PER_CAP = 16

@@ -19,14 +19,17 @@ from zoneinfo import ZoneInfo
 from gateway.config import Settings
 from gateway.scorecard import render
 from gateway.scorecard.collect import collect
-from gateway.scorecard.daily import daily_line
+from gateway.scorecard.daily import daily_lines, days
 from gateway.scorecard.influxsource import write_lines
 from gateway.scorecard.model import Period
-from gateway.scorecard.report import Inputs, as_dict, compute
+from gateway.scorecard.report import Inputs, as_dict, compute, with_tenant_info
 from sensors.errors import ConfigError, ParkWatchError
 from sensors.registry import Registry
+from sensors.tenants import TenantRegister, load_tenants_for
 
 EXIT_FAILED = 1
+#: Kept importable from here (tests, older callers); they live in gateway.scorecard.daily.
+__all__ = ["daily_lines", "days", "parse_period", "run_scorecard"]
 
 
 def _ms(t: dt.datetime) -> int:
@@ -58,35 +61,14 @@ def _when(text: str, tz: ZoneInfo) -> dt.datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=tz)
 
 
-def days(period: Period, tz: ZoneInfo) -> list[Period]:
-    """The park's calendar days inside ``period`` (whole days only)."""
-    out: list[Period] = []
-    day = dt.datetime.fromtimestamp(period.start_ms / 1000, tz).replace(
-        hour=0, minute=0, second=0, microsecond=0)
-    while True:
-        nxt = (day + dt.timedelta(days=1, hours=1)).replace(hour=0)   # DST-proof
-        if _ms(day) >= period.start_ms and _ms(nxt) <= period.end_ms:
-            out.append(Period(_ms(day), _ms(nxt)))
-        if _ms(nxt) >= period.end_ms:
-            return out
-        day = nxt
-
-
-def daily_lines(inputs: Inputs, *, park: str, period: Period, tz: ZoneInfo,
-                as_of_ms: int) -> list[str]:
-    lines: list[str] = []
-    for day in days(period, tz):
-        for tenant in [None, *inputs.tenants()]:
-            lines.append(daily_line(compute(inputs, park=park, period=day, as_of_ms=as_of_ms,
-                                            tenant=tenant)))
-    return lines
-
-
 def run_scorecard(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     if args.park not in registry.parks():
         raise ConfigError("--park", [f"--park: no device of park {args.park!r} in "
                                      f"{settings.registry}"])
     tz = settings.timezone_for(args.park)
+    # Company names and people for the page, the table and JSON (a bad register: exit 2).
+    register = (load_tenants_for(settings.tenants, registry)
+                if settings.tenants is not None else None)
     as_of = time.time_ns() // 1_000_000
     asked = parse_period(period=args.period, start=args.start, end=args.end, tz=tz)
     if asked.start_ms >= as_of:
@@ -103,21 +85,22 @@ def run_scorecard(args: argparse.Namespace, settings: Settings, registry: Regist
     except ParkWatchError as exc:
         print(f"parkwatch scorecard: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    doc = as_dict(compute(inputs, park=args.park, period=period, as_of_ms=as_of,
-                          tenant=args.tenant))
-    sys.stdout.write(_render(args.format, doc, inputs, args, period, as_of, tz))
+    doc = with_tenant_info(as_dict(compute(inputs, park=args.park, period=period,
+                                           as_of_ms=as_of, tenant=args.tenant)), register)
+    sys.stdout.write(_render(args.format, doc, inputs, args, period, as_of, tz, register))
     return 0
 
 
 def _render(fmt: str, doc: dict[str, object], inputs: Inputs, args: argparse.Namespace,
-            period: Period, as_of: int, tz: ZoneInfo) -> str:
+            period: Period, as_of: int, tz: ZoneInfo, register: TenantRegister | None) -> str:
     if fmt == "csv":
         return render.as_csv(doc)
     if fmt == "table":
         return render.as_table(doc, tz)
     # The park's page and JSON carry each tenant's scorecard too.
     tenants = [] if args.tenant else [
-        as_dict(compute(inputs, park=args.park, period=period, as_of_ms=as_of, tenant=t))
+        with_tenant_info(as_dict(compute(inputs, park=args.park, period=period,
+                                         as_of_ms=as_of, tenant=t)), register)
         for t in inputs.tenants()]
     if fmt == "json":
         return render.as_json({**doc, "tenants": tenants}) + "\n"

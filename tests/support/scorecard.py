@@ -9,9 +9,11 @@ in the tests from the timeline below.
 from __future__ import annotations
 
 import itertools
+import urllib.request
 from pathlib import Path
 
 from gateway.alarms.store import AlarmStore
+from gateway.tools.devservices import Influxd
 from rules.alarm import Disposition, Maintenance, Transition
 from rules.engine import Engine
 from rules.loader import load_rules
@@ -48,6 +50,27 @@ def registry_yaml(path: Path) -> Path:
 
     base = {"park": "p1", "building": "b1", "floor": "1", "report_interval_s": 7 * 86400}
     path.write_text(yaml.safe_dump({"devices": [{**base, **d} for d in DEVICES]}))
+    return path
+
+
+#: The tenant register of the park (sensors/tenants.py): company names and people for the page.
+TENANTS = (
+    {"id": "ta", "name": "华山电子有限公司", "fire_hazard_class": "丙", "floor_area_m2": 5200,
+     "three_in_one": False,
+     "fire_safety_responsible": {"name": "王强", "phone": "13800000001"},
+     "fire_safety_manager": {"name": "李娜", "phone": "13800000002"}},
+    {"id": "tb", "name": "青松化工股份有限公司", "fire_hazard_class": "甲",
+     "floor_area_m2": 8800, "three_in_one": False,
+     "fire_safety_responsible": {"name": "赵刚", "phone": "13900000003"},
+     "fire_safety_manager": {"name": "陈静", "phone": "13900000004"}},
+)
+
+
+def tenants_yaml(path: Path) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"tenants": list(TENANTS)}, allow_unicode=True),
+                    encoding="utf-8")
     return path
 
 
@@ -143,3 +166,28 @@ async def store_history(path: Path, reg: Registry) -> list[Transition]:
     async with AlarmStore(path) as store:
         await store.apply(d.transitions, engine_state_json=d.engine.state().to_json())
     return d.transitions
+
+
+#: Status transitions (hour offset from T0, online). Hand-worked online time in the day:
+#: fd-1 24 h (online since before the day), fd-2 12 h (offline 06-18), mc-1 never heard 0 h,
+#: wp-1 12 h (from 12:00), wl-1 19 h (offline before the day, online 01-12 and 16-24).
+STATUS = {"fd-1": [(-1, True)], "fd-2": [(0, True), (6, False), (18, True)],
+          "wp-1": [(12, True)], "wl-1": [(-2, False), (1, True), (12, False), (16, True)]}
+
+
+def write_status(influxd: Influxd, db: str) -> None:
+    """:data:`STATUS` as ``device_status`` points in database ``db`` of a real InfluxDB."""
+    influxd.query(f'CREATE DATABASE "{db}"')
+    # wl-1's points are in the format written before gateway-owned liveness (a reason, no
+    # source); a periodic snapshot inside the period is not a transition and is not read (this
+    # one contradicts the history on purpose: it must change nothing).
+    lines = [f"device_status,device={d},kind=x,park=p1 online={str(up).lower()},"
+             + (f'reason="reported" {T0 + h * H}' if d == "wl-1" else
+                f'source="traffic" {T0 + h * H}')
+             for d, changes in STATUS.items() for h, up in changes]
+    lines.append(f'device_status,device=mc-1,kind=x,park=p1 online=true,source="snapshot" '
+                 f"{T0 + 3 * H}")
+    req = urllib.request.Request(f"{influxd.url}/write?db={db}&precision=ms",
+                                 data="\n".join(lines).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 204
