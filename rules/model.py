@@ -93,7 +93,7 @@ class Condition(Frozen):
 
     def threshold_for(self, d: Device) -> float | None:
         """The effective threshold for one device; None when neither value nor limit is set."""
-        base = d.limits.get(self.limit) if self.limit else None
+        base = d.limit(self.limit) if self.limit else None
         if base is None:
             base = self.value
         return None if base is None else base + self.offset
