@@ -162,11 +162,12 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
 
 
 def test_event_escalation_must_raise_a_lasting_alarm() -> None:
-    base = {"name": "iso", "type": "event", "events": ["isolated"], "severity": "warning",
-            "resolve_on": ["restored"]}
-    ok = {**base, "escalate": {"after_s": 86400, "severity": "major", "source": "issue 14"}}
+    base: dict[str, object] = {"name": "iso", "type": "event", "events": ["isolated"],
+                               "severity": "warning", "resolve_on": ["restored"]}
+    esc = {"after_s": 86400, "severity": "major", "source": "issue 14"}
+    ok = {**base, "escalate": esc}
     assert rules_from_data([ok], source="t").rules[0]
-    for bad in ({**ok, "escalate": {**ok["escalate"], "severity": "warning"}},
+    for bad in ({**ok, "escalate": {**esc, "severity": "warning"}},
                 {**ok, "auto_resolve": True, "resolve_on": []}):
         with pytest.raises(ConfigError):
             rules_from_data([bad], source="t")
