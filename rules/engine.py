@@ -38,7 +38,7 @@ from rules.kinds.base import DeviceClock, Ledger, zone_key
 from rules.kinds.coincidence import is_new_signal
 from rules.kinds.flood import TOO_MANY_POINTS
 from rules.maintenance import MAINTENANCE_EXPIRED, MaintenanceBook
-from rules.model import RuleSet
+from rules.model import EventRule, RuleSet
 from rules.observation import DeviceEvent, Observation, Reading
 from rules.system import SYSTEM_RULES, HealthCondition
 from sensors.pointmap import PointMap
@@ -68,6 +68,9 @@ class Engine:
         self._groups, self._listeners = bound.groups, bound.listeners
         self._guards = tuple(bound.guards.values())
         self._rule_names = {*rules.names(), MAINTENANCE_EXPIRED, TOO_MANY_POINTS, *SYSTEM_RULES}
+        #: Event rules whose alarms are raised when they last (a point isolated for a day).
+        self._escalations = {r.name: r.escalate for r in rules.of_type("event")
+                             if isinstance(r, EventRule) and r.escalate is not None}
         self.late_readings = 0
         #: Non-fire events over their device's rate (rules/kinds/flood.py), not evaluated.
         self.rate_limited_events = 0
@@ -193,9 +196,22 @@ class Engine:
         for group in self._groups:
             group.tick(now_ms, self._book, start)
         self._maintenance.expire(now_ms, self._book)
+        if self._escalations:
+            self._escalate(now_ms)
         if out and self._listeners:
             self._coincide()
         return out
+
+    def _escalate(self, now_ms: int) -> None:
+        # Judged from the stored alarm (its rule and start), not from a timer: it holds across
+        # a restart and for alarms restored from the saved state.
+        for alarm in list(self._book.active.values()):
+            esc = self._escalations.get(alarm.rule)
+            if (esc is not None and alarm.severity.rank < esc.severity.rank
+                    and now_ms - alarm.started_at_ms >= esc.after_s * 1000):
+                self._book.open(alarm.fingerprint, rule=alarm.rule, subject=alarm.subject,
+                                severity=esc.severity, message=alarm.message, at_ms=now_ms,
+                                value=alarm.value)
 
     def _advance(self, now_ms: int) -> None:
         if self._resume_from is not None:

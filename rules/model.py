@@ -58,10 +58,14 @@ class Match(Frozen):
     tenants: tuple[str, ...] | None = None
     devices: tuple[str, ...] | None = None
     modes: tuple[str, ...] | None = None
+    #: Kinds left out of scope: a kind with a rule of its own (a fire panel's silence is major)
+    #: while every other kind, including kinds added later, stays in the general rule.
+    not_kinds: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _known(self) -> Match:
-        unknown = [k for k in self.kinds or () if k not in KIND_BY_NAME]
+        unknown = [k for k in (*(self.kinds or ()), *(self.not_kinds or ()))
+                   if k not in KIND_BY_NAME]
         if unknown:
             raise ValueError(f"unknown kind(s) {unknown}; known: {sorted(KIND_BY_NAME)}")
         bad_modes = [m for m in self.modes or () if m not in DOOR_MODES]
@@ -73,6 +77,8 @@ class Match(Frozen):
         pairs = ((self.kinds, d.kind), (self.parks, d.park), (self.buildings, d.building),
                  (self.zones, d.zone), (self.tenants, d.tenant), (self.devices, d.device),
                  (self.modes, d.mode))
+        if self.not_kinds is not None and d.kind in self.not_kinds:
+            return False
         return all(allowed is None or value in allowed for allowed, value in pairs)
 
 
@@ -93,7 +99,7 @@ class Condition(Frozen):
 
     def threshold_for(self, d: Device) -> float | None:
         """The effective threshold for one device; None when neither value nor limit is set."""
-        base = d.limits.get(self.limit) if self.limit else None
+        base = d.limit(self.limit) if self.limit else None
         if base is None:
             base = self.value
         return None if base is None else base + self.offset
@@ -233,8 +239,17 @@ class SilentRule(RuleBase):
         return (self.building.rule,) if self.building else ()
 
 
-#: Event types that record an operator action, never a hazard: they stay ``info``.
-INFO_EVENTS = frozenset({EventType.TEST, EventType.ISOLATED, EventType.MUTE})
+#: Event types that record an operator action, never a hazard: they stay ``info``. Isolating a
+#: point (屏蔽) is not among them: it disables a fire facility (a warning, major when it lasts).
+INFO_EVENTS = frozenset({EventType.TEST, EventType.MUTE})
+
+
+class EventEscalation(Frozen):
+    """An event alarm still active ``after_s`` after it started is raised to ``severity``."""
+
+    after_s: float = Field(gt=0)
+    severity: Severity
+    source: str = SOURCE
 
 
 class EventRule(RuleBase):
@@ -243,6 +258,7 @@ class EventRule(RuleBase):
     severity: Severity
     resolve_on: tuple[EventType, ...] = ()
     auto_resolve: bool = False   # a record, not a condition: fires and resolves at once
+    escalate: EventEscalation | None = None
 
     placeholders = frozenset({"event", "point", "detail"})
     default_message = "$event on $device ($location) $point $detail"
@@ -253,6 +269,10 @@ class EventRule(RuleBase):
             raise ValueError("test / isolated / mute events are records: severity must be info")
         if set(self.events) & set(self.resolve_on):
             raise ValueError("an event cannot both raise and resolve the same rule")
+        if self.escalate is not None and (self.auto_resolve
+                                          or self.escalate.severity.rank <= self.severity.rank):
+            raise ValueError("escalate needs a lasting alarm (no auto_resolve) and a higher "
+                             "severity than the rule's")
         return self
 
 

@@ -4,9 +4,9 @@
     uv run python scripts/registry_to_csv.py config/sample-park/registry.yaml --check    # verify
 
 The CSV is what a park office would export from a spreadsheet (docs/configuration.md, Device
-registry): it has the documented exact header and no columns for ``limits`` or ``mode``, which only
-the YAML form can carry. The YAML is validated with the gateway's own loader first, so a broken
-YAML never yields a CSV.
+registry): it has the documented exact header and no columns for ``limits``, ``mode``, ``supply`` or
+``heat_class``, which only the YAML form can carry. The YAML is validated with the gateway's
+own loader first, so a broken YAML never yields a CSV.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -70,6 +70,24 @@ class Device(BaseModel):
         if value is not None and value not in DOOR_MODES:
             raise ValueError(f"mode must be one of {', '.join(DOOR_MODES)}")
         return value
+
+    # ---- issue 14 (thresholds): what a device's kind alone does not say. Each gives the
+    # rule pack's default for some `limits` names (SUPPLY_LIMITS, HEAT_CLASS_LIMITS below);
+    # an explicit `limits` entry still wins, so a site can always say better.
+    #: The supply a power meter measures (GB/T 12325-2008). A three-phase meter here reports
+    #: the line-to-line voltage; one reporting line to neutral keeps single-phase limits.
+    supply: Literal["single_phase_220", "three_phase_380"] | None = None
+    #: A heat detector's class (GB 4716 / GB 50116-2013 表5.2.5): its static response
+    #: temperature becomes the limit, so a boiler room can carry a class C detector.
+    heat_class: Literal["A1", "A2", "B", "C", "D", "E", "F", "G"] | None = None
+
+    def limit(self, name: str) -> float | None:
+        """The device's value for a rule's ``limit`` name: explicit, else from supply/class."""
+        if name in self.limits:
+            return self.limits[name]
+        derived = {**SUPPLY_LIMITS.get(self.supply or "", {}),
+                   **HEAT_CLASS_LIMITS.get(self.heat_class or "", {})}
+        return derived.get(name)
 
     def tags(self) -> dict[str, str]:
         """The InfluxDB identity tags (docs/device-protocol.md; tenant only when set)."""
@@ -194,3 +212,22 @@ def _csv_rows(path: Path, errors: list[str]) -> list[tuple[int, Mapping[str, Any
             rows.append((reader.line_num, {k: v.strip() for k, v in zip(CSV_HEADER, row,
                                                                        strict=True) if v.strip()}))
         return rows
+
+
+# ---- issue 14 (thresholds): defaults derived from Device.supply and Device.heat_class -------
+
+#: GB/T 12325-2008 supply deviation: 220 V single phase +7 %/-10 % (198-235.4 V); 380 V three
+#: phase ±7 % (353.4-406.6 V line to line). ``lost_v`` is [PRACTICE]: about 68 % of nominal, a
+#: supply on which a fire pump or fan may not start.
+SUPPLY_LIMITS: Mapping[str, Mapping[str, float]] = {
+    "single_phase_220": {"low_v": 198.0, "high_v": 235.4, "lost_v": 150.0},
+    "three_phase_380": {"low_v": 353.4, "high_v": 406.6, "lost_v": 260.0},
+}
+
+#: GB 4716 classes: the upper static response temperature (°C) is the limit ``heat_c``
+#: (GB 50116-2013 表5.2.5 chooses the class from the room's highest application temperature).
+HEAT_CLASS_LIMITS: Mapping[str, Mapping[str, float]] = {
+    cls: {"heat_c": temp} for cls, temp in (
+        ("A1", 65.0), ("A2", 70.0), ("B", 85.0), ("C", 100.0), ("D", 115.0),
+        ("E", 130.0), ("F", 145.0), ("G", 160.0))
+}

@@ -22,6 +22,7 @@ from gateway.notify.plan import (
     tiers,
 )
 from gateway.notify.routing import (
+    DEFAULT_INHIBIT,
     NotifyConfig,
     inhibited,
     is_fire_class,
@@ -590,3 +591,50 @@ def test_notifier_refuses_tenant_register_without_a_register(tmp_path: Path) -> 
     built = Notifier.from_settings(settings, store=store, metrics=Metrics(), audit=audit,
                                    env={}, tenants=_register())
     assert built is not None
+
+
+# ---- issue 14: severities and who is told (config/notify.example.yaml) ---------------------
+
+
+def test_example_silent_fire_panel_is_an_sms_to_the_duty_officer() -> None:
+    cfg = load_notify_config(EXAMPLE)
+    got = pairs(cfg, alarm("fire_panel_offline", "major", kind="fire_panel", tenant=None))
+    assert ("wang-duty", "sms") in got
+    assert all(contact in {"wang-duty", "bms"} for contact, _ in got)
+
+
+def test_example_isolated_point_warns_the_control_room_chat_then_sms_when_major() -> None:
+    cfg = load_notify_config(EXAMPLE)
+    warning = alarm("point_isolated", "warning", kind="fire_panel", tenant=None)
+    assert pairs(cfg, warning) == {("wang-duty", "ops_dingtalk"), ("bms", "bms_webhook")}
+    major = alarm("point_isolated", "major", kind="fire_panel", tenant=None)
+    assert ("wang-duty", "sms") in pairs(cfg, major)
+
+
+def test_example_first_level_gas_reaches_tenant_and_duty_officer() -> None:
+    cfg = load_notify_config(EXAMPLE)
+    got = pairs(cfg, alarm("gas_lel_high", "major", kind="gas"))
+    assert {("li-hs", "sms"), ("wang-duty", "sms")} <= got
+
+
+def test_example_co_first_level_stays_with_the_tenant() -> None:
+    cfg = load_notify_config(EXAMPLE)
+    got = pairs(cfg, alarm("co_high", "minor", kind="co"))
+    assert ("li-hs", "sms") in got
+    assert not any(contact == "wang-duty" for contact, _ in got)
+
+
+def test_one_detectors_fire_alarm_absorbs_its_zone_pre_alarm() -> None:
+    cfg = load_notify_config(EXAMPLE)
+    assert cfg.inhibit == DEFAULT_INHIBIT
+    for kind in ("smoke", "manual_call_point"):
+        fire = alarm("fire_alarm", "critical", kind=kind, alarm_id="f1")
+        pre = alarm("zone_pre_alarm", "major", alarm_id="p1")
+        elsewhere = alarm("zone_pre_alarm", "major", zone="west", alarm_id="p2")
+        reason = inhibited(pre, [fire, pre], cfg.inhibit)
+        assert reason is not None
+        assert reason.startswith("absorbed by fire_alarm f1")
+        assert inhibited(elsewhere, [fire, elsewhere], cfg.inhibit) is None
+        assert inhibited(fire, [fire, pre], cfg.inhibit) is None   # 火警 itself is paged
+    # A pre-alarm raised by an analogue heat or smoke value alone is still paged.
+    assert inhibited(alarm("zone_pre_alarm", "major", alarm_id="p3"), []) is None

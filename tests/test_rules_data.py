@@ -339,3 +339,11 @@ def test_every_rule_kind_has_a_data_test() -> None:
         expected = _expected_rules(doc)
         kinds |= {r.type for r in rules.rules if {r.name, *r.sub_rules()} & expected}
     assert sorted(kinds) == sorted(KIND_NAMES)
+
+
+def test_every_default_threshold_takes_a_per_device_limit() -> None:
+    # Issue 14: a site must be able to set any threshold for one device (registry `limits`),
+    # not only the water ones; a tier without a limit name cannot be overridden.
+    missing = [f"{r.name} tier {t.severity.value}" for r in load_rules(PACK).of_type("threshold")
+               for t in getattr(r, "tiers", ()) if t.limit is None]
+    assert missing == []

@@ -159,3 +159,35 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
     assert "no such file" in problems(tmp_path / "nope.yaml")[0]
     assert "no rule files" in problems(tmp_path)[0]
     assert "expected a mapping with a 'rules:' list" in problems(write(tmp_path, "x.yaml", "[]"))[0]
+
+
+def test_event_escalation_must_raise_a_lasting_alarm() -> None:
+    base: dict[str, object] = {"name": "iso", "type": "event", "events": ["isolated"],
+                               "severity": "warning", "resolve_on": ["restored"]}
+    esc = {"after_s": 86400, "severity": "major", "source": "issue 14"}
+    ok = {**base, "escalate": esc}
+    assert rules_from_data([ok], source="t").rules[0]
+    for bad in ({**ok, "escalate": {**esc, "severity": "warning"}},
+                {**ok, "auto_resolve": True, "resolve_on": []}):
+        with pytest.raises(ConfigError):
+            rules_from_data([bad], source="t")
+
+
+def test_test_and_mute_stay_info_but_isolation_may_warn() -> None:
+    for event in ("test", "mute"):
+        with pytest.raises(ConfigError):
+            rules_from_data([{"name": "x", "type": "event", "events": [event],
+                              "severity": "warning"}], source="t")
+
+
+def test_not_kinds_leaves_a_kind_out_and_is_checked() -> None:
+    silent = {"name": "quiet", "type": "device_silent", "factor": 3, "severity": "minor",
+              "source": "t-source"}
+    with pytest.raises(ConfigError):
+        rules_from_data([{**silent, "match": {"not_kinds": ["no_such_kind"]}}], source="t")
+    rule = rules_from_data([{**silent, "match": {"not_kinds": ["fire_panel"]}}],
+                           source="t").rules[0]
+    sample = load_registry(Path(__file__).resolve().parent.parent
+                           / "config" / "sample-park" / "registry.yaml")
+    assert not rule.match.applies(sample.devices["fp-0001"])
+    assert rule.match.applies(sample.devices["sm-0101"])

@@ -114,9 +114,11 @@ def test_csv_is_generated_from_the_yaml_and_says_the_same() -> None:
     from_csv = load_registry(csv_path)
     assert list(from_csv.devices) == list(from_yaml.devices)
     for device in from_yaml:
-        # CSV has no columns for limits and mode; everything else must be identical.
+        # CSV has no columns for limits, mode, supply or heat_class; everything else must be
+        # identical.
         assert from_csv.devices[device.device] == device.model_copy(
-            update={"limits": {}, "mode": None}), device.device
+            update={"limits": {}, "mode": None, "supply": None, "heat_class": None}), \
+            device.device
 
 
 # --------------------------------------------------------------------------- normal traffic
@@ -151,6 +153,9 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
     "frequency_hz": (49.8, 50.2), "current_a": (0, 45), "power_kw": (0, 12),
     "energy_kwh": (0, 1e6),
 }
+#: A 380 V three-phase meter reports line-to-line voltage and three phases' power.
+PLAUSIBLE_THREE_PHASE: dict[str, tuple[float, float]] = {
+    "voltage_v": (385, 406), "power_kw": (0, 30)}
 
 
 def test_normal_values_are_plausible_and_energy_only_grows(sample_registry: Registry) -> None:
@@ -165,7 +170,10 @@ def test_normal_values_are_plausible_and_energy_only_grows(sample_registry: Regi
                 if metric == "open":
                     doors[msg.device].append(bool(value))
                     continue
-                low, high = PLAUSIBLE[metric]
+                device = sample_registry.get(msg.device)
+                three_phase = device is not None and device.supply == "three_phase_380"
+                low, high = (PLAUSIBLE_THREE_PHASE.get(metric) if three_phase else None) \
+                    or PLAUSIBLE[metric]
                 assert low <= float(value) <= high, (msg.device, metric, value)
             if "energy_kwh" in sample.values:
                 energy[msg.device].append(float(sample.values["energy_kwh"]))

@@ -219,6 +219,10 @@ DEFAULT_INHIBIT = (
     InhibitRule(source="fire_confirmed",
                 targets=("zone_pre_alarm", "fire_alarm", "heat_high", "smoke_obscuration_high"),
                 equal=("park", "building", "floor", "zone")),
+    # One detector's (or call point's) fire alarm pages 火警 once: the zone pre-alarm it raised
+    # is the same signal, recorded in the alarm store but not sent as a second message.
+    InhibitRule(source="fire_alarm", targets=("zone_pre_alarm",),
+                equal=("park", "building", "floor", "zone")),
 )
 
 

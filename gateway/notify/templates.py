@@ -66,6 +66,7 @@ RULE_NAMES: Mapping[str, tuple[str, str]] = {
     "power_voltage_low": ("电压过低", "Low voltage"),
     "power_voltage_high": ("电压过高", "High voltage"),
     "device_offline": ("设备离线", "Device offline"),
+    "fire_panel_offline": ("火灾报警控制器离线", "Fire panel offline"),
     "building_silent": ("整栋设备失联", "Building silent"),
     "device_fault": ("设备故障", "Device fault"),
     "pressure_sensor_fault": ("压力传感器故障", "Pressure sensor fault"),

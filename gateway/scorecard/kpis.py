@@ -19,7 +19,8 @@ from gateway.scorecard.model import AlarmFact, DeviceRef, MaintenanceSpan, Perio
 #: a zone's confirmed fire (coincidence of two signals).
 FIRE_RULES = frozenset({"fire_alarm", "fire_confirmed"})
 #: Rules whose lifetime makes a device not intact (完好率): it is broken, silent or isolated (屏蔽).
-IMPAIRING_RULES = frozenset({"device_fault", "device_offline", "point_isolated"})
+IMPAIRING_RULES = frozenset({"device_fault", "device_offline", "fire_panel_offline",
+                             "point_isolated"})
 FAULT_RULE = "device_fault"
 #: Per kind: the rules whose lifetime is time outside the point's limits (水压/液位合格率).
 LIMIT_RULES: Mapping[str, frozenset[str]] = {
@@ -320,7 +321,8 @@ def compliance(devices: Sequence[DeviceRef], alarms: Iterable[AlarmFact],
 #: Alarm classes for the counts: fire (fire alarms and pre-alarms); device health (fault,
 #: offline, isolation and the other device-state events); the gateway's own alarms (system);
 #: everything else is a hazard measured by a sensor (gas, water, electrical, doors, ...).
-_DEVICE_RULES = frozenset({"device_fault", "device_offline", "building_silent", "point_isolated",
+_DEVICE_RULES = frozenset({"device_fault", "device_offline", "fire_panel_offline",
+                           "building_silent", "point_isolated",
                            "supervisory", "tamper", "low_battery", "pressure_sensor_fault",
                            "too_many_points", "device_test", "device_mute", "uitd_offline",
                            "maintenance_expired"})

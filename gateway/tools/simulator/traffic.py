@@ -245,15 +245,17 @@ class TrafficGenerator:
             # Someone walks through a closed door now and then; hold-open doors rarely close.
             return {"open": normally_open != (st.rng.random() < 0.03)}
         if kind == "power_meter":
-            return self._power(st, t)
+            return self._power(st, t, device.supply == "three_phase_380")
         return {}  # manual call points and panels: heartbeat only
 
-    def _power(self, st: _DeviceState, t: float) -> Values:
+    def _power(self, st: _DeviceState, t: float, three_phase: bool) -> Values:
         g = st.rng.gauss
-        volts = g(230.0, 1.5)
+        # A three-phase meter reports line-to-line voltage (registry supply), so a healthy
+        # 380 V supply reads ~395 V, inside the GB/T 12325 band the rules use for it.
+        volts = g(395.0, 2.5) if three_phase else g(230.0, 1.5)
         amps = max(0.0, st.baseline["current_a"] + g(0, 0.5))
         pf = min(0.99, g(0.90, 0.015))
-        kw = volts * amps * pf / 1000.0
+        kw = (3 ** 0.5 if three_phase else 1.0) * volts * amps * pf / 1000.0
         if st.last_t is not None and t > st.last_t:
             st.energy_kwh += kw * (t - st.last_t) / self.speed / 3600.0  # device clock hours
         st.last_t = t
