@@ -102,6 +102,13 @@ STATE_NAMES: Mapping[str, tuple[str, str]] = {
     "resolved": ("已恢复", "Resolved"),
 }
 
+#: A person's verdict on an acknowledged alarm. 属实 fits a gas or leakage alarm as well as a fire
+#: (the old 真实火警/故障 did not).
+DISPOSITION_NAMES: Mapping[str, tuple[str, str]] = {
+    "real": ("属实", "Real"), "false_alarm": ("误报", "False alarm"), "test": ("测试", "Test"),
+    "fault": ("设备故障", "Device fault"),
+}
+
 #: The zh-CN detail of a rule whose engine message (English, config/rules/*.yaml) adds more than
 #: the rule name and value say. Rules not listed show only what a device wrote (events).
 RULE_DETAILS_ZH: Mapping[str, str] = {
