@@ -55,6 +55,11 @@ class Device(BaseModel):
     #: None means the engine's default (rules/kinds/flood.py). Beyond it, one
     #: ``too_many_points`` alarm instead of one alarm per point.
     max_points: int | None = Field(default=None, ge=1, le=10_000)
+    # Display names for people (issue 14): messages say "1号厂房 2层 东区", not "b1栋 2层 east区".
+    # IDs stay the keys everywhere else (tags, topics, routing); empty means "show the ID".
+    building_name: str = Field(default="", max_length=64)
+    floor_name: str = Field(default="", max_length=32)
+    zone_name: str = Field(default="", max_length=64)
 
     @field_validator("kind")
     @classmethod

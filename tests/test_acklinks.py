@@ -266,13 +266,17 @@ async def test_page_shows_alarm_and_form(links: AckLinks, client: Client) -> Non
     text = await resp.text()
     assert '<html lang="zh-CN">' in text
     assert 'name="viewport"' in text
-    for expected in ("Smoke at b3/2F east", "smoke_detected", "紧急", "critical",
+    for expected in ("Smoke at b3/2F east", "smoke_detected", "特急", "critical",
                      "xz01 / b3 / 2F / east / 租户 tenant hs-elec", "东侧走廊 near stair 2",
                      "2026-11-18 19:05:40 UTC+0800", "1 min ago", "告警中", "firing",
                      'name="name"', 'method="post"', f'action="/ack/{token}"'):
         assert expected in text, expected
     for d in Disposition:
         assert f'value="{d.value}"' in text
+    # The officer's words (issue 14): 属实 for any true alarm, the rule by its Chinese name.
+    assert "属实" in text
+    assert "真实火警" not in text
+    assert "响应并标记为" in text
     assert "<script" not in text
     assert "http://" not in text
     assert "src=" not in text
@@ -376,7 +380,7 @@ async def test_already_acknowledged_is_conflict(links: AckLinks, client: Client,
     text = await resp.text()
     assert 'method="post"' not in text
     assert "tenant" in text
-    assert "已确认" in text
+    assert "已响应" in text
     resp = await client.post(f"/ack/{second}", data={"disposition": "fault"})
     assert resp.status == 409
     text = await resp.text()

@@ -183,7 +183,8 @@ def test_dashboard_provider_reads_the_mounted_dashboards() -> None:
     assert provider["type"] == "file"
     assert provider["folderUid"] == push.FOLDER_UID
     mounts = dict(_bind_sources(_service("grafana")))
-    assert mounts["grafana/dashboards"] == provider["options"]["path"]
+    # The demo stack shows the Chinese dashboards (issue 14).
+    assert mounts["grafana/dashboards-zh-CN"] == provider["options"]["path"]
     assert mounts["grafana/provisioning/dashboards"] == "/etc/grafana/provisioning/dashboards"
     assert mounts["grafana/provisioning/datasources"] == "/etc/grafana/provisioning/datasources"
 

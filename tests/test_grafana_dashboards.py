@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,51 @@ def _panels(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def test_committed_json_is_what_the_generator_writes() -> None:
-    files = export.rendered()
-    stale = export.stale(COMMITTED, files)
-    assert stale == [], "run: parkwatch grafana export"
-    extra = {p.name for p in COMMITTED.glob("*.json")} - set(files)
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_committed_json_is_what_the_generator_writes(lang: str) -> None:
+    committed = ROOT / export.OUT_BY_LANG[lang]
+    files = export.rendered(lang=lang)
+    stale = export.stale(committed, files)
+    assert stale == [], f"run: parkwatch grafana export --lang {lang}"
+    extra = {p.name for p in committed.glob("*.json")} - set(files)
     assert extra == set(), "dashboards nobody generates any more"
+
+
+def _texts(doc: Any) -> list[str]:
+    """What a person reads: titles, labels, value texts, legends, column names."""
+    out: list[str] = []
+    if isinstance(doc, list):
+        for item in doc:
+            out += _texts(item)
+    elif isinstance(doc, dict):
+        for key, value in doc.items():
+            if key in ("title", "label", "text", "alias") and isinstance(value, str):
+                out.append(value)
+            elif key == "renameByName" and isinstance(value, dict):
+                out += list(value.values())
+            else:
+                out += _texts(value)
+    return out
+
+
+def test_zh_cn_dashboards_speak_chinese() -> None:
+    zh = build_all(lang="zh-CN")
+    en = build_all()
+    assert set(zh) == set(en)
+    # Only what people read changes: queries, UIDs and panel layout are the English set's.
+    for stem in en:
+        assert zh[stem]["uid"] == en[stem]["uid"]
+        assert len(_panels(zh[stem])) == len(_panels(en[stem]))
+    allowed = {"ParkWatch", "InfluxDB", "P50", "P90", "L1", "L2", "L3", "N"}
+    for stem, doc in zh.items():
+        for text in _texts(doc):
+            if text.startswith("$") or text == "parkwatch-influxdb":
+                continue   # a tag's value from the data, a datasource's name
+            words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)) - allowed
+            assert not words, (stem, text)
+    texts = {t for doc in zh.values() for t in _texts(doc)}
+    assert {"火警", "报警", "故障", "属实", "已响应", "感烟探测器 · 减光率"} <= texts
+    assert not any("obscuration_pct_m" in t for t in texts)
 
 
 def test_output_is_deterministic() -> None:

@@ -472,7 +472,7 @@ def test_ack_link_and_time_zone_come_from_context() -> None:
     out = plan(config(), Transition(None, alarm()), T0, already_sent=set(), ctx=ctx)
     sms = next(p.notification for p in out if p.notification.key.endswith("ten-b:sms"))
     assert sms.ack_url == "https://pw.example.cn/a/ten-b.sms"
-    assert sms.text.endswith("确认：https://pw.example.cn/a/ten-b.sms")
+    assert sms.text.endswith("响应：https://pw.example.cn/a/ten-b.sms")
     assert sms.alarm["ack_url"] == sms.ack_url
     assert sms.template_params["ack"] == sms.ack_url
 

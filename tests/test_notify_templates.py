@@ -19,12 +19,14 @@ from gateway.notify.channels.email import build_message
 from gateway.notify.templates import (
     RULE_NAMES,
     SMS_MAX_UNITS,
+    PlaceNames,
     defang,
     escalation_note,
     render,
     sms_units,
 )
 from rules.alarm import Alarm, AlarmState, Severity, Subject
+from sensors.registry import Device
 
 ROOT = Path(__file__).resolve().parent.parent
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -80,19 +82,78 @@ def test_every_default_rule_sms_fits_two_segments(rule: str, severity: str, lang
     assert r.text.endswith(ACK)                  # the link is never cut
 
 
+#: The sample park's way of naming places (config/sample-park/registry.yaml).
+PLACES = PlaceNames.from_devices([Device(
+    device="wp-0017", park="xz01", building="b3", floor="2", zone="east", kind="water_pressure",
+    building_name="3号厂房", floor_name="2层", zone_name="东区")])
+
+
 def test_sms_zh_reads_well() -> None:
-    r = render("sms", "zh-CN", doc(), ack_url=ACK, tz=SHANGHAI, sms_limit=200)
-    assert r.text == ("[重要]消防水压过低：xz01 b3栋2层 east区 租户hs-elec 2F east riser，"
-                      f"0.08 MPa 「Hydrant pressure low」，11-18 19:06。确认：{ACK}")
-    assert r.title == "[重要]消防水压过低 - b3栋2层"
+    r = render("sms", "zh-CN", doc(location="2层东侧消火栓立管"), ack_url=ACK, tz=SHANGHAI,
+               sms_limit=200, places=PLACES)
+    # No English: the engine's "Hydrant pressure low" is not repeated, places by display name.
+    assert r.text == ("[紧急]消防水压过低：xz01 3号厂房2层 东区 租户hs-elec 2层东侧消火栓立管，"
+                      f"0.08 MPa，11-18 19:06。响应：{ACK}")
+    assert r.title == "[紧急]消防水压过低 - 3号厂房2层"
     assert r.template_params == {
-        "park": "xz01", "building": "b3栋2层", "location": "2F east riser",
-        "rule": "消防水压过低", "severity": "重要", "state": "报警", "value": "0.08 MPa",
+        "park": "xz01", "building": "3号厂房2层", "location": "2层东侧消火栓立管",
+        "rule": "消防水压过低", "severity": "紧急", "state": "报警", "value": "0.08 MPa",
         "time": "11-18 19:06", "ack": ACK}
-    # At the default limit the detail goes first; place, value and time stay.
+    # Without display names the IDs are shown, as before.
     r = render("sms", "zh-CN", doc(), ack_url=ACK, tz=SHANGHAI)
-    assert r.text == ("[重要]消防水压过低：xz01 b3栋2层 east区 租户hs-elec 2F east riser，"
-                      f"0.08 MPa，11-18 19:06。确认：{ACK}")
+    assert r.text == ("[紧急]消防水压过低：xz01 b3栋2层 east区 租户hs-elec 2F east riser，"
+                      f"0.08 MPa，11-18 19:06。响应：{ACK}")
+
+
+# Golden messages per language with the officer's wording (issue 14).
+_AT = "xz01 3号厂房2层 东区 租户hs-elec 2层东区回流焊炉旁，11-18 19:06。"
+GOLDEN_SMS = {
+    ("fire_alarm", "critical", "zh-CN"):
+        "[特急]火警：xz01 3号厂房2层 东区 租户hs-elec 2层东区回流焊炉旁 「L1-D023」，"
+        f"11-18 19:06。请立即到场核实。响应：{ACK}",
+    ("fire_alarm", "critical", "en"):
+        "[Critical] Fire alarm: xz01 bldg b3 fl 2, zone east, tenant hs-elec, 2层东区回流焊炉旁 "
+        f"\u201cFIRE ALARM wp-0017 (2层东区回流焊炉旁) L1-D023\u201d, 11-18 19:06. Ack: {ACK}",
+    ("fire_confirmed", "critical", "zh-CN"):
+        f"[特急]复合火警：{_AT}请立即到场核实。响应：{ACK}",
+    ("fire_door_held_open", "warning", "zh-CN"):
+        f"[提示]常闭防火门处于开启状态：{_AT}响应：{ACK}",
+    ("point_isolated", "minor", "zh-CN"):
+        f"[一般]屏蔽：{_AT}响应：{ACK}",
+    ("tamper", "major", "zh-CN"):
+        f"[紧急]防拆报警：{_AT}响应：{ACK}",
+    ("power_voltage_low", "info", "zh-CN"):
+        f"[信息]欠压：{_AT}响应：{ACK}",
+    ("power_voltage_high", "major", "zh-CN"):
+        f"[紧急]过压：{_AT}响应：{ACK}",
+}
+
+
+@pytest.mark.parametrize(("rule", "severity", "lang"), sorted(GOLDEN_SMS))
+def test_golden_sms(rule: str, severity: str, lang: str) -> None:
+    where = "2层东区回流焊炉旁"
+    message = {"fire_alarm": f"FIRE ALARM wp-0017 ({where}) L1-D023"}.get(rule, "Some English")
+    r = render("sms", lang, doc(rule, severity, location=where, value=None, message=message),
+               ack_url=ACK, tz=SHANGHAI, sms_limit=200, places=PLACES)
+    assert r.text == GOLDEN_SMS[rule, severity, lang]
+    if lang == "zh-CN":
+        assert not re.search(r"[A-Za-z]{3,}", r.text.replace(ACK, "").replace("hs-elec", ""))
+
+
+def test_acknowledged_reads_responded_and_has_no_call_to_action() -> None:
+    r = render("sms", "zh-CN", doc("fire_alarm", "critical", state=AlarmState.ACKNOWLEDGED),
+               ack_url=None, tz=SHANGHAI)
+    assert "(已响应)" in r.text
+    assert "请立即到场核实" not in r.text
+
+
+@pytest.mark.parametrize("kind", ["im", "email"])
+def test_im_and_email_zh_show_display_names_and_no_english_detail(kind: str) -> None:
+    r = render(kind, "zh-CN", doc("water_pressure_drop", "major", location="消防泵房出水总管"),
+               ack_url=ACK, tz=SHANGHAI, places=PLACES)
+    assert "3号厂房2层 · 东区" in r.text.replace("\\", "")
+    assert "压力骤降，疑似放水或管网破裂" in r.text
+    assert "Hydrant" not in r.text
 
 
 def test_sms_en_in_another_time_zone() -> None:
@@ -114,9 +175,10 @@ def test_sms_keeps_a_long_point_location_whole_and_cuts_the_rest(lang: str) -> N
     kw: dict[str, Any] = {"ack_url": ACK, "tz": SHANGHAI, "park_name": "信州小微企业园",
                           "note": "第3次提醒，15分钟未确认"}
     d = doc("fire_alarm", "critical", location=POINT_LOCATION, value=55.5, kind="smoke",
-            device="fp-0001", message="L1-D023 smoke detector in alarm")
+            device="fp-0001", message=f"FIRE ALARM fp-0001 ({POINT_LOCATION}) L1-D023")
     full = render("sms", lang, d, sms_limit=400, **kw).text
     assert all(part in full for part in ("信州", "hs-elec", "east", "55.5", "L1-D023", "第3次"))
+    assert ("请立即到场核实" in full) == (lang == "zh-CN")
     # The least an SMS can say: rule, building and floor, the whole location, time, link.
     bare = render("sms", lang, doc("fire_alarm", "critical", location=POINT_LOCATION,
                                    value=None, zone="", tenant=None, message=""),
@@ -132,19 +194,19 @@ def test_sms_keeps_a_long_point_location_whole_and_cuts_the_rest(lang: str) -> N
 
 
 def test_sms_sacrifices_in_order_detail_park_note_tenant_zone_value() -> None:
-    d = doc(location=POINT_LOCATION)
+    d = doc("water_pressure_drop", location=POINT_LOCATION)   # its detail: 压力骤降…
     kw: dict[str, Any] = {"ack_url": ACK, "tz": SHANGHAI, "park_name": "信州小微企业园",
                           "note": "第3次提醒"}
     full = render("sms", "zh-CN", d, sms_limit=400, **kw).text
     seen: list[tuple[str, ...]] = []
     for limit in range(sms_units(full), 60, -1):
         text = render("sms", "zh-CN", d, sms_limit=limit, **kw).text
-        present = tuple(part for part in ("Hydrant", "信州", "第3次提醒", "租户", "east区", "MPa")
+        present = tuple(part for part in ("压力骤降", "信州", "第3次提醒", "租户", "east区", "MPa")
                         if part in text)
         if not seen or seen[-1] != present:
             seen.append(present)
         assert POINT_LOCATION in text or "…" in text
-    assert seen[:7] == [("Hydrant", "信州", "第3次提醒", "租户", "east区", "MPa"),
+    assert seen[:7] == [("压力骤降", "信州", "第3次提醒", "租户", "east区", "MPa"),
                         ("信州", "第3次提醒", "租户", "east区", "MPa"),
                         ("第3次提醒", "租户", "east区", "MPa"), ("租户", "east区", "MPa"),
                         ("east区", "MPa"), ("MPa",), ()]
@@ -184,11 +246,11 @@ def test_resolved_sms_has_no_link_and_says_resolved() -> None:
 def test_unknown_rule_and_language_fall_back() -> None:
     r = render("sms", "fr", doc("my_custom_rule"), ack_url=None, tz=SHANGHAI)
     assert "my custom rule" in r.text
-    assert "[重要]" in r.text
+    assert "[紧急]" in r.text
 
 
 @pytest.mark.parametrize(("lang", "labels"), [
-    ("zh-CN", ("位置", "数值", "时间", "[确认处理]")),
+    ("zh-CN", ("位置", "数值", "时间", "[响应处理]")),
     ("en", ("Where", "Value", "Time", "[Acknowledge]"))])
 def test_im_markdown(lang: str, labels: tuple[str, ...]) -> None:
     r = render("im", lang, doc(location="2F *east* [riser](x)"), ack_url=ACK, tz=SHANGHAI,
@@ -220,7 +282,7 @@ def test_webhook_is_the_contract_document() -> None:
 
 def test_escalation_notes() -> None:
     assert escalation_note("zh-CN", tier=0, repeat_n=0, unacked_s=0) == ""
-    assert escalation_note("zh-CN", tier=1, repeat_n=0, unacked_s=300) == "5分钟未确认，已升级"
+    assert escalation_note("zh-CN", tier=1, repeat_n=0, unacked_s=300) == "5分钟未响应，已升级"
     assert escalation_note("en", tier=2, repeat_n=3, unacked_s=900) == \
         "reminder 3, unacknowledged 15 min"
 
@@ -244,7 +306,7 @@ def test_sms_always_fits_and_keeps_the_link(location: str, value: float | None, 
     assert all(len(v) <= 20 for k, v in r.template_params.items() if k != "ack")
 
 
-HOSTILE = ("FIRE ALARM fp-1 (2F east) L1 [确认](http://evil.example/ack) \x1b[2J\x9b31m "
+HOSTILE = ("FIRE ALARM wp-0017 (2F east) L1 [确认](http://evil.example/ack) \x1b[2J\x9b31m "
            "<http://evil.example> www.evil.cn evil.com 10.0.0.7 \u202eknil")
 
 
@@ -257,7 +319,8 @@ def _links(text: str) -> list[str]:
 def test_device_text_never_forms_a_link_and_reads_as_a_quotation(kind: str, lang: str) -> None:
     # A device's detail used to reach IM and email as is: a fake 确认 link above the real one.
     # An SMS has room for a short detail only (a long one is dropped first).
-    message = "[确认](http://e.cn)\x1b[2J\u202eknil" if kind == "sms" else HOSTILE
+    message = ("FIRE ALARM wp-0017 (2F east) [确认](http://e.cn)\x1b[2J\u202eknil"
+               if kind == "sms" else HOSTILE)
     r = render(kind, lang, doc("fire_alarm", "critical", message=message, value=None,
                                location="2F east"), ack_url=ACK, tz=SHANGHAI, sms_limit=200)
     assert _links(r.text) == [ACK + (")" if kind == "im" else "")], r.text
@@ -266,7 +329,9 @@ def test_device_text_never_forms_a_link_and_reads_as_a_quotation(kind: str, lang
     assert "hxxp://" in r.text
     assert "http://e" not in r.text
     left, right = ("「", "」") if lang == "zh-CN" else ("\u201c", "\u201d")
-    assert f"{left}{message[:2]}" in r.text
+    # zh-CN quotes only what the device wrote, after the engine's English head.
+    quoted = message[:2] if lang == "en" else message.split("(2F east) ")[1][:2]
+    assert f"{left}{quoted}" in r.text
     assert f"knil{right}" in r.text
     if kind == "im":   # the real ack link is the only markdown link
         assert len(re.findall(r"(?<!\\)\[[^\]]*(?<!\\)\]\(", r.text)) == 1

@@ -114,11 +114,11 @@ def test_csv_is_generated_from_the_yaml_and_says_the_same() -> None:
     from_csv = load_registry(csv_path)
     assert list(from_csv.devices) == list(from_yaml.devices)
     for device in from_yaml:
-        # CSV has no columns for limits, mode, supply or heat_class; everything else must be
-        # identical.
+        # CSV has no columns for limits, mode, supply, heat_class or display names; everything
+        # else must be identical.
         assert from_csv.devices[device.device] == device.model_copy(
-            update={"limits": {}, "mode": None, "supply": None, "heat_class": None}), \
-            device.device
+            update={"limits": {}, "mode": None, "supply": None, "heat_class": None,
+                    "building_name": "", "floor_name": "", "zone_name": ""}), device.device
 
 
 # --------------------------------------------------------------------------- normal traffic

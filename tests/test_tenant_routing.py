@@ -66,5 +66,5 @@ async def test_a_tenant_fire_pages_its_register_people_once_each(
     assert {key.split(":")[4] for key in (r.key for r in rows)} == {
         "li-hs", "hs-elec.fire-responsible", "duty"}
     assert set(sms) == {"+86 138 0000 0011", "+8613800000013", "+8613800000001"}
-    assert sms["+8613800000013"]["text"].startswith("[严重]火警")        # register lang: zh-CN
+    assert sms["+8613800000013"]["text"].startswith("[特急]火警")        # register lang: zh-CN
     assert sms["+86 138 0000 0011"]["text"].startswith("[Critical] Fire alarm")

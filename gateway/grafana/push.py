@@ -118,6 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{FOLDER_UID!r}, so renaming it here renames it in Grafana)")
     parser.add_argument("--dashboards", type=Path, default=None, metavar="DIR",
                         help="folder of dashboard *.json files (default: generate them)")
+    parser.add_argument("--lang", choices=["en", "zh-CN"], default="en",
+                        help="language of the generated dashboards (default en; the compose "
+                             "stack provisions zh-CN)")
     parser.add_argument("--influx-url", default="http://127.0.0.1:8086",
                         help="InfluxDB as Grafana's server reaches it (default "
                              "http://127.0.0.1:8086)")
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         token = _secret("Grafana token", args.token_env, args.token_file, required=True)
         assert token is not None
         datasource = _datasource(args)
-        dashboards = load_dashboards(args.dashboards)
+        dashboards = load_dashboards(args.dashboards, args.lang)
         with GrafanaSession(args.url, token, ca_file=args.ca_file,
                             timeout_s=args.timeout_s) as grafana:
             outcomes = push(grafana, datasource, dashboards, folder_title=args.folder,
@@ -204,12 +207,13 @@ def _secret(what: str, env_var: str | None, path: Path | None, *, required: bool
 
 # --- dashboards ---------------------------------------------------------------------------------
 
-def load_dashboards(directory: Path | None) -> dict[str, dict[str, Any]]:
-    """Dashboards by file stem: the *.json files of ``directory``, or freshly generated."""
+def load_dashboards(directory: Path | None, lang: str = "en") -> dict[str, dict[str, Any]]:
+    """Dashboards by file stem: the *.json files of ``directory``, or freshly generated in
+    ``lang`` (a folder's files are pushed as they are)."""
     if directory is None:
-        from gateway.grafana.dashboards import build_all
+        from gateway.grafana.dashboards import build_all, schema
 
-        generated: dict[str, dict[str, Any]] = build_all()
+        generated: dict[str, dict[str, Any]] = build_all(schema.DEFAULT_RULES, lang)
         return dict(sorted(generated.items()))
     if not directory.is_dir():
         raise PushError(f"--dashboards {directory}: not a folder", EXIT_USAGE)

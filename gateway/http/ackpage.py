@@ -33,6 +33,7 @@ from aiohttp import web
 
 from gateway.alarms.acklinks import AckGrant, AckLinks, AckProblem, AckTokenError
 from gateway.http.throttle import ClientThrottle, client_key
+from gateway.notify.templates import DISPOSITION_NAMES, RULE_NAMES, SEVERITY_NAMES, STATE_NAMES
 from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Severity
 
 log = logging.getLogger(__name__)
@@ -69,21 +70,20 @@ _HEADERS = {
                                 "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
 }
 
-_SEVERITY = {Severity.CRITICAL: ("紧急", "critical"), Severity.MAJOR: ("重要", "major"),
-             Severity.MINOR: ("次要", "minor"), Severity.WARNING: ("警告", "warning"),
-             Severity.INFO: ("提示", "info")}
+# The messages' words (gateway/notify/templates.py), so a page never contradicts its SMS: the
+# fire-safety scale 特急/紧急/一般/提示/信息, and 已响应 (确认 means verified on site).
+_SEVERITY = {s: (SEVERITY_NAMES[s.value][0], s.value) for s in Severity}
 _STATE = {AlarmState.PENDING: ("待定", "pending"), AlarmState.FIRING: ("告警中", "firing"),
-          AlarmState.ACKNOWLEDGED: ("已确认", "acknowledged"),
+          AlarmState.ACKNOWLEDGED: (STATE_NAMES["acknowledged"][0], "acknowledged"),
           AlarmState.RESOLVED: ("已恢复", "resolved")}
-_DISPOSITION = {Disposition.REAL: ("真实火警/故障", "Real"),
-                Disposition.FALSE_ALARM: ("误报", "False alarm"),
-                Disposition.TEST: ("测试", "Test"), Disposition.FAULT: ("设备故障", "Device fault")}
+# 属实: the alarm was true, whatever it was (fire, gas, leakage, a fault); not 真实火警/故障.
+_DISPOSITION = {d: DISPOSITION_NAMES[d.value] for d in Disposition}
 _PROBLEM = {
     AckProblem.EXPIRED: ("链接已过期", "This link has expired.",
-                         "请在告警平台或通过值班人员确认。",
+                         "请在告警平台或通过值班人员响应。",
                          "Please acknowledge in the alarm console or through the duty officer."),
     AckProblem.USED: ("链接已使用", "This link has already been used.",
-                      "每个确认链接只能使用一次。", "Each acknowledgement link works only once."),
+                      "每个响应链接只能使用一次。", "Each acknowledgement link works only once."),
 }
 _NOT_FOUND = ("链接无效", "This link is not valid.", "请检查链接是否完整。",
               "Check that the whole link was copied.")
@@ -181,7 +181,7 @@ class _Renderer:
         rows = [
             (("位置", "Where"), f"{_e(where)}" + (f"<br>{_e(s.location)}" if s.location else "")),
             (("设备", "Device"), _e(s.device or s.kind or "—")),
-            (("规则", "Rule"), _e(alarm.rule)),
+            (("规则", "Rule"), _bi(RULE_NAMES.get(alarm.rule, (alarm.rule, ""))[0], alarm.rule)),
             (("开始时间", "Since"),
              f"{_e(self.time(since_ms, s.park))}<br>{_e(self.since(since_ms))}"),
             (("当前状态", "State"), _bi(state_zh, state_en)),
@@ -189,7 +189,7 @@ class _Renderer:
         if alarm.value is not None:
             rows.insert(2, (("读数", "Value"), _e(f"{alarm.value:g}")))
         if alarm.acknowledged_by is not None:
-            rows.append((("确认人", "Acknowledged by"),
+            rows.append((("响应人", "Acknowledged by"),
                          f"{_e(alarm.acknowledged_by)} · {_e(alarm.ack_channel or '')} · "
                          f"{_e(self.time(alarm.acknowledged_at_ms, s.park))}"))
         if alarm.acknowledged_name is not None:
@@ -215,10 +215,10 @@ def _form(token: str, grant: AckGrant) -> str:
         f'{" class=real" if d is Disposition.REAL else ""}>{_bi(*_DISPOSITION[d])}</button>'
         for d in Disposition)
     return (f'<form class="card" method="post" action="/ack/{_e(token)}">'
-            f'<label for="name">{_bi("确认人姓名（可选）", "Your name (optional)")}</label>'
+            f'<label for="name">{_bi("响应人姓名（可选）", "Your name (optional)")}</label>'
             f'<input type="text" id="name" name="name" maxlength="{MAX_NAME_CHARS}"'
             f' autocomplete="name" placeholder="{_e(grant.contact)}">'
-            f'<p>{_bi("确认并标记为：", "Acknowledge as:")}</p>{buttons}</form>')
+            f'<p>{_bi("响应并标记为：", "Acknowledge as:")}</p>{buttons}</form>')
 
 
 def _origin_ok(request: web.Request, links: AckLinks) -> bool:
@@ -294,7 +294,7 @@ class _AckRoutes:
             body += _form(token, grant)
         else:
             body += ('<div class="card ok"><p>'
-                     f'{_bi("无需再确认。", "Nothing left to acknowledge.")}</p></div>')
+                     f'{_bi("无需再响应。", "Nothing left to acknowledge.")}</p></div>')
         return _page("消防告警", "Fire-safety alarm", body, status=200)
 
     async def acknowledge(self, request: web.Request) -> web.Response:
@@ -341,13 +341,13 @@ class _AckRoutes:
                  grant.alarm_id, grant.channel, disposition.value)
         dzh, den = _DISPOSITION[disposition]
         body = ('<div class="card ok"><p>'
-                f'{_bi("已确认，谢谢。", "Acknowledged, thank you.")}</p>'
+                f'{_bi("已响应，谢谢。", "Acknowledged, thank you.")}</p>'
                 f"<p>{_bi('处置：' + dzh, 'Disposition: ' + den)}</p>"
-                f"<p>{_bi('确认人：' + by, 'By: ' + by)}</p>"
+                f"<p>{_bi('响应人：' + by, 'By: ' + by)}</p>"
                 + (f"<p>{_bi('填写姓名（未核实）：' + name, 'Name given (unverified): ' + name)}"
                    "</p>" if name else "")
                 + "</div>" + self.render.details(alarm))
-        return _page("已确认", "Acknowledged", body, status=200)
+        return _page("已响应", "Acknowledged", body, status=200)
 
     def _already(self, first: Alarm) -> web.Response:
         """Someone answered first: say who, when and through which channel; change nothing."""
@@ -355,20 +355,20 @@ class _AckRoutes:
         who, via = first.acknowledged_by or "?", first.ack_channel or "?"
         when = self.render.time(first.acknowledged_at_ms, park)
         body = ('<div class="card bad"><p>'
-                + _bi(f"该告警已由 {who} 于 {when} 通过 {via} 确认。",
+                + _bi(f"该告警已由 {who} 于 {when} 通过 {via} 响应。",
                       f"Already acknowledged by {who} at {when} via {via}.")
                 + "</p></div>" + self.render.details(first))
-        return _page("已被确认", "Already acknowledged", body, status=409)
+        return _page("已被响应", "Already acknowledged", body, status=409)
 
     async def _conflict(self, grant: AckGrant) -> web.Response:
         current = await self.service.get_alarm(grant.alarm_id)
         body = ('<div class="card bad"><p>'
-                + _bi("该告警已被确认或无法确认。",
+                + _bi("该告警已被响应或无法响应。",
                       "This alarm was already acknowledged or can no longer be acknowledged.")
                 + "</p></div>")
         if current is not None:
             body += self.render.details(current)
-        return _page("无法确认", "Not acknowledged", body, status=409)
+        return _page("无法响应", "Not acknowledged", body, status=409)
 
 
 def add_ack_routes(app: web.Application, *, links: AckLinks, service: AckService,

@@ -41,6 +41,7 @@ from gateway.notify.routing import (
     load_notify_config,
     with_tenant_register,
 )
+from gateway.notify.templates import NO_NAMES, PlaceNames
 from rules.alarm import Alarm, AlarmState, Severity, Transition
 from sensors.errors import ConfigError
 from sensors.tenants import TenantRegister
@@ -118,7 +119,8 @@ class Notifier:
                       ack_links: AckLinks | None = None,
                       on_dead: Callable[[Pending, str], None] | None = None,
                       on_outcome: Callable[[str, bool], None] | None = None,
-                      tenants: TenantRegister | None = None
+                      tenants: TenantRegister | None = None,
+                      places: PlaceNames = NO_NAMES
                       ) -> Notifier | None:
         """The notifier the settings ask for, or None when no notification is configured.
 
@@ -151,7 +153,7 @@ class Notifier:
                 channels[CATCH_ALL] = WebhookChannel(url=ns.webhook_url, secret=secret)
         if not channels:
             return None
-        context = _contexts(full) if full is not None else _default_context
+        context = _contexts(full, places) if full is not None else _default_context
         return cls(store=store, metrics=metrics, audit=audit, channels=channels, config=config,
                    active=active, context=context, catch_all=bool(ns.webhook_url),
                    ack_links=ack_links, on_dead=on_dead, on_outcome=on_outcome)
@@ -317,8 +319,9 @@ def _with_ack_links(context: ContextFor,
     return with_links
 
 
-def _contexts(settings: Settings) -> ContextFor:
-    """Per park: its time zone and display name (ack links are added by the ack-link module)."""
+def _contexts(settings: Settings, places: PlaceNames = NO_NAMES) -> ContextFor:
+    """Per park: its time zone and display name, the registry's place names (ack links are added
+    by the ack-link module)."""
     cache: dict[str, Context] = {}
 
     def context(park: str) -> Context:
@@ -326,6 +329,7 @@ def _contexts(settings: Settings) -> ContextFor:
         if ctx is None:
             ps = settings.parks.get(park)
             tz: dt.tzinfo = settings.timezone_for(park)
-            ctx = cache[park] = Context(tz=tz, park_name=(ps.name if ps else "") or park)
+            ctx = cache[park] = Context(tz=tz, park_name=(ps.name if ps else "") or park,
+                                        places=places)
         return ctx
     return context

@@ -29,7 +29,7 @@ from gateway.notify.routing import (
     resolve_receivers,
     route,
 )
-from gateway.notify.templates import escalation_note, render
+from gateway.notify.templates import NO_NAMES, PlaceNames, escalation_note, render
 from rules.alarm import Alarm, AlarmState, Transition
 
 AckLink = Callable[[Alarm, str, str], str | None]    # (alarm, contact, channel) -> signed URL
@@ -37,11 +37,13 @@ AckLink = Callable[[Alarm, str, str], str | None]    # (alarm, contact, channel)
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What rendering needs from outside: the park's time zone and name, the ack link signer."""
+    """What rendering needs from outside: the park's time zone and name, the ack link signer,
+    the registry's display names of buildings, floors and zones."""
 
     tz: dt.tzinfo = dt.UTC
     park_name: str = ""
     ack_link: AckLink | None = None
+    places: PlaceNames = NO_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +220,7 @@ def _build(cfg: NotifyConfig, alarm: Alarm, step: Step, ctx: Context, *, due_ms:
     if step.token != "firing" or alarm.state is not AlarmState.FIRING:
         note = ""
     text = render(kind, contact.lang, doc, ack_url=ack_url, tz=ctx.tz,
-                  park_name=ctx.park_name, note=note)
+                  park_name=ctx.park_name, note=note, places=ctx.places)
     key = notification_key(alarm.alarm_id, step.token, step.tier, step.repeat_n, d.contact,
                            d.channel)
     n = Notification(key=key, channel=d.channel, recipient=_recipient(cfg, d.contact, d.channel),

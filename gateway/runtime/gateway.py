@@ -59,6 +59,7 @@ from gateway.ingest.watchdog import IngestWatchdog
 from gateway.metrics import Metrics
 from gateway.notify.notifier import Notifier
 from gateway.notify.outbox import Pending
+from gateway.notify.templates import PlaceNames
 from gateway.runtime.changes import Changes
 from gateway.runtime.durability import CommitQueue, CommitStage, PubackStage
 from gateway.runtime.heartbeat import Heartbeat
@@ -400,7 +401,8 @@ class Gateway:
                                           metrics=self.metrics, audit=wal.append, active=active,
                                           ack_links=self.ack_links, on_dead=dead,
                                           on_outcome=self.health.notification_outcome,
-                                          tenants=self.tenants)
+                                          tenants=self.tenants,
+                                          places=PlaceNames.from_devices(self.registry))
         if notifier is not None:
             await notifier.open()
         return notifier

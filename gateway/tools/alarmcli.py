@@ -15,6 +15,7 @@ import json
 import re
 import sys
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from urllib.parse import quote, urlencode
 
 from gateway.errors import CodedError
 from gateway.http.auth import client_headers
+from gateway.notify.templates import DISPOSITION_NAMES, RULE_NAMES, SEVERITY_NAMES, STATE_NAMES
 from rules.alarm import iso
 from sensors.errors import ConfigError
 from sensors.text import BEYOND_C0_RE, CONTROL_RE
@@ -145,11 +147,16 @@ def safe(value: Any) -> str:
     return CONTROL_RE.sub(_visible, str(value))
 
 
+def _cells(text: str) -> int:
+    """Terminal columns: a Chinese character takes two, so zh-CN tables stay aligned."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     rows = [[safe(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in [headers, *rows]]
+    widths = [max(_cells(h), *(_cells(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(c + " " * (w - _cells(c)) for c, w in zip(row, widths, strict=True)
+                       ).rstrip() for row in [headers, *rows]]
     return "\n".join(lines)
 
 
@@ -161,20 +168,35 @@ def _short(text: str) -> str:
     return text if len(text) <= _MESSAGE_WIDTH else text[:_MESSAGE_WIDTH - 1] + "…"
 
 
-def _ack_cell(doc: Mapping[str, Any]) -> str:
+def _zh(table: Mapping[str, tuple[str, str]], key: Any, lang: str) -> str:
+    """The word the messages use (gateway/notify/templates.py) in zh-CN; the raw value in en."""
+    return table.get(str(key), (str(key), ""))[0] if lang == "zh-CN" else str(key)
+
+
+def _ack_cell(doc: Mapping[str, Any], lang: str = "en") -> str:
     by = doc.get("acknowledged_by")
     if not by:
         return "-"
-    return f"{by} ({doc['disposition']})" if doc.get("disposition") else str(by)
+    disposition = doc.get("disposition")
+    return f"{by} ({_zh(DISPOSITION_NAMES, disposition, lang)})" if disposition else str(by)
 
 
-def alarm_table(docs: Sequence[Mapping[str, Any]]) -> str:
+_HEADERS = {
+    "en": ["SEVERITY", "STATE", "SINCE", "WHERE", "RULE", "MESSAGE", "ACK", "ID"],
+    "zh-CN": ["级别", "状态", "开始时间", "位置", "类型", "详情", "响应", "编号"],
+}
+
+
+def alarm_table(docs: Sequence[Mapping[str, Any]], lang: str = "en") -> str:
+    """The alarm list; zh-CN speaks as the messages do (特急, 已响应, 复合火警, 属实)."""
     if not docs:
-        return "no alarms"
-    rows = [[d["severity"], d["state"], _local(d.get("fired_at") or d.get("started_at")),
-             _where(d), d["rule"], _short(d.get("message", "")), _ack_cell(d), d["alarm_id"]]
+        return "无告警" if lang == "zh-CN" else "no alarms"
+    rows = [[_zh(SEVERITY_NAMES, d["severity"], lang), _zh(STATE_NAMES, d["state"], lang),
+             _local(d.get("fired_at") or d.get("started_at")), _where(d),
+             _zh(RULE_NAMES, d["rule"], lang), _short(d.get("message", "")),
+             _ack_cell(d, lang), d["alarm_id"]]
             for d in docs]
-    return _table(["SEVERITY", "STATE", "SINCE", "WHERE", "RULE", "MESSAGE", "ACK", "ID"], rows)
+    return _table(_HEADERS[lang], rows)
 
 
 def _print_json(data: Any) -> None:
@@ -196,7 +218,7 @@ def _show_list(args: argparse.Namespace, query: dict[str, Any]) -> int:
     if args.json:
         _print_json(docs)
     else:
-        print(alarm_table(docs))
+        print(alarm_table(docs, args.lang))
     return EXIT_OK
 
 
@@ -324,6 +346,9 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--severity", choices=["critical", "major", "minor", "warning", "info"])
     p.add_argument("--limit", type=int, default=500, help="at most this many (500)")
     p.add_argument("--json", action="store_true", help="print the JSON documents")
+    p.add_argument("--lang", choices=["en", "zh-CN"], default="en",
+                   help="table wording: en (raw values, for scripts) or zh-CN (the messages' "
+                        "words: 特急, 已响应, 复合火警, 属实)")
 
 
 def _add_alarms(sub: argparse._SubParsersAction[argparse.ArgumentParser],

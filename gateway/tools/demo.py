@@ -9,6 +9,8 @@ zone, a fault, a 屏蔽, analog pressure and a reset, every five minutes. Every 
 MQTT simulator restarts with a new seed, so a fire, a pipe burst, an electrical fault, a silent
 device and garbage payloads keep recurring in different places. The live view runs in the
 foreground; Ctrl-C stops everything it started, gateway first so it drains into InfluxDB.
+Closing the terminal (SIGHUP) and SIGTERM do the same: the children run in sessions of their
+own, so nothing else would ever stop them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import FrameType
 
 from gateway.tools.devservices import Influxd, Mosquitto, ServiceError
 from gateway.tools.top import run_top
@@ -38,10 +41,26 @@ CONFIG = Path("config/parkwatch.example.yaml")
 NOTIFY_CONFIG = Path("config/notify.example.yaml")
 SCENARIO_PERIOD_S = 300.0
 SCENARIOS = ("normal", "fire", "pipe-burst", "electrical-fault", "garbage")
+#: What stops the demo in order: Ctrl-C, kill, and a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _say(text: str) -> None:
-    print(f"demo: {text}", file=sys.stderr, flush=True)
+    # After the terminal is gone a write fails (EIO); stopping the children matters more.
+    with contextlib.suppress(OSError, ValueError):
+        print(f"demo: {text}", file=sys.stderr, flush=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Before the event loop runs (mosquitto and InfluxDB starting), a stop signal unwinds
+    ``run_demo`` as Ctrl-C does, so its ``finally`` stops what was started; SIGHUP's default
+    would end the process at once and leave both running."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
 
 
 def _busy(port: int) -> bool:
@@ -58,6 +77,7 @@ def run_demo(*, data_dir: Path, duration: float | None) -> int:
         _say(f"port(s) {busy} already in use: is another demo running? Stop it first.")
         return 1
     data_dir = data_dir.resolve()
+    _stop_on_signals()
     broker = Mosquitto(data_dir / "mosquitto", port=MQTT_PORT)
     influx = Influxd(data_dir / "influxdb", port=INFLUX_PORT)
     try:
@@ -72,6 +92,9 @@ def run_demo(*, data_dir: Path, duration: float | None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second signal while stopping must not cut the stop short.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         _say("stopping InfluxDB and mosquitto")
         influx.stop()
         broker.stop()
@@ -139,11 +162,11 @@ def _healthy() -> bool:
 
 
 async def _run(data_dir: Path, duration: float | None) -> int:
-    # Ctrl-C and SIGTERM both mean "stop in order", even when started in the background
-    # (where a shell leaves SIGINT ignored).
+    # Ctrl-C, SIGTERM and a closed terminal (SIGHUP) all mean "stop in order", even when
+    # started in the background (where a shell leaves SIGINT ignored).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     env = _env(data_dir)
     gateway_log = data_dir / "gateway.log"
@@ -188,7 +211,8 @@ async def _run(data_dir: Path, duration: float | None) -> int:
                            return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         top.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        # The live view fails with EIO once its terminal is closed: that is a stop, not a crash.
+        with contextlib.suppress(asyncio.CancelledError, OSError):
             await top
         return 0
     finally:

@@ -17,6 +17,7 @@ from gateway.grafana.dashboards import (
     electrical,
     health,
     influxql,
+    labels,
     overview,
     schema,
     scorecard,
@@ -37,8 +38,9 @@ DASHBOARDS: dict[str, Callable[[RuleSet], dict[str, Any]]] = {
 }
 
 
-def build_all(rules_path: Path = schema.DEFAULT_RULES) -> dict[str, dict[str, Any]]:
-    """Every dashboard as Grafana JSON, by file stem."""
+def build_all(rules_path: Path = schema.DEFAULT_RULES, lang: str = "en"
+              ) -> dict[str, dict[str, Any]]:
+    """Every dashboard as Grafana JSON, by file stem, its texts in ``lang`` (labels.LANGS)."""
     influxql.register()
     ruleset = schema.rules(rules_path)
-    return {stem: build(ruleset) for stem, build in DASHBOARDS.items()}
+    return {stem: labels.localize(build(ruleset), lang) for stem, build in DASHBOARDS.items()}
