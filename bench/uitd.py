@@ -33,8 +33,10 @@ import asyncio
 import contextlib
 import csv
 import datetime as dt
+import json
 import os
 import resource
+import socket
 import sys
 import tempfile
 import time
@@ -153,6 +155,11 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+REPO = Path(__file__).resolve().parent.parent
+#: How the child process of ``--gateway`` hands its figures back.
+RESULT_PREFIX = "bench-result: "
+
+
 @dataclass
 class Load:
     clients: int = 200
@@ -268,8 +275,10 @@ async def _self_test(panels: Sequence[Panel], load: Load) -> dict[str, Any]:
         return await run_load("127.0.0.1", centre.port, panels, load, None)
 
 
-async def _with_gateway(panels: Sequence[Panel], load: Load) -> dict[str, Any]:
-    """Private mosquitto + influxd + the gateway in this process, as bench/notify_latency.py."""
+async def _with_gateway(panels: Sequence[Panel], load: Load,
+                        per_panel: int) -> dict[str, Any]:
+    """Private mosquitto + influxd + the gateway in this process (as bench/notify_latency.py),
+    the UITDs in a child process."""
     from gateway.config import Settings
     from gateway.runtime.gateway import Gateway
     from gateway.tools.devservices import Influxd, Mosquitto
@@ -282,30 +291,61 @@ async def _with_gateway(panels: Sequence[Panel], load: Load) -> dict[str, Any]:
         broker.start()
         influx.start()
         try:
-            async with webhook_receiver("127.0.0.1", 0) as (hooks, url):
-                settings = Settings.model_validate({
-                    "instance": "benchuitd", "registry": str(registry_path),
-                    "state_dir": str(tmp / "state"),
-                    "rules": str(RULES),
-                    "mqtt": {"url": broker.url, "topic_root": "parks"},
-                    "influx": {"url": influx.url, "version": "1", "database": "benchuitd"},
-                    "http": {"enabled": False}, "notify": {"webhook_url": url},
-                    "uitd": {"listen": "127.0.0.1:0", "points": str(points_path),
-                             "max_connections": max(1000, 2 * len(panels))},
-                })
-                gw = Gateway(settings=settings, registry=load_registry(registry_path))
-                stop = asyncio.Event()
-                task = asyncio.create_task(gw.run(stop))
-                try:
-                    await asyncio.wait_for(gw.ready.wait(), 30)
-                    port = await _uitd_port(gw)
-                    return await run_load("127.0.0.1", port, panels, load, hooks)
-                finally:
-                    stop.set()
-                    await asyncio.wait_for(task, 60)
+            hook_port = _free_port()
+            url = f"http://127.0.0.1:{hook_port}/hook"
+            settings = Settings.model_validate({
+                "instance": "benchuitd", "registry": str(registry_path),
+                "state_dir": str(tmp / "state"),
+                "rules": str(RULES),
+                "mqtt": {"url": broker.url, "topic_root": "parks"},
+                "influx": {"url": influx.url, "version": "1", "database": "benchuitd"},
+                "http": {"enabled": False}, "notify": {"webhook_url": url},
+                "uitd": {"listen": "127.0.0.1:0", "points": str(points_path),
+                         "max_connections": max(1000, 2 * len(panels))},
+            })
+            gw = Gateway(settings=settings, registry=load_registry(registry_path))
+            stop = asyncio.Event()
+            task = asyncio.create_task(gw.run(stop))
+            try:
+                await asyncio.wait_for(gw.ready.wait(), 30)
+                port = await _uitd_port(gw)
+                # The UITDs and the webhook receiver run in a child process, as the publisher
+                # of bench/throughput.py does: on two cores the load must not share the
+                # gateway's event loop, or the figures measure the load generator.
+                cpu0 = time.process_time()
+                result = await _load_in_child(port, hook_port, load, per_panel)
+                result["cpu_s"] = time.process_time() - cpu0
+                return result
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 60)
         finally:
             influx.stop()
             broker.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _load_in_child(port: int, hook_port: int, load: Load,
+                         per_panel: int) -> dict[str, Any]:
+    """``--target`` in a child process; its result comes back as one JSON line."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.uitd", "--target", f"127.0.0.1:{port}",
+        "--webhook-listen", f"127.0.0.1:{hook_port}", "--clients", str(load.clients),
+        "--heartbeat", str(load.heartbeat_s), "--rate", str(load.rate),
+        "--duration", str(load.duration_s), "--drain", str(load.drain_s),
+        "--points-per-panel", str(per_panel), "--emit-json",
+        stdout=asyncio.subprocess.PIPE, cwd=str(REPO))
+    out, _ = await child.communicate()
+    for line in out.decode().splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX):])
+            return result
+    raise SystemExit(f"bench: the load process gave no result (exit {child.returncode})")
 
 
 async def _uitd_port(gw: Any) -> int:
@@ -349,7 +389,8 @@ def report(args: argparse.Namespace, mode: str, r: dict[str, Any]) -> str:
                     f"{ms(hook, .95)} / {ms(hook, .99)} / {ms(hook, 1)} ms** "
                     f"({r['webhook_matched']}/{r['alarms']} matched; target p99 < 1000 ms) |")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rows.append(f"| this process CPU / peak RSS | {r['cpu_s']:.1f} s / {rss_mb:.0f} MB |")
+    who = "gateway process" if mode == "gateway" else "this process"
+    rows.append(f"| {who} CPU / peak RSS | {r['cpu_s']:.1f} s / {rss_mb:.0f} MB |")
     return "\n".join([*rows, ""])
 
 
@@ -373,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drain", type=float, default=15.0, metavar="SECONDS",
                         help="after the burst, wait at most this long for ACKs and webhooks")
     parser.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
+    parser.add_argument("--emit-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     per_panel = args.points_per_panel or max(
@@ -387,10 +429,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.self_test:
         name, result = "fake centre", asyncio.run(_self_test(panels, load))
     elif args.gateway:
-        name, result = "gateway", asyncio.run(_with_gateway(panels, load))
+        name, result = "gateway", asyncio.run(_with_gateway(panels, load, per_panel))
     else:
         name = f"gateway at {args.target}"
         result = asyncio.run(_against(args.target, panels, load, args.webhook_listen))
+    if args.emit_json:     # the child of --gateway: hand the figures to the parent
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        return 0
     table = report(args, name, result)
     print(table)
     if args.record:

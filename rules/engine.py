@@ -32,7 +32,7 @@ from rules.alarm import (
     Transition,
     reclassification,
 )
-from rules.engine_state import EngineState
+from rules.engine_state import AlarmJson, EngineState
 from rules.kinds import Plan, Timed, bind
 from rules.kinds.base import DeviceClock, Ledger, zone_key
 from rules.kinds.coincidence import is_new_signal
@@ -82,6 +82,7 @@ class Engine:
         # opened and resolved (auto_resolve, or reset), the repeat would fire it again and
         # notify people twice. Saved with the state, so it survives a restart.
         self._seen_events: OrderedDict[str, None] = OrderedDict()
+        self._alarm_json = AlarmJson()
         self.duplicate_events = 0
         if restored is not None:
             self._restore(restored)
@@ -305,6 +306,10 @@ class Engine:
         return self._book.by_id(alarm_id)
 
     # ---- restart --------------------------------------------------------------------------
+
+    def state_json(self) -> str:
+        """The resume state as JSON (what the alarm store saves with every commit)."""
+        return self.state().to_json(self._alarm_json)
 
     def state(self) -> EngineState:
         memory = {k: d for k, m in self._memory.items() if (d := m.dump()) is not None}

@@ -28,14 +28,20 @@ class EngineState:
     #: Recently seen event dedup keys, oldest first (see Engine.seen_event).
     seen_events: tuple[str, ...] = ()
 
-    def to_json(self) -> str:
-        return json.dumps({
+    def to_json(self, cache: AlarmJson | None = None) -> str:
+        """The state as JSON text; with ``cache`` each alarm is serialised once per version
+        (the state is saved with every commit, and a park in a storm has many active alarms)."""
+        text = cache or AlarmJson()
+        rest = json.dumps({
             "version": 1, "saved_at_ms": self.saved_at_ms, "started_at_ms": self.started_at_ms,
-            "alarms": [alarm_to_dict(a) for a in self.alarms],
             "clocks": {k: list(v) for k, v in self.clocks.items()},
             "memory": dict(self.memory), "maintenance": [dict(m) for m in self.maintenance],
             "late_readings": self.late_readings, "seen_events": list(self.seen_events),
         }, sort_keys=True, ensure_ascii=False)
+        alarms = ", ".join(text(a) for a in self.alarms)
+        text.forget_all_but(self.alarms)
+        # "alarms" sorts first: the same text json.dumps(sort_keys=True) gives for the whole.
+        return '{"alarms": [' + alarms + "], " + rest[1:]
 
     @classmethod
     def from_json(cls, text: str) -> EngineState:
@@ -49,6 +55,27 @@ class EngineState:
                    late_readings=int(doc["late_readings"]),
                    # Absent in state saved before event dedup existed.
                    seen_events=tuple(doc.get("seen_events", ())))
+
+
+class AlarmJson:
+    """Each alarm's JSON text, kept while the alarm object lives in the state. Alarms are
+    immutable values: a change makes a new object, so the identity is the version."""
+
+    def __init__(self) -> None:
+        self._texts: dict[int, tuple[Alarm, str]] = {}
+
+    def __call__(self, alarm: Alarm) -> str:
+        hit = self._texts.get(id(alarm))
+        if hit is not None and hit[0] is alarm:
+            return hit[1]
+        text = json.dumps(alarm_to_dict(alarm), sort_keys=True, ensure_ascii=False)
+        self._texts[id(alarm)] = (alarm, text)
+        return text
+
+    def forget_all_but(self, alarms: tuple[Alarm, ...]) -> None:
+        if len(self._texts) > 2 * len(alarms) + 64:
+            keep = {id(a) for a in alarms}
+            self._texts = {k: v for k, v in self._texts.items() if k in keep}
 
 
 def alarm_to_dict(a: Alarm) -> dict[str, Any]:

@@ -259,3 +259,32 @@ def test_transitions_form_one_chain_per_fingerprint(steps: list[tuple[int, int, 
         else:
             active[fp] = t.after
     assert {a.fingerprint: a for a in eng.active()} == active
+
+
+def test_state_json_with_the_alarm_cache_is_the_plain_json_of_the_state() -> None:
+    """The cached serialisation (each alarm once per version) gives exactly the text of
+    json.dumps(sort_keys=True) over the whole state, before and after alarms change."""
+    from rules.engine_state import alarm_to_dict
+
+    registry = load_registry(ROOT / "config" / "sample-park" / "registry.yaml")
+    panel = next(d for d in registry if d.kind == "fire_panel")
+    engine = Engine(rules=load_rules(ROOT / "config" / "rules"), registry=registry,
+                    new_id=iter(f"a{i}" for i in range(10_000)).__next__)
+    for i in range(3):
+        for p in range(20):
+            engine.observe(DeviceEvent(panel.device, T0 + i * 1000 + p, EventType.FIRE_ALARM,
+                                       T0 + i * 1000 + p, f"L1-D{p:03d}", "x"), T0 + i * 1000)
+        if i == 1:
+            engine.observe(DeviceEvent(panel.device, T0 + 1500, EventType.RESET, T0 + 1500),
+                           T0 + 1500)
+        state = engine.state()
+        plain = json.dumps({
+            "version": 1, "saved_at_ms": state.saved_at_ms,
+            "started_at_ms": state.started_at_ms,
+            "alarms": [alarm_to_dict(a) for a in state.alarms],
+            "clocks": {k: list(v) for k, v in state.clocks.items()},
+            "memory": dict(state.memory), "maintenance": [dict(m) for m in state.maintenance],
+            "late_readings": state.late_readings, "seen_events": list(state.seen_events),
+        }, sort_keys=True, ensure_ascii=False)
+        assert engine.state_json() == plain
+        assert EngineState.from_json(engine.state_json()).alarms == state.alarms

@@ -120,7 +120,7 @@ class AlarmKeeper:
 
     def state_json(self) -> str:
         assert self.engine is not None
-        return self.engine.state().to_json()
+        return self.engine.state_json()
 
     async def persist(self, transitions: Sequence[Transition], *, with_state: bool,
                       outbox: Sequence[OutboxRow] = (),
