@@ -20,7 +20,9 @@ root and its own database, each fed the same load by a separate process: the raw
 
 Measured per system: **landed msgs/s** = messages / (first publish → the moment InfluxDB counts
 all of them; the count is polled every 0.2 s), CPU of that one process (psutil, user + system)
-over the same interval, and its peak RSS (VmHWM).
+over the same interval, and its peak RSS (VmHWM). Then, in the same process, a paced load
+(``--steady-rate`` msgs/s for ``--steady-seconds``): **freshness** = now − the newest point in
+InfluxDB, sampled every 0.25 s, and the process's CPU at that rate.
 """
 
 from __future__ import annotations
@@ -92,8 +94,10 @@ def write_registry(path: Path, devs: Sequence[Device]) -> None:
 # ---------------------------------------------------------------------------- the load
 
 
-def _publisher(port: int, root: str, devs: Sequence[Device], total: int, out: Any) -> None:
-    """Child process: ``total`` QoS 1 telemetry messages round-robin over ``devs``, flat out.
+def _publisher(port: int, root: str, devs: Sequence[Device], total: int, rate: float,
+               out: Any) -> None:
+    """Child process: ``total`` QoS 1 telemetry messages round-robin over ``devs``, at ``rate``
+    msgs/s (0: flat out).
 
     A device's timestamps go up by at least 1 ms per message, so no two of its points share a
     timestamp in InfluxDB (which would overwrite one with the other and spoil the count).
@@ -107,6 +111,10 @@ def _publisher(port: int, root: str, devs: Sequence[Device], total: int, out: An
                                  max_inflight=2000) as pub:
             start = time.time()
             for i in range(total):
+                if rate and i % 100 == 0:
+                    ahead = start + i / rate - time.time()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
                 k = i % n
                 ts = max(time.time(), last[k] + 0.001)
                 last[k] = ts
@@ -119,11 +127,12 @@ def _publisher(port: int, root: str, devs: Sequence[Device], total: int, out: An
     out.send(asyncio.run(go()))
 
 
-def _spawn_publisher(port: int, root: str, devs: Sequence[Device], total: int
-                     ) -> tuple[Any, Any]:
+def _spawn_publisher(port: int, root: str, devs: Sequence[Device], total: int,
+                     rate: float = 0.0) -> tuple[Any, Any]:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_publisher, args=(port, root, devs, total, child), daemon=True)
+    proc = ctx.Process(target=_publisher, args=(port, root, devs, total, rate, child),
+                       daemon=True)
     proc.start()
     return proc, parent
 
@@ -145,6 +154,10 @@ class Result:
     broker_cpu_s: float
     influx_cpu_s: float
     shape: str = ""
+    steady_rate: float = 0.0
+    fresh_p50_s: float = float("nan")
+    fresh_p90_s: float = float("nan")
+    steady_cpu_pct: float = float("nan")
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -237,8 +250,37 @@ def start_node_red(run_dir: Path, broker: Mosquitto, influx: Influxd, root: str,
     return proc
 
 
+def _newest_ms(influx: Influxd, db: str) -> float:
+    doc: Any = influx.query(f'SELECT last("seq") FROM {MEASUREMENTS}', db)
+    series = doc["results"][0].get("series") or []
+    return max((float(s["values"][0][0]) for s in series), default=0.0)
+
+
+def steady(proc: subprocess.Popen[bytes], root: str, db: str, devs: Sequence[Device],
+           broker: Mosquitto, influx: Influxd, rate: float, seconds: float
+           ) -> tuple[float, float, float]:
+    """Freshness (now − newest point in InfluxDB) p50/p90 and CPU % at a steady ``rate``."""
+    me = psutil.Process(proc.pid)
+    total = int(rate * seconds)
+    pub, pipe = _spawn_publisher(broker.port, root, devs, total, rate)
+    time.sleep(min(3.0, seconds / 4))  # the publisher's start and the pipeline's ramp
+    cpu0, t0 = _cpu(me), time.monotonic()
+    fresh: list[float] = []
+    while pub.is_alive() and not pipe.poll():
+        fresh.append(time.time() - _newest_ms(influx, db) / 1000)
+        time.sleep(0.25)
+    cpu_pct = 100 * (_cpu(me) - cpu0) / (time.monotonic() - t0)
+    pipe.recv()
+    pub.join(30)
+    fresh.sort()
+    if not fresh:
+        return float("nan"), float("nan"), cpu_pct
+    return statistics.median(fresh), fresh[int(len(fresh) * 0.9)], cpu_pct
+
+
 def measure(system: str, rnd: int, tmp: Path, registry: Path, devs: Sequence[Device],
-            broker: Mosquitto, influx: Influxd, total: int) -> Result:
+            broker: Mosquitto, influx: Influxd, total: int, steady_rate: float,
+            steady_s: float) -> Result:
     root = db = f"{'pw' if system == 'ParkWatch' else 'nr'}{rnd}"
     run_dir = tmp / root
     run_dir.mkdir()
@@ -264,9 +306,12 @@ def measure(system: str, rnd: int, tmp: Path, registry: Path, devs: Sequence[Dev
         done = time.time()
         cpu = _cpu(me) - cpu0
         others_cpu = [_cpu(p) - c for p, c in zip(others, others0, strict=True)]
-        rss = _peak_rss_mb(proc.pid)
         pub_start, pub_end = pipe.recv()
         pub.join(30)
+        shape = _shape(influx, db)
+        fresh = (steady(proc, root, db, devs, broker, influx, steady_rate, steady_s)
+                 if steady_rate else (float("nan"),) * 3)
+        rss = _peak_rss_mb(proc.pid)  # over the process's whole life
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -277,7 +322,7 @@ def measure(system: str, rnd: int, tmp: Path, registry: Path, devs: Sequence[Dev
     elapsed = done - pub_start
     return Result(system, rnd, total, landed, total / elapsed if landed >= total else 0.0,
                   total / (pub_end - pub_start), cpu, 100 * cpu / elapsed, rss,
-                  others_cpu[0], others_cpu[1], _shape(influx, db))
+                  others_cpu[0], others_cpu[1], shape, steady_rate, *fresh)
 
 
 def _shape(influx: Influxd, db: str) -> str:
@@ -313,10 +358,10 @@ def report(args: argparse.Namespace, results: Sequence[Result]) -> str:
     pw = [r for r in results if r.system == "ParkWatch"]
     nr = [r for r in results if r.system == "Node-RED"]
 
-    def runs(rs: Sequence[Result], fmt: str, attr: str) -> str:
+    def runs(rs: Sequence[Result], fmt: str, attr: str, mean: bool = True) -> str:
         vals = [getattr(r, attr) for r in rs]
         return " / ".join(fmt.format(v) for v in vals) + (
-            f" (mean {fmt.format(statistics.mean(vals))})" if len(vals) > 1 else "")
+            f" (mean {fmt.format(statistics.mean(vals))})" if mean and len(vals) > 1 else "")
 
     pw_rate = statistics.mean(r.rate for r in pw)
     nr_rate = statistics.mean(r.rate for r in nr)
@@ -326,25 +371,34 @@ def report(args: argparse.Namespace, results: Sequence[Result]) -> str:
         f"### {when} — ParkWatch vs Node-RED (issue 15), {args.messages} msgs, {args.devices} "
         f"devices, {args.rounds} interleaved rounds, {os.cpu_count()} cores, commit {_commit()}",
         f"`python -m bench.peer --devices {args.devices} --messages {args.messages} "
-        f"--rounds {args.rounds}`",
+        f"--rounds {args.rounds} --steady-rate {args.steady_rate:.0f} "
+        f"--steady-seconds {args.steady_seconds:.0f}`",
         "",
         "| measure (each run, in order) | Node-RED 4.1.8, tuned batch flow | ParkWatch |",
         "|---|---|---|",
         f"| **landed msgs/s, max rate** | {runs(nr, '{:,.0f}', 'rate')} "
         f"| {runs(pw, '{:,.0f}', 'rate')} (**{ratio:.2f}×**) |",
-        f"| landed / published | {runs(nr, '{}', 'landed')} / {args.messages} "
-        f"| {runs(pw, '{}', 'landed')} / {args.messages} |",
+        f"| landed of {args.messages:,} published | {runs(nr, '{:,}', 'landed', False)} "
+        f"| {runs(pw, '{:,}', 'landed', False)} |",
         f"| publisher offered msgs/s | {runs(nr, '{:,.0f}', 'publish_rate')} "
         f"| {runs(pw, '{:,.0f}', 'publish_rate')} |",
-        f"| CPU of the process, % of one core | {runs(nr, '{:.0f}', 'cpu_pct')} "
+        f"| CPU of the process at max rate, % of one core | {runs(nr, '{:.0f}', 'cpu_pct')} "
         f"| {runs(pw, '{:.0f}', 'cpu_pct')} |",
-        f"| CPU of the process, s | {runs(nr, '{:.1f}', 'cpu_s')} "
+        f"| CPU of the process at max rate, s | {runs(nr, '{:.1f}', 'cpu_s')} "
         f"| {runs(pw, '{:.1f}', 'cpu_s')} |",
-        f"| peak RSS, MB | {runs(nr, '{:.0f}', 'peak_rss_mb')} "
+        f"| peak RSS (whole run), MB | {runs(nr, '{:.0f}', 'peak_rss_mb')} "
         f"| {runs(pw, '{:.0f}', 'peak_rss_mb')} |",
-        f"| mosquitto / influxd CPU, s | {runs(nr, '{:.1f}', 'broker_cpu_s')} / "
-        f"{runs(nr, '{:.1f}', 'influx_cpu_s')} | {runs(pw, '{:.1f}', 'broker_cpu_s')} / "
-        f"{runs(pw, '{:.1f}', 'influx_cpu_s')} |",
+        f"| freshness p50 at a steady {args.steady_rate:,.0f} msgs/s "
+        f"(now − newest point in InfluxDB), s | {runs(nr, '{:.2f}', 'fresh_p50_s')} "
+        f"| {runs(pw, '{:.2f}', 'fresh_p50_s')} |",
+        f"| freshness p90 at {args.steady_rate:,.0f} msgs/s, s "
+        f"| {runs(nr, '{:.2f}', 'fresh_p90_s')} | {runs(pw, '{:.2f}', 'fresh_p90_s')} |",
+        f"| CPU at a steady {args.steady_rate:,.0f} msgs/s, % of one core "
+        f"| {runs(nr, '{:.0f}', 'steady_cpu_pct')} | {runs(pw, '{:.0f}', 'steady_cpu_pct')} |",
+        f"| mosquitto CPU at max rate, s | {runs(nr, '{:.1f}', 'broker_cpu_s')} "
+        f"| {runs(pw, '{:.1f}', 'broker_cpu_s')} |",
+        f"| influxd CPU at max rate, s | {runs(nr, '{:.1f}', 'influx_cpu_s')} "
+        f"| {runs(pw, '{:.1f}', 'influx_cpu_s')} |",
         "",
         f"ParkWatch / Node-RED landed rate: **{ratio:.2f}×**"
         + ("" if complete else " — NOT every message landed in some run; the rate of such a "
@@ -359,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=2,
                         help="ParkWatch then Node-RED, this many times")
+    parser.add_argument("--steady-rate", type=float, default=10_000,
+                        help="then, in the same process, a paced load at this rate for "
+                             "freshness and CPU (0: skip)")
+    parser.add_argument("--steady-seconds", type=float, default=20)
     parser.add_argument("--record", action="store_true", help="append the result to RESULTS.md")
     args = parser.parse_args(argv)
     node_red_command()  # install the peer before anything is started
@@ -376,10 +434,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{args.rounds} rounds", flush=True)
             for rnd in range(1, args.rounds + 1):
                 for system in ("ParkWatch", "Node-RED"):
-                    r = measure(system, rnd, tmp, registry, devs, broker, influx, args.messages)
+                    r = measure(system, rnd, tmp, registry, devs, broker, influx, args.messages,
+                                args.steady_rate, args.steady_seconds)
                     print(f"  {system} round {rnd}: {r.rate:,.0f} msgs/s landed "
                           f"({r.landed}/{r.published}), CPU {r.cpu_pct:.0f} %, "
-                          f"peak RSS {r.peak_rss_mb:.0f} MB; {r.shape}", flush=True)
+                          f"peak RSS {r.peak_rss_mb:.0f} MB; steady {r.steady_rate:.0f}/s: "
+                          f"freshness p50 {r.fresh_p50_s:.2f} s, "
+                          f"CPU {r.steady_cpu_pct:.0f} %; {r.shape}",
+                          flush=True)
                     results.append(r)
         finally:
             influx.stop()
