@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -417,13 +418,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="then, in the same process, a paced load at this rate for "
                              "freshness and CPU (0: skip)")
     parser.add_argument("--steady-seconds", type=float, default=20)
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="run in DIR (created, must not exist) and keep it: logs, configs")
     parser.add_argument("--record", action="store_true", help="append the result to RESULTS.md")
     args = parser.parse_args(argv)
     node_red_command()  # install the peer before anything is started
     devs = devices(args.devices)
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="pw-peer-") as tmpname:
-        tmp = Path(tmpname)
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True)
+            tmp = args.keep.resolve()
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-peer-")))
         broker, influx = Mosquitto(tmp / "mosquitto"), Influxd(tmp / "influxd")
         broker.start()
         influx.start()
