@@ -96,7 +96,7 @@ def write_registry(path: Path, devs: Sequence[Device]) -> None:
 
 
 def _publisher(port: int, root: str, devs: Sequence[Device], total: int, rate: float,
-               out: Any) -> None:
+               seq0: int, out: Any) -> None:
     """Child process: ``total`` QoS 1 telemetry messages round-robin over ``devs``, at ``rate``
     msgs/s (0: flat out).
 
@@ -120,7 +120,7 @@ def _publisher(port: int, root: str, devs: Sequence[Device], total: int, rate: f
                 ts = max(time.time(), last[k] + 0.001)
                 last[k] = ts
                 payload = (b'{"ts":%.3f,"seq":%d,"values":{%s},"battery_pct":87.5,'
-                           b'"rssi_dbm":-71}' % (ts, i // n, values[k]))
+                           b'"rssi_dbm":-71}' % (ts, seq0 + i // n, values[k]))
                 await pub.publish(topics[k], payload, qos=1)
             await pub.flush(600)
             return start, time.time()
@@ -129,10 +129,10 @@ def _publisher(port: int, root: str, devs: Sequence[Device], total: int, rate: f
 
 
 def _spawn_publisher(port: int, root: str, devs: Sequence[Device], total: int,
-                     rate: float = 0.0) -> tuple[Any, Any]:
+                     rate: float = 0.0, seq0: int = 0) -> tuple[Any, Any]:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_publisher, args=(port, root, devs, total, rate, child),
+    proc = ctx.Process(target=_publisher, args=(port, root, devs, total, rate, seq0, child),
                        daemon=True)
     proc.start()
     return proc, parent
@@ -159,6 +159,7 @@ class Result:
     fresh_p50_s: float = float("nan")
     fresh_p90_s: float = float("nan")
     steady_cpu_pct: float = float("nan")
+    steady_landed: int = 0
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -258,12 +259,14 @@ def _newest_ms(influx: Influxd, db: str) -> float:
 
 
 def steady(proc: subprocess.Popen[bytes], root: str, db: str, devs: Sequence[Device],
-           broker: Mosquitto, influx: Influxd, rate: float, seconds: float
-           ) -> tuple[float, float, float]:
-    """Freshness (now − newest point in InfluxDB) p50/p90 and CPU % at a steady ``rate``."""
+           broker: Mosquitto, influx: Influxd, rate: float, seconds: float, before: int
+           ) -> tuple[float, float, float, int]:
+    """Freshness (now − newest point in InfluxDB) p50/p90, CPU % at a steady ``rate``, and how
+    many of its messages landed (``before``: the count in the database when it starts)."""
     me = psutil.Process(proc.pid)
     total = int(rate * seconds)
-    pub, pipe = _spawn_publisher(broker.port, root, devs, total, rate)
+    pub, pipe = _spawn_publisher(broker.port, root, devs, total, rate,
+                                 seq0=before // len(devs) + 1)
     time.sleep(min(3.0, seconds / 4))  # the publisher's start and the pipeline's ramp
     cpu0, t0 = _cpu(me), time.monotonic()
     fresh: list[float] = []
@@ -273,10 +276,13 @@ def steady(proc: subprocess.Popen[bytes], root: str, db: str, devs: Sequence[Dev
     cpu_pct = 100 * (_cpu(me) - cpu0) / (time.monotonic() - t0)
     pipe.recv()
     pub.join(30)
+    deadline = time.monotonic() + 30
+    while (landed := _landed(influx, db) - before) < total and time.monotonic() < deadline:
+        time.sleep(0.2)
     fresh.sort()
     if not fresh:
-        return float("nan"), float("nan"), cpu_pct
-    return statistics.median(fresh), fresh[int(len(fresh) * 0.9)], cpu_pct
+        return float("nan"), float("nan"), cpu_pct, landed
+    return statistics.median(fresh), fresh[int(len(fresh) * 0.9)], cpu_pct, landed
 
 
 def measure(system: str, rnd: int, tmp: Path, registry: Path, devs: Sequence[Device],
@@ -310,8 +316,9 @@ def measure(system: str, rnd: int, tmp: Path, registry: Path, devs: Sequence[Dev
         pub_start, pub_end = pipe.recv()
         pub.join(30)
         shape = _shape(influx, db)
-        fresh = (steady(proc, root, db, devs, broker, influx, steady_rate, steady_s)
-                 if steady_rate else (float("nan"),) * 3)
+        nan = float("nan")
+        fresh = (steady(proc, root, db, devs, broker, influx, steady_rate, steady_s, landed)
+                 if steady_rate else (nan, nan, nan, 0))
         rss = _peak_rss_mb(proc.pid)  # over the process's whole life
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -396,6 +403,9 @@ def report(args: argparse.Namespace, results: Sequence[Result]) -> str:
         f"| {runs(nr, '{:.2f}', 'fresh_p90_s')} | {runs(pw, '{:.2f}', 'fresh_p90_s')} |",
         f"| CPU at a steady {args.steady_rate:,.0f} msgs/s, % of one core "
         f"| {runs(nr, '{:.0f}', 'steady_cpu_pct')} | {runs(pw, '{:.0f}', 'steady_cpu_pct')} |",
+        f"| landed of {int(args.steady_rate * args.steady_seconds):,} at the steady rate "
+        f"| {runs(nr, '{:,}', 'steady_landed', False)} "
+        f"| {runs(pw, '{:,}', 'steady_landed', False)} |",
         f"| mosquitto CPU at max rate, s | {runs(nr, '{:.1f}', 'broker_cpu_s')} "
         f"| {runs(pw, '{:.1f}', 'broker_cpu_s')} |",
         f"| influxd CPU at max rate, s | {runs(nr, '{:.1f}', 'influx_cpu_s')} "
@@ -447,7 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"({r.landed}/{r.published}), CPU {r.cpu_pct:.0f} %, "
                           f"peak RSS {r.peak_rss_mb:.0f} MB; steady {r.steady_rate:.0f}/s: "
                           f"freshness p50 {r.fresh_p50_s:.2f} s, "
-                          f"CPU {r.steady_cpu_pct:.0f} %; {r.shape}",
+                          f"CPU {r.steady_cpu_pct:.0f} %, "
+                          f"{r.steady_landed:,}/{int(r.steady_rate * args.steady_seconds):,} "
+                          f"landed; {r.shape}",
                           flush=True)
                     results.append(r)
         finally:
@@ -458,7 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.record:
         with RESULTS.open("a") as fh:
             fh.write(text + "\n")
-    return 0 if all(r.landed >= r.published for r in results) else 1
+    steady_total = int(args.steady_rate * args.steady_seconds)
+    return 0 if all(r.landed >= r.published and r.steady_landed >= steady_total
+                    for r in results) else 1
 
 
 if __name__ == "__main__":
