@@ -2,7 +2,8 @@
 # Install what ParkWatch needs on Debian/Ubuntu, idempotently:
 #   - system packages: mosquitto and influxdb (used as private instances on project ports;
 #     any system services they bring keep running untouched), python3-venv, and chromium (the
-#     headless browser tests/test_scorecard_cli.py renders the printable scorecard with);
+#     headless browser tests/test_scorecard_cli.py renders the printable scorecard with), and
+#     postgresql (its server binaries, for private clusters in the tests; no service is used);
 #   - uv (pinned, from PyPI) in .tools/, then the project environment .venv/ from uv.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,9 @@ have mosquitto || missing+=(mosquitto)
 have influxd || missing+=(influxdb)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 have chromium || missing+=(chromium)
+# PostgreSQL server binaries (initdb, pg_ctl, postgres) for the private clusters the PostgreSQL
+# alarm-store and partition tests start; Debian keeps them in /usr/lib/postgresql/<v>/bin.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
   sudo=""

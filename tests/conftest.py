@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.tools.devservices import Influxd, Mosquitto
+from gateway.tools.devservices import Influxd, Mosquitto, Postgres
 from sensors.registry import Registry, load_registry
+from tests.support.ids import unique_db_name
 from tests.support.paths import SAMPLE_REGISTRY
 
 
@@ -39,6 +40,20 @@ def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    server = Postgres(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def pg_dsn(postgres: Postgres, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's PostgreSQL, for one test."""
+    return postgres.create_database(unique_db_name(request.node.name))
 
 
 @pytest.fixture(scope="session")

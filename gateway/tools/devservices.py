@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -226,3 +227,84 @@ class Influxd(_Service):
         with urllib.request.urlopen(req, timeout=30) as resp:
             result: dict[str, object] = json.loads(resp.read())
             return result
+
+
+def _postgres_bin(name: str) -> str:
+    """A PostgreSQL server binary: Debian keeps them off PATH, in /usr/lib/postgresql/<v>/bin."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                        else 0)
+    if not candidates:
+        raise ServiceError(f"{name} not found; install the Debian package: "
+                           "apt-get install postgresql")
+    return str(candidates[-1])
+
+
+class Postgres(_Service):
+    """A private PostgreSQL cluster (``initdb`` + ``postgres``) on a loopback port.
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the ``postgres`` user
+    (created by Debian's package) and lives in a directory of its own under the system temp
+    dir: a root-only pytest tmp dir would not let that user in. ``data_dir`` then only holds the
+    log. Authentication is ``trust`` on loopback: the cluster is a throwaway for tests and the demo.
+    """
+
+    name = "postgres"
+    user = "parkwatch"
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.binary = _postgres_bin("postgres")
+        self._as: list[str] = []
+        self.cluster = data_dir / "cluster"
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            # setpriv execs (no fork), so signals reach the postmaster itself.
+            self._as = [require_binary("setpriv", "util-linux"), f"--reuid={owner.pw_uid}",
+                        f"--regid={owner.pw_gid}", "--init-groups", "--"]
+            base = Path(tempfile.mkdtemp(prefix="parkwatch-pg-"))
+            os.chown(base, owner.pw_uid, owner.pw_gid)
+            self.cluster = base / "cluster"
+        if not (self.cluster / "PG_VERSION").exists():
+            subprocess.run([*self._as, _postgres_bin("initdb"), "-D", str(self.cluster),
+                            "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync",
+                            "--locale=C.UTF-8"],
+                           check=True, capture_output=True)
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def _command(self) -> list[str]:
+        return [*self._as, self.binary, "-D", str(self.cluster), "-p", str(self.port),
+                "-k", str(self.cluster), "-c", "listen_addresses=127.0.0.1",
+                "-c", "max_connections=200", "-c", "shared_buffers=32MB"]
+
+    def _ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        probe = subprocess.run([_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p",
+                                str(self.port), "-U", self.user], capture_output=True)
+        return probe.returncode == 0
+
+    def kill(self) -> None:
+        # The postmaster's backends outlive a SIGKILL of the postmaster alone, and then hold
+        # its shared memory: kill the whole process group, as a power cut would.
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        super().kill()
+
+    def create_database(self, name: str) -> str:
+        """Create a database and return its DSN (each test isolates itself in its own)."""
+        subprocess.run([_postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                        "-U", self.user, name], check=True, capture_output=True)
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def remove(self) -> None:
+        """Stop and delete the cluster's files."""
+        self.stop()
+        shutil.rmtree(self.cluster.parent if self._as else self.cluster, ignore_errors=True)
