@@ -32,7 +32,7 @@ from rules.alarm import (
     Transition,
     reclassification,
 )
-from rules.engine_state import AlarmJson, EngineState
+from rules.engine_state import EngineState, StateJson
 from rules.kinds import Plan, Timed, bind
 from rules.kinds.base import DeviceClock, Ledger, zone_key
 from rules.kinds.coincidence import is_new_signal
@@ -82,7 +82,7 @@ class Engine:
         # opened and resolved (auto_resolve, or reset), the repeat would fire it again and
         # notify people twice. Saved with the state, so it survives a restart.
         self._seen_events: OrderedDict[str, None] = OrderedDict()
-        self._alarm_json = AlarmJson()
+        self._state_json = StateJson()
         self.duplicate_events = 0
         if restored is not None:
             self._restore(restored)
@@ -309,13 +309,14 @@ class Engine:
 
     def state_json(self) -> str:
         """The resume state as JSON (what the alarm store saves with every commit)."""
-        return self.state().to_json(self._alarm_json)
+        return self.state().to_json(self._state_json)
 
     def state(self) -> EngineState:
         memory = {k: d for k, m in self._memory.items() if (d := m.dump()) is not None}
         return EngineState(
             saved_at_ms=self._last_now, started_at_ms=self._started_ms,
-            alarms=tuple(self.active()),
+            # Ledger order, not active()'s sort: the state only names them (by id).
+            alarms=tuple(self._book.active.values()),
             clocks={d: (c.newest_ts, c.last_rx) for d, c in self._clocks.items()
                     if c.newest_ts is not None or c.last_rx is not None},
             memory=memory, maintenance=tuple(self._maintenance.dump()),

@@ -140,9 +140,11 @@ def test_state_round_trips_through_json() -> None:
     eng.tick(T0 + 1000)
     state = eng.state()
     text = state.to_json()
-    assert EngineState.from_json(text) == state
-    assert json.loads(text)["version"] == 1
-    again = engine(reg, restored=EngineState.from_json(text))
+    by_id = {a.alarm_id: a for a in state.alarms}
+    assert EngineState.from_json(text, by_id) == state
+    assert json.loads(text)["version"] == 2
+    assert EngineState.alarm_ids(text) == list(by_id)
+    again = engine(reg, restored=EngineState.from_json(text, by_id))
     assert [a.fingerprint for a in again.active()] == [a.fingerprint for a in eng.active()]
 
 
@@ -261,11 +263,9 @@ def test_transitions_form_one_chain_per_fingerprint(steps: list[tuple[int, int, 
     assert {a.fingerprint: a for a in eng.active()} == active
 
 
-def test_state_json_with_the_alarm_cache_is_the_plain_json_of_the_state() -> None:
-    """The cached serialisation (each alarm once per version) gives exactly the text of
-    json.dumps(sort_keys=True) over the whole state, before and after alarms change."""
-    from rules.engine_state import alarm_to_dict
-
+def test_state_json_names_alarms_by_id_and_memory_stays_current() -> None:
+    """The saved text (memory entries reused while unchanged) is the plain JSON of the state,
+    before and after alarms and memory change; the alarms are named by id, in ledger order."""
     registry = load_registry(ROOT / "config" / "sample-park" / "registry.yaml")
     panel = next(d for d in registry if d.kind == "fire_panel")
     engine = Engine(rules=load_rules(ROOT / "config" / "rules"), registry=registry,
@@ -278,13 +278,34 @@ def test_state_json_with_the_alarm_cache_is_the_plain_json_of_the_state() -> Non
             engine.observe(DeviceEvent(panel.device, T0 + 1500, EventType.RESET, T0 + 1500),
                            T0 + 1500)
         state = engine.state()
-        plain = json.dumps({
-            "version": 1, "saved_at_ms": state.saved_at_ms,
+        plain = {
+            "version": 2, "saved_at_ms": state.saved_at_ms,
             "started_at_ms": state.started_at_ms,
-            "alarms": [alarm_to_dict(a) for a in state.alarms],
+            "alarm_ids": [a.alarm_id for a in state.alarms],
             "clocks": {k: list(v) for k, v in state.clocks.items()},
             "memory": dict(state.memory), "maintenance": [dict(m) for m in state.maintenance],
             "late_readings": state.late_readings, "seen_events": list(state.seen_events),
-        }, sort_keys=True, ensure_ascii=False)
-        assert engine.state_json() == plain
-        assert EngineState.from_json(engine.state_json()).alarms == state.alarms
+        }
+        assert json.loads(engine.state_json()) == plain
+        assert state.memory, "the fire points are in the memory"
+        assert {a.fingerprint for a in state.alarms} == {a.fingerprint for a in engine.active()}
+        restored = EngineState.from_json(engine.state_json(),
+                                         {a.alarm_id: a for a in engine.active()})
+        assert restored.alarms == state.alarms
+
+
+def test_state_format_1_with_alarms_inline_still_loads() -> None:
+    """A state saved before format 2 carries its alarms itself."""
+    from rules.engine_state import alarm_to_dict
+
+    eng = engine(GAS)
+    eng.observe(gas(30, 0), T0)
+    state = eng.state()
+    v1 = json.dumps({"version": 1, "saved_at_ms": state.saved_at_ms,
+                     "started_at_ms": state.started_at_ms,
+                     "alarms": [alarm_to_dict(a) for a in state.alarms],
+                     "clocks": {k: list(v) for k, v in state.clocks.items()},
+                     "memory": dict(state.memory), "maintenance": [],
+                     "late_readings": 0})
+    assert EngineState.alarm_ids(v1) is None
+    assert EngineState.from_json(v1).alarms == state.alarms

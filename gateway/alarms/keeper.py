@@ -70,12 +70,26 @@ class AlarmKeeper:
     async def open(self) -> None:
         await self.store.open()
         blob = await self.store.load_engine_state()
-        restored = EngineState.from_json(blob) if blob else None
+        restored = await self._restored(blob) if blob else None
         self.engine = Engine(rules=self.rules, registry=self.registry,
                              lateness_s=self._lateness_s, new_id=new_alarm_id, restored=restored,
                              points=self.points)
         if restored is not None:
             log.info("alarm engine resumed: %d active alarm(s)", len(self.engine.active()))
+
+    async def _restored(self, blob: str) -> EngineState:
+        ids = EngineState.alarm_ids(blob)
+        if ids is None:   # format 1: the alarms are in the blob
+            return EngineState.from_json(blob)
+        found = {a.alarm_id: a for a in await self.store.alarms_by_id(ids)}
+        missing = [i for i in ids if i not in found or not found[i].active]
+        if missing:
+            # Cannot happen while the state and the alarms are written in one transaction;
+            # if it does, the engine must still start (a fire park cannot wait for a repair),
+            # and the alarms it forgot will be raised afresh by their next reading.
+            log.error("alarm engine state names %d alarm(s) the store does not hold as active:"
+                      " %s", len(missing), ", ".join(missing[:10]))
+        return EngineState.from_json(blob, {i: a for i, a in found.items() if a.active})
 
     async def close(self) -> None:
         await self.store.close()

@@ -576,6 +576,21 @@ class AlarmStore:
             return [alarm_from_record(row) for row in conn.execute(sql, params)]
         return await self._run(read)
 
+    async def alarms_by_id(self, alarm_ids: Sequence[str]) -> builtins.list[Alarm]:
+        """The current rows of these alarms (those the store has), uncapped: the engine's
+        resume state names its active alarms by id."""
+        ids = list(alarm_ids)
+
+        def read(conn: sqlite3.Connection) -> builtins.list[Alarm]:
+            out: builtins.list[Alarm] = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                marks = ", ".join("?" * len(chunk))
+                out += [alarm_from_record(row) for row in conn.execute(
+                    f"SELECT * FROM alarms WHERE alarm_id IN ({marks})", chunk)]
+            return out
+        return await self._run(read)
+
     # builtins.list: inside this class body ``list`` is the method above.
     async def history(self, alarm_id: str) -> builtins.list[dict[str, Any]]:
         """The transitions of one alarm, oldest first ([] for an unknown id)."""

@@ -35,7 +35,10 @@ def outbox_row(n: Notification, *, now_ms: int, due_ms: int, deadline_ms: int,
                fire_class: bool, group_key: str = "",
                group_interval_ms: int = 0) -> OutboxRow:
     """The row ``AlarmStore.apply(outbox=...)`` inserts for ``n``."""
-    doc = json.dumps(dataclasses.asdict(n), ensure_ascii=False, default=dict)
+    # Shallow on purpose: dataclasses.asdict deep-copies the alarm document before encoding,
+    # a tenth of the loop's time in a fire storm; json.dumps walks it anyway.
+    doc = json.dumps({f.name: getattr(n, f.name) for f in dataclasses.fields(n)},
+                     ensure_ascii=False, default=dict)
     # Fire-class messages are never merged: each one goes out on its own, at once.
     key = "" if fire_class else group_key
     return OutboxRow(key=n.key, channel=n.channel, recipient=n.recipient, notification_json=doc,
