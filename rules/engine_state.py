@@ -93,8 +93,9 @@ class StateJson:
         for key, data in memory.items():
             hit = texts.get(key)
             if hit is None or hit[0] != data:
-                hit = texts[key] = (data, json.dumps(data, ensure_ascii=False))
-            parts.append(json.dumps(key, ensure_ascii=False) + ": " + hit[1])
+                hit = texts[key] = (data, json.dumps(key, ensure_ascii=False) + ": "
+                                    + json.dumps(data, ensure_ascii=False))
+            parts.append(hit[1])
         if len(texts) > 2 * len(memory) + 64:
             self._texts = {k: v for k, v in texts.items() if k in memory}
         return "{" + ", ".join(parts) + "}"

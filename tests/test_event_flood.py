@@ -89,7 +89,9 @@ def test_the_flood_alarm_updates_its_count_a_logarithmic_number_of_times() -> No
 def test_the_flood_alarm_survives_a_restart_and_ends_with_a_reset() -> None:
     eng = engine(PANELS)
     flood(eng, 200)
-    eng = engine(PANELS, EngineState.from_json(eng.state().to_json()))
+    state = eng.state()   # through JSON; the store gives back the alarms it names by id
+    eng = engine(PANELS, EngineState.from_json(state.to_json(),
+                                               {a.alarm_id: a for a in state.alarms}))
     eng.observe(event(EventType.FIRE_ALARM, 5000, "new"), T0 + 5000)
     [alarm] = [a for a in eng.active() if a.rule == TOO_MANY_POINTS]
     assert alarm.value == 128                    # the count is published at powers of two

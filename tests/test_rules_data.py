@@ -129,7 +129,10 @@ class Run:
     def step(self, step: Mapping[str, Any], now: int) -> list[Transition]:
         if step.get("restart"):
             # Through JSON, as the store would persist it.
-            self.engine = self._engine(EngineState.from_json(self.engine.state().to_json()))
+            # The alarm store gives back the active alarms the saved state names by id.
+            state = self.engine.state()
+            self.engine = self._engine(EngineState.from_json(
+                state.to_json(), {a.alarm_id: a for a in state.alarms}))
             return []
         if step.get("tick"):
             return []

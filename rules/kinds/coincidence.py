@@ -79,7 +79,8 @@ class ZoneCoincidence:
                 del self._signals[source]
 
     def dump(self) -> dict[str, Any] | None:
-        return {k: list(v) for k, v in self._signals.items()} or None
+        # A copy (the saved state compares it with the last dump), of tuples: JSON lists.
+        return dict(self._signals) or None
 
     def load(self, data: dict[str, Any]) -> None:
         self._signals = {k: (int(v[0]), str(v[1])) for k, v in data.items()}
