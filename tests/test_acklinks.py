@@ -29,6 +29,7 @@ from gateway.alarms.acklinks import (
 )
 from gateway.alarms.store import AlarmStore
 from gateway.http.ackpage import add_ack_routes
+from gateway.notify.templates import PlaceNames
 from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Severity, Subject
 
 SECRET = b"s" * 32
@@ -282,6 +283,22 @@ async def test_page_shows_alarm_and_form(links: AckLinks, client: Client) -> Non
     assert "src=" not in text
     # Viewing never uses the token up (link previews fetch it).
     assert await links.resolve(token) is not None
+
+
+async def test_page_names_places_and_the_tenant_as_people_know_them(
+        links: AckLinks, service: FakeService) -> None:
+    places = PlaceNames(buildings={("xz01", "b3"): "3号厂房"},
+                        floors={("xz01", "b3", "2"): "2层"},
+                        zones={("xz01", "b3", "2", "east"): "东区"},
+                        tenants={"hs-elec": "新州华盛电子科技有限公司"})
+    app = web.Application()
+    add_ack_routes(app, links=links, service=service, tz=dt.timezone(dt.timedelta(hours=8)),
+                   places=places)
+    token = token_of(await links.issue("a1", contact="+8613800000000", channel="sms"))
+    async with TestClient(TestServer(app)) as c:
+        text = await (await c.get(f"/ack/{token}")).text()
+    assert "xz01 / 3号厂房 / 2层 / 东区 / 新州华盛电子科技有限公司" in text
+    assert "hs-elec" not in text
 
 
 async def test_bad_tokens_reveal_nothing(links: AckLinks, client: Client,

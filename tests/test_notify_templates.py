@@ -27,6 +27,7 @@ from gateway.notify.templates import (
 )
 from rules.alarm import Alarm, AlarmState, Severity, Subject
 from sensors.registry import Device
+from sensors.tenants import build_tenants
 
 ROOT = Path(__file__).resolve().parent.parent
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -232,6 +233,21 @@ def test_im_and_email_name_floor_zone_tenant_and_the_point_location(kind: str,
                  else ("bldg b3 fl 2", "zone east", "tenant hs-elec")):
         assert part in text
     assert "reflow oven 3" in text
+
+
+@pytest.mark.parametrize("kind", ["sms", "im", "email"])
+def test_messages_name_the_tenant_by_its_company_name_from_the_register(kind: str) -> None:
+    register = build_tenants([(1, {
+        "id": "hs-elec", "name": "新州华盛电子科技有限公司",
+        "fire_safety_responsible": {"name": "李建国", "phone": "+8613800000013"},
+        "fire_safety_manager": {"name": "李安全", "phone": "+8613800000011"},
+        "floor_area_m2": 6400, "fire_hazard_class": "丙", "three_in_one": False})],
+        source="tenants.yaml")
+    places = PlaceNames.from_devices([], register)
+    r = render(kind, "zh-CN", doc("fire_alarm", "critical", location=POINT_LOCATION),
+               ack_url=ACK, tz=SHANGHAI, places=places, sms_limit=300)
+    assert "新州华盛电子科技有限公司" in r.text
+    assert "hs-elec" not in r.text
 
 
 def test_resolved_sms_has_no_link_and_says_resolved() -> None:

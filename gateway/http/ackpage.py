@@ -33,7 +33,14 @@ from aiohttp import web
 
 from gateway.alarms.acklinks import AckGrant, AckLinks, AckProblem, AckTokenError
 from gateway.http.throttle import ClientThrottle, client_key
-from gateway.notify.templates import DISPOSITION_NAMES, RULE_NAMES, SEVERITY_NAMES, STATE_NAMES
+from gateway.notify.templates import (
+    DISPOSITION_NAMES,
+    NO_NAMES,
+    RULE_NAMES,
+    SEVERITY_NAMES,
+    STATE_NAMES,
+    PlaceNames,
+)
 from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Severity
 
 log = logging.getLogger(__name__)
@@ -149,9 +156,11 @@ def _refused_page(problem: AckProblem) -> web.Response:
 
 
 class _Renderer:
-    def __init__(self, tz: TzSource, now_ms: Callable[[], int]) -> None:
+    def __init__(self, tz: TzSource, now_ms: Callable[[], int],
+                 places: PlaceNames = NO_NAMES) -> None:
         self._tz = tz
         self._now_ms = now_ms
+        self._places = places
 
     def zone(self, park: str) -> dt.tzinfo:
         return self._tz if isinstance(self._tz, dt.tzinfo) else self._tz(park)
@@ -175,8 +184,15 @@ class _Renderer:
         state_zh, state_en = _STATE.get(alarm.state, (alarm.state, alarm.state))
         # Where someone must go: building, floor, zone, the tenant whose premises it is, and
         # the location (a panel point's own, from the point map) on the next line.
-        where = " / ".join(p for p in (s.park, s.building, s.floor and f"{s.floor}F", s.zone,
-                                       s.tenant and f"租户 tenant {s.tenant}") if p)
+        # Display names where the registry and the tenant register have them: the person at
+        # the door knows 3号厂房 and the company's name, not b3 and hs-elec.
+        building, floor, zone = self._places.names(
+            {"park": s.park, "building": s.building, "floor": s.floor, "zone": s.zone})
+        tenant = s.tenant and (self._places.tenants.get(s.tenant)
+                               or f"租户 tenant {s.tenant}")
+        where = " / ".join(p for p in (s.park, building or s.building,
+                                       floor or (s.floor and f"{s.floor}F"), zone or s.zone,
+                                       tenant) if p)
         since_ms = alarm.fired_at_ms if alarm.fired_at_ms is not None else alarm.started_at_ms
         rows = [
             (("位置", "Where"), f"{_e(where)}" + (f"<br>{_e(s.location)}" if s.location else "")),
@@ -261,11 +277,11 @@ _THROTTLED = (("请求过于频繁", "Too many requests"),
 
 class _AckRoutes:
     def __init__(self, links: AckLinks, service: AckService, tz: TzSource,
-                 throttle: ClientThrottle) -> None:
+                 throttle: ClientThrottle, places: PlaceNames) -> None:
         self.links = links
         self.service = service
         self.throttle = throttle
-        self.render = _Renderer(tz, links.now_ms)
+        self.render = _Renderer(tz, links.now_ms, places)
         # One POST per token at a time, so "verify, acknowledge, consume" cannot interleave.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
@@ -372,10 +388,12 @@ class _AckRoutes:
 
 
 def add_ack_routes(app: web.Application, *, links: AckLinks, service: AckService,
-                   tz: TzSource, throttle: ClientThrottle | None = None) -> None:
-    """Serve ``/ack/{token}`` on ``app``; ``tz`` is one zone or ``park -> zone``."""
+                   tz: TzSource, throttle: ClientThrottle | None = None,
+                   places: PlaceNames = NO_NAMES) -> None:
+    """Serve ``/ack/{token}`` on ``app``; ``tz`` is one zone or ``park -> zone``; ``places``
+    gives buildings, floors, zones and tenants their display names."""
     if throttle is None:
         throttle = ClientThrottle(rate_per_s=ACK_RATE_PER_S, burst=ACK_BURST)
-    routes = _AckRoutes(links, service, tz, throttle)
+    routes = _AckRoutes(links, service, tz, throttle, places)
     app.router.add_get("/ack/{token}", routes.show)
     app.router.add_post("/ack/{token}", routes.acknowledge)

@@ -22,6 +22,7 @@ from gateway.http.auth import ApiToken, api_middlewares, api_token
 from gateway.http.tenantapi import add_tenant_routes
 from gateway.http.uitdapi import UitdControl, add_uitd_routes
 from gateway.metrics import Metrics
+from gateway.notify.templates import PlaceNames
 from rules.alarm import Alarm, AlarmState
 from sensors.errors import ConfigError
 from sensors.tenants import TenantRegister
@@ -47,6 +48,9 @@ class GatewayView(Protocol):
 
     @property
     def ack_links(self) -> AckLinks | None: ...
+
+    @property
+    def places(self) -> PlaceNames: ...
 
     @property
     def untrusted_clock_devices(self) -> set[str]: ...
@@ -91,7 +95,7 @@ def build_app(gateway: GatewayView) -> web.Application:
         add_alarm_routes(app, service)
         if gateway.ack_links is not None:
             add_ack_routes(app, links=gateway.ack_links, service=service,
-                           tz=gateway.settings.timezone_for)
+                           tz=gateway.settings.timezone_for, places=gateway.places)
     return app
 
 

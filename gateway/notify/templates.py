@@ -36,6 +36,7 @@ from typing import Any
 
 from gateway.notify.routing import FIRE_KINDS, FIRE_RULES, ChannelKind
 from sensors.registry import Device
+from sensors.tenants import Tenant
 from sensors.text import strip_controls
 
 SMS_SEGMENT = 70                  # one UCS-2 SMS
@@ -183,14 +184,17 @@ def device_text(text: str, lang: Lang) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PlaceNames:
-    """Display names of buildings, floors and zones (registry ``building_name`` …), by ID."""
+    """Display names of buildings, floors and zones (registry ``building_name`` …), by ID, and
+    of tenants (the tenant register's company names): an officer knows 华盛电子, not hs-elec."""
 
     buildings: Mapping[tuple[str, str], str] = field(default_factory=dict)
     floors: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
     zones: Mapping[tuple[str, str, str, str], str] = field(default_factory=dict)
+    tenants: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_devices(cls, devices: Iterable[Device]) -> PlaceNames:
+    def from_devices(cls, devices: Iterable[Device],
+                     tenants: Iterable[Tenant] = ()) -> PlaceNames:
         b: dict[tuple[str, str], str] = {}
         f: dict[tuple[str, str, str], str] = {}
         z: dict[tuple[str, str, str, str], str] = {}
@@ -204,7 +208,7 @@ class PlaceNames:
                 # looked up by floor first and by building as a fallback (a zone-level alarm).
                 z.setdefault((d.park, d.building, d.floor, d.zone), d.zone_name)
                 z.setdefault((d.park, d.building, "", d.zone), d.zone_name)
-        return cls(buildings=b, floors=f, zones=z)
+        return cls(buildings=b, floors=f, zones=z, tenants={t.id: t.name for t in tenants})
 
     def names(self, doc: Mapping[str, Any]) -> tuple[str, str, str]:
         """(building, floor, zone) display names of an alarm document; "" where unnamed."""
@@ -323,12 +327,21 @@ def _fields(doc: Mapping[str, Any], lang: Lang, tz: dt.tzinfo, park_name: str,
         "call": _fire_call(doc, lang),
         "location": defang(str(doc.get("location") or "")),
         "zone": str(doc.get("zone") or ""),
-        "tenant": str(doc.get("tenant") or ""),
+        "tenant": _tenant(doc, lang, places),
         "value": _value(doc),
         "message": _detail(doc, lang),
         "time_short": when.strftime("%m-%d %H:%M") if when else "",
         "time_long": when.strftime("%Y-%m-%d %H:%M:%S %Z") if when else "",
     }
+
+
+def _tenant(doc: Mapping[str, Any], lang: Lang, places: PlaceNames) -> str:
+    """The company's name from the tenant register; without one, "租户<id>"."""
+    tenant = str(doc.get("tenant") or "")
+    if not tenant:
+        return ""
+    name = places.tenants.get(tenant)
+    return defang(name) if name else _LABELS[lang]["tenant"].format(tenant)
 
 
 # ---- SMS ----------------------------------------------------------------------------------
@@ -374,7 +387,7 @@ def _sms_place(f: Mapping[str, str], p: _SmsParts, lang: Lang) -> str:
     labels = _LABELS[lang]
     sep = ", " if lang == "en" else " "
     bits = [p.park, f["building_label"], p.zone and _zone_label(f, p.zone, labels),
-            p.tenant and labels["tenant"].format(p.tenant), p.location]
+            p.tenant, p.location]
     head, *rest = [b for b in bits if b]
     if p.park:  # the park and the building read as one name: "xz01 b3栋2层"
         head, *rest = [f"{head} {rest[0]}", *rest[1:]]
@@ -423,7 +436,7 @@ def _lines(f: Mapping[str, str], lang: Lang, note: str) -> list[tuple[str, str]]
     labels = _LABELS[lang]
     where = " · ".join(p for p in (f["park"], f["building_label"],
                                    f["zone"] and _zone_label(f, f["zone"], labels),
-                                   f["tenant"] and labels["tenant"].format(f["tenant"]),
+                                   f["tenant"],
                                    f["location"]) if p)
     rows = [(labels["where"], where), (labels["value"], f["value"]),
             (labels["detail"], f["message"]), (labels["time"], f["time_long"]),

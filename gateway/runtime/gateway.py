@@ -145,6 +145,8 @@ class Gateway:
         # against the registry here too, for gateways started without the CLI (tests, embedders).
         self.tenants = (load_tenants_for(settings.tenants, registry)
                         if settings.tenants is not None else None)
+        # Display names for messages and the ack page (registry names, tenant companies).
+        self.places = PlaceNames.from_devices(registry, self.tenants or ())
         self.validator = Validator(
             registry=registry, root=settings.mqtt.topic_root,
             timezones={p: ZoneInfo(s.timezone) for p, s in settings.parks.items()},
@@ -402,7 +404,7 @@ class Gateway:
                                           ack_links=self.ack_links, on_dead=dead,
                                           on_outcome=self.health.notification_outcome,
                                           tenants=self.tenants,
-                                          places=PlaceNames.from_devices(self.registry))
+                                          places=self.places)
         if notifier is not None:
             await notifier.open()
         return notifier
