@@ -28,6 +28,13 @@ _ID_RE = re.compile(ID_PATTERN)
 CSV_HEADER = ("device", "park", "building", "floor", "zone", "kind", "tenant", "location",
               "report_interval_s")
 
+#: Columns a CSV may add after :data:`CSV_HEADER`, in any order: what a spreadsheet can say that
+#: the contract's nine columns cannot (display names, a door's mode, a meter's supply, a heat
+#: detector's class, a panel's point count). The contract's header stays the required start, so
+#: a park office's existing export keeps loading.
+CSV_OPTIONAL = ("building_name", "floor_name", "zone_name", "mode", "supply", "heat_class",
+                "max_points")
+
 DOOR_MODES = ("normally_open", "normally_closed")
 
 
@@ -200,21 +207,31 @@ def _stringify_ids(item: Mapping[str, Any]) -> dict[str, Any]:
 def _csv_rows(path: Path, errors: list[str]) -> list[tuple[int, Mapping[str, Any]]]:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != CSV_HEADER:
+        raw = next(reader, None)
+        header = tuple(h.strip() for h in raw or [])
+        extra = header[len(CSV_HEADER):]
+        if header[:len(CSV_HEADER)] != CSV_HEADER:
             raise RegistryError(str(path), [
-                f"{path}:1: CSV header must be exactly: {','.join(CSV_HEADER)} (got: "
-                f"{','.join(header or [])})"])
+                f"{path}:1: CSV header must start with exactly: {','.join(CSV_HEADER)} (got: "
+                f"{','.join(header)})"])
+        wrong = [c for c in extra if c not in CSV_OPTIONAL]
+        twice = sorted({c for c in extra if extra.count(c) > 1})
+        if wrong or twice:
+            raise RegistryError(str(path), [
+                f"{path}:1: " + "; ".join(
+                    ([f"unknown column(s) {', '.join(wrong)}; after the nine required ones a CSV "
+                      f"may add: {', '.join(CSV_OPTIONAL)}"] if wrong else [])
+                    + ([f"column(s) given twice: {', '.join(twice)}"] if twice else []))])
         rows: list[tuple[int, Mapping[str, Any]]] = []
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
-            if len(row) != len(CSV_HEADER):
-                errors.append(f"{path}:{reader.line_num}: expected {len(CSV_HEADER)} columns, "
+            if len(row) != len(header):
+                errors.append(f"{path}:{reader.line_num}: expected {len(header)} columns, "
                               f"got {len(row)} (a comma inside a cell needs quotes)")
                 continue
             # Empty cells mean "not set" (docs/configuration.md), so they are left out, not "".
-            rows.append((reader.line_num, {k: v.strip() for k, v in zip(CSV_HEADER, row,
+            rows.append((reader.line_num, {k: v.strip() for k, v in zip(header, row,
                                                                        strict=True) if v.strip()}))
         return rows
 

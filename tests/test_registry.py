@@ -62,11 +62,44 @@ def test_csv_reports_all_errors_together(tmp_path: Path) -> None:
     assert len(problems) == 5
 
 
-def test_csv_header_must_match_exactly(tmp_path: Path) -> None:
+def test_csv_header_must_start_with_the_contract_columns(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text("device,park,building,kind\nx,p,b,smoke\n")
-    with pytest.raises(RegistryError, match="header must be exactly"):
+    with pytest.raises(RegistryError, match="header must start with exactly: device,park,"):
         load_registry(path)
+
+
+def test_csv_may_add_names_mode_supply_heat_class_and_point_count(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text(",".join(CSV_HEADER) + ",zone_name,building_name,floor_name,heat_class,"
+                    "supply,mode,max_points\n"
+                    "hd-1,xz01,b3,2,east,heat,hs-elec,boiler room,60,东区,3号厂房,2层,C,,,\n"
+                    "pm-1,xz01,b3,2,east,power_meter,,,60,,,,,three_phase_380,,\n"
+                    "fd-1,xz01,b3,2,east,fire_door,,,60,,,,,,normally_closed,\n"
+                    "fp-1,xz01,b3,1,ctl,fire_panel,,,30,,,,,,,500\n", encoding="utf-8")
+    devices = {d.device: d for d in load_registry(path)}
+    hd = devices["hd-1"]
+    assert (hd.building_name, hd.floor_name, hd.zone_name) == ("3号厂房", "2层", "东区")
+    assert hd.heat_class == "C"
+    assert hd.limit("heat_c") == 100.0
+    assert devices["pm-1"].limit("high_v") == 406.6
+    assert devices["fd-1"].mode == "normally_closed"
+    assert devices["fp-1"].max_points == 500
+
+
+def test_csv_extra_columns_are_checked_and_cells_validated(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text(",".join(CSV_HEADER) + ",colour,zone_name,zone_name\n")
+    with pytest.raises(RegistryError) as info:
+        load_registry(path)
+    [problem] = info.value.problems
+    assert problem.startswith(f"{path}:1: unknown column(s) colour; after the nine")
+    assert "column(s) given twice: zone_name" in problem
+    path.write_text(",".join(CSV_HEADER) + ",heat_class\n"
+                    "hd-1,xz01,b3,2,east,heat,,,60,Z\n")
+    with pytest.raises(RegistryError) as info:
+        load_registry(path)
+    assert f"{path}:2: device 'hd-1': heat_class" in "\n".join(info.value.problems)
 
 
 def test_yaml_errors_have_lines(tmp_path: Path) -> None:
