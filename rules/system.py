@@ -25,7 +25,12 @@ STORAGE_FULL = "storage_full"
 #: a dead panel link means fires go unseen, so it is major and pages the duty officer.
 UITD_OFFLINE = "uitd_offline"
 
-SYSTEM_RULES = frozenset({NOTIFICATION_DEAD, INGEST_STALLED, STORAGE_FULL, UITD_OFFLINE})
+#: Yesterday's scorecard of a park could not be written for hours after it was due
+#: (gateway/runtime/scorecardday.py): the record the park is graded on has a gap.
+SCORECARD_OVERDUE = "scorecard_overdue"
+
+SYSTEM_RULES = frozenset({NOTIFICATION_DEAD, INGEST_STALLED, STORAGE_FULL, UITD_OFFLINE,
+                          SCORECARD_OVERDUE})
 #: The ``kind`` of a system alarm's subject (no sensor kind has this name).
 SYSTEM_KIND = "parkwatch"
 

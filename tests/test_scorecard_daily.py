@@ -124,6 +124,47 @@ async def test_a_day_that_cannot_be_computed_stays_due(tmp_path: Path) -> None:
         await t.stage.run_once("p1", NOV)
 
 
+async def test_a_day_unwritten_for_hours_raises_scorecard_overdue_until_written(
+        tmp_path: Path) -> None:
+    calls: list[tuple[str, bool, str]] = []
+    t = _Stage(_settings(tmp_path))
+    t.stage._overdue = lambda park, overdue, why: calls.append((park, overdue, why))
+    t.stage.done["p1"] = NOV - dt.timedelta(days=1)
+    t.stage._ready = lambda: False
+    # NOV fell due at 00:10 on the 2nd: five hours later it is only late, not overdue.
+    t.now = _at(NOV + dt.timedelta(days=1), 5, 10)
+    await t.stage.step()
+    assert calls == []
+    t.now = _at(NOV + dt.timedelta(days=1), 6, 10)
+    await t.stage.step()
+    [(park, overdue, why)] = calls
+    assert (park, overdue) == ("p1", True)
+    assert "2026-11-01" in why
+    assert "InfluxDB is unreachable" in why
+    await t.stage.step()
+    assert len(calls) == 1, "raised once, not at every check"
+
+    async def ok(park: str, day: dt.date) -> int:
+        t.stage.done[park] = day
+        return 1
+    t.stage._ready = lambda: True
+    t.stage.run_once = ok  # type: ignore[method-assign]
+    await t.stage.step()
+    assert calls[1][:2] == ("p1", False)
+    assert t.stage.overdue_parks == set()
+
+
+def test_scorecard_overdue_is_a_minor_gateway_health_alarm_of_the_park() -> None:
+    from gateway.alarms.health import GatewayHealth
+    from rules.alarm import Severity
+
+    health = GatewayHealth(instance="gw1", parks=lambda: ["p1"])
+    health.scorecard_overdue("p1", True, "why")
+    [cond] = health.take()
+    assert (cond.rule, cond.subject.park, cond.severity, cond.active) == (
+        "scorecard_overdue", "p1", Severity.MINOR, True)
+
+
 @pytest.mark.integration
 async def test_the_running_gateway_writes_the_day_through_its_wal(
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd) -> None:

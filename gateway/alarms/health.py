@@ -15,6 +15,7 @@ from rules.alarm import Severity, Subject
 from rules.system import (
     INGEST_STALLED,
     NOTIFICATION_DEAD,
+    SCORECARD_OVERDUE,
     STORAGE_FULL,
     SYSTEM_KIND,
     HealthCondition,
@@ -91,6 +92,13 @@ class GatewayHealth:
             NOTIFICATION_DEAD, channel, subject,
             Severity.CRITICAL if fire_class else Severity.MAJOR,
             f"Notification {key} via {channel} was not delivered ({why})"))
+
+    def scorecard_overdue(self, park: str, overdue: bool, why: str) -> None:
+        """A park's daily scorecard not written long after it was due, or written at last."""
+        subject = health_subject(park=park, building=None,
+                                 location=f"ParkWatch {self._instance} daily scorecard")
+        self.report(HealthCondition(SCORECARD_OVERDUE, "scorecard", subject, Severity.MINOR,
+                                    why, active=overdue))
 
     def notification_outcome(self, channel: str, sent: bool) -> None:
         """A channel that delivers again ends its dead-notification alarms."""

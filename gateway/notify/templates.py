@@ -90,6 +90,7 @@ RULE_NAMES: Mapping[str, tuple[str, str]] = {
     "ingest_stalled": ("监测数据中断", "Monitoring data stalled"),
     "storage_full": ("本地缓存已满", "Local buffer full"),
     "too_many_points": ("设备报警点位过多", "Too many points in alarm"),
+    "scorecard_overdue": ("评定日报未生成", "Daily scorecard overdue"),
 }
 
 #: A fire-safety urgency scale, not network management's 严重/重要/次要/警告 (where 警告 reads
@@ -119,6 +120,7 @@ RULE_DETAILS_ZH: Mapping[str, str] = {
     "device_offline": "超时未上报",
     "notification_dead": "多次重试仍未送达",
     "too_many_points": "同时报警点位过多，已合并为一条",
+    "scorecard_overdue": "昨日在线率与告警处置数据未能写入，请检查 InfluxDB 与告警库",
 }
 
 #: Rules and kinds whose SMS asks the reader to go and look: a fire signal.

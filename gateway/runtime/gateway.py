@@ -383,7 +383,8 @@ class Gateway:
             reachable = self.metrics.value("parkwatch_influx_reachable") == 1
             return reachable and not wal.full and wal.priority.pending_bytes < READY_BACKLOG
         return ScorecardDaily(settings=self.settings, registry=self.registry,
-                              append=wal.append, ready=ready)
+                              append=wal.append, ready=ready,
+                              overdue=self.health.scorecard_overdue)
 
     def _watch_engine(self, keeper: AlarmKeeper) -> None:
         engine = keeper.engine

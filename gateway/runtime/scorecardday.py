@@ -38,8 +38,13 @@ STATE_FILE = "scorecard_daily.json"
 MAX_CATCH_UP_DAYS = 7
 #: How often the stage looks whether a day is due (and retries one that failed).
 CHECK_S = 60.0
+#: A day still unwritten this long after it fell due raises ``scorecard_overdue`` (minor): a
+#: short InfluxDB outage is caught up silently, a morning without the record is not.
+OVERDUE_AFTER_S = 6 * 3600.0
 
 Append = Callable[[list[str]], Awaitable[None]]
+#: (park, overdue, why): raise or clear the park's ``scorecard_overdue`` alarm.
+Overdue = Callable[[str, bool, str], None]
 
 
 class ScorecardDaily:
@@ -47,7 +52,8 @@ class ScorecardDaily:
 
     def __init__(self, *, settings: Settings, registry: Registry, append: Append,
                  ready: Callable[[], bool] = lambda: True,
-                 clock: Callable[[], float] = time.time, check_s: float = CHECK_S) -> None:
+                 clock: Callable[[], float] = time.time, check_s: float = CHECK_S,
+                 overdue: Overdue | None = None) -> None:
         self._settings = settings
         self._registry = registry
         self._append = append
@@ -60,6 +66,9 @@ class ScorecardDaily:
         self._path: Path = settings.state_dir / STATE_FILE
         #: park -> the last day whose points are durable in the WAL.
         self.done: dict[str, dt.date] = {}
+        self._overdue = overdue
+        #: Parks whose ``scorecard_overdue`` alarm is raised.
+        self.overdue_parks: set[str] = set()
 
     def load(self) -> None:
         """The last days written, from the state file (none yet: start afresh)."""
@@ -127,17 +136,43 @@ class ScorecardDaily:
         now = self._clock()
         if self.start(now):
             await asyncio.to_thread(self._save)
+        why = ""
         for park, day in self.due(now):
             if not self._ready():
+                why = "InfluxDB is unreachable or the write-ahead log is behind"
                 log.info("scorecard: park %s day %s waits for InfluxDB and the WAL", park, day)
                 break
             try:
                 written += await self.run_once(park, day)
             except ParkWatchError as exc:
+                why = str(exc)
                 log.warning("scorecard: park %s day %s not written yet (retry in %.0f s): %s",
                             park, day, self._check_s, exc)
                 break
+        self._judge_overdue(self._clock(), why)
         return written
+
+    def due_since(self, park: str, day: dt.date) -> float:
+        """When ``day`` of ``park`` fell due: the next local day at ``observe.scorecard_at``."""
+        tz = self._settings.timezone_for(park)
+        return dt.datetime.combine(day + dt.timedelta(days=1), self._at, tz).timestamp()
+
+    def _judge_overdue(self, now_s: float, why: str) -> None:
+        if self._overdue is None:
+            return
+        late: dict[str, dt.date] = {}
+        for park, day in self.due(now_s):
+            if park not in late and now_s - self.due_since(park, day) >= OVERDUE_AFTER_S:
+                late[park] = day
+        for park, day in sorted(late.items()):
+            if park not in self.overdue_parks:
+                self.overdue_parks.add(park)
+                self._overdue(park, True, f"Scorecard of park {park} for {day} not written "
+                              f"{OVERDUE_AFTER_S / 3600:.0f} h after it was due"
+                              + (f": {why}" if why else ""))
+        for park in sorted(self.overdue_parks - set(late)):
+            self.overdue_parks.discard(park)
+            self._overdue(park, False, f"Scorecard of park {park} written again")
 
     async def run(self) -> None:
         await asyncio.to_thread(self.load)
