@@ -50,6 +50,7 @@ from gateway.alarms.health import GatewayHealth
 from gateway.alarms.keeper import AlarmKeeper, now_ms
 from gateway.alarms.outputs import alarm_line, alarm_topic, retained_payload
 from gateway.alarms.service import GatewayAlarmService
+from gateway.alarms.store import store_for
 from gateway.config import Settings
 from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.mqtt import MqttSession, Will
@@ -183,7 +184,9 @@ class Gateway:
             self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
                                                  state_dir=settings.state_dir,
                                                  lateness_s=settings.alarms.lateness_s,
-                                                 points=self.points)
+                                                 points=self.points,
+                                                 store=store_for(settings.alarms,
+                                                                 settings.state_dir))
             self.alarm_service = GatewayAlarmService(self.alarms, self.commit_transitions)
         self.changes = Changes(commits=self._commits, keeper=self.alarms,
                                add_transitions=self._add_transitions)
