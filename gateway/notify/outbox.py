@@ -160,7 +160,10 @@ class Outbox:
                     " next_at_ms = coalesce(?, next_at_ms),"
                     " sent_at_ms = CASE WHEN ? = 'sent' THEN ? ELSE sent_at_ms END,"
                     " claimed_by = NULL, claimed_until_ms = NULL"
-                    " WHERE key = ? AND (claimed_by IS NULL OR claimed_by = ?)",
+                    # Only a pending row we hold (or nobody does): a late outcome from a
+                    # sender whose claim ran out never overwrites the one who took over.
+                    " WHERE key = ? AND state = 'pending'"
+                    " AND (claimed_by IS NULL OR claimed_by = ?)",
                     (state, result.detail[:500], result.provider_id, next_at_ms, state, now_ms,
                      key, self.claimer)).rowcount
         if not await self._store.execute(write):
