@@ -291,3 +291,29 @@ async def test_the_scorecard_reads_alarms_and_maintenance_from_postgres(
     assert [f.alarm_id for f in facts] == ["a1"]
     spans = await asyncio.to_thread(read_maintenance, source, as_of_ms=T0 + 5000)
     assert [(s.target, s.until_ms) for s in spans] == [("wp-a1", T0 + 5000)]
+
+
+@pg
+async def test_a_dropped_connection_is_reopened_and_the_call_retried(
+        pg_dsn: str, tmp_path: Path) -> None:
+    target = StoreTarget("postgres", tmp_path, pg_dsn)
+    async with target.store() as store:
+        await store.apply([Transition(None, make_alarm("a1"))])
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            # What a server restart or a failover does to the store's session.
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE application_name = 'parkwatch' AND pid <> pg_backend_pid()")
+        await store.apply([Transition(None, make_alarm("a2"))])
+        assert {a.alarm_id for a in await store.list()} == {"a1", "a2"}
+
+
+async def test_claims_left_in_a_sqlite_file_are_released_when_it_is_opened(
+        tmp_path: Path) -> None:
+    """One process writes the file: a claim found at start belongs to a process that died."""
+    now = int(time.time() * 1000)
+    path = tmp_path / "alarms.sqlite3"
+    async with AlarmStore(path) as store:
+        await store.apply([], outbox=_rows(2, now))
+        assert len(await Outbox(store).due(now)) == 2      # claimed, then "killed"
+    async with AlarmStore(path) as store:
+        assert len(await Outbox(store).due(now)) == 2

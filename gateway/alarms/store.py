@@ -393,26 +393,34 @@ class AlarmStore:
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         async with self._lock:
-            conn = self._conn
-            if conn is None:
+            if self._conn is None:
                 raise AlarmStoreError(f"{self.label}: alarm store is not open")
-            if conn.broken:
-                # The server restarted or the network dropped us: a fresh connection, once.
-                await asyncio.to_thread(conn.close)
-                self._conn = conn = await asyncio.to_thread(self.backend.connect)
-            work = asyncio.ensure_future(asyncio.to_thread(fn, conn, *args))
             try:
-                return await asyncio.shield(work)
-            except Exception as exc:
-                mapped = self.backend.translate(exc)
-                if mapped is None:
+                return await self._work(self._conn, fn, *args)
+            except AlarmStoreError:
+                if not self._conn.broken:
                     raise
-                raise mapped from exc
-            finally:
-                if not work.done():
-                    # Cancelled while the worker runs: it cannot be interrupted, so keep the lock
-                    # until it ends (the connection must never serve two threads at once).
-                    await asyncio.wait({work})
+            # The server restarted or the network dropped us: one fresh connection, one retry.
+            # Every call is safe to repeat: apply() is idempotent (digests, outbox keys), claims
+            # and outcomes are conditional, and a repeated token use says "used", never twice.
+            await asyncio.to_thread(self._conn.close)
+            self._conn = await asyncio.to_thread(self.backend.connect)
+            return await self._work(self._conn, fn, *args)
+
+    async def _work(self, conn: Db, fn: Callable[..., _T], *args: Any) -> _T:
+        work = asyncio.ensure_future(asyncio.to_thread(fn, conn, *args))
+        try:
+            return await asyncio.shield(work)
+        except Exception as exc:
+            mapped = self.backend.translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            if not work.done():
+                # Cancelled while the worker runs: it cannot be interrupted, so keep the lock
+                # until it ends (the connection must never serve two threads at once).
+                await asyncio.wait({work})
 
     async def apply(self, transitions: Sequence[Transition], *,
                     engine_state_json: str | None = None,
