@@ -28,7 +28,7 @@ from gateway.alarms.service import GatewayAlarmService
 from gateway.http.ackpage import add_ack_routes
 from gateway.http.alarmapi import add_alarm_routes
 from gateway.tools import alarmcli
-from rules.alarm import AlarmState, AlreadyAcknowledged, Disposition, Transition
+from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Transition
 from rules.loader import load_rules
 from rules.observation import DeviceEvent
 from sensors.base import EventType
@@ -321,6 +321,33 @@ async def test_two_instances_racing_to_acknowledge_let_one_through(
     assert any(isinstance(r, AlreadyAcknowledged) for r in results), results
     row = await _stored_row(b, alarm_id)
     assert row["acknowledged_by"] == winners[0].acknowledged_by
+
+
+@pytest.mark.integration
+async def test_two_instances_acknowledging_a_resolved_alarm_let_one_through(
+        pair: tuple[Gateway, Gateway], sample_registry: Registry) -> None:
+    a, b = pair
+    alarm_id = await a.fire(sample_registry)
+    panel = next(d for d in sample_registry if d.kind == "fire_panel")
+    now = int(time.time() * 1000) + 10
+    await a.commit(a.keeper.observe(
+        [DeviceEvent(device=panel.device, ts_ms=now, type=EventType("reset"),
+                     received_at_ms=now)], now))
+    for round_ in range(3):      # several rounds: the race must never let two through
+        results = await asyncio.gather(
+            a.service.acknowledge(alarm_id, by=f"alice{round_}", disposition=Disposition.REAL,
+                                  channel="api"),
+            b.service.acknowledge(alarm_id, by=f"bob{round_}", disposition=Disposition.FAULT,
+                                  channel="api"),
+            return_exceptions=True)
+        assert all(isinstance(r, (AlreadyAcknowledged, Alarm)) for r in results), results
+        if round_ == 0:
+            assert len([r for r in results if isinstance(r, Alarm)]) == 1, results
+        else:
+            assert all(isinstance(r, AlreadyAcknowledged) for r in results), results
+    history = await a.keeper.store.history(alarm_id)
+    assert len([h for h in history if h["acknowledged_by"] is not None]) == 1
+    assert await a.keeper.store.ack_requests() == []
 
 
 @pytest.mark.integration

@@ -60,9 +60,13 @@ class GatewayAlarmService:
     async def acknowledge(self, alarm_id: str, *, by: str, disposition: Disposition,
                           channel: str, name: str | None = None) -> Alarm:
         """Where a person's acknowledgement is decided: the engine for an active alarm, the
-        store for one that already resolved; then committed like any alarm change. On a shared
-        store, an active alarm another instance's engine holds is handed to that instance
-        (:meth:`run_handoffs` there) and this call waits for its answer.
+        store for one that already resolved; then committed like any alarm change.
+
+        On a shared store (docs/scale.md) an alarm this engine does not hold goes through the
+        ``ack_requests`` table: the first request for an alarm stands, an active alarm is
+        acknowledged by the instance whose engine holds it (:meth:`run_handoffs` there) while
+        this call waits, and a resolved one by the instance whose request stands — so of two
+        instances only one ever writes the acknowledgement.
 
         ``by`` is who the channel vouches for, ``name`` an unverified typed name. Raises
         :class:`AlreadyAcknowledged` for a second acknowledgement (the first one stands)."""
@@ -72,10 +76,7 @@ class GatewayAlarmService:
                     alarm_id, by=by, disposition=disposition, channel=channel, name=name)])
                 return made[0].after
             except KeyError:
-                alarm = await self._keeper.store.get(alarm_id)
-                if alarm is None:
-                    raise
-                if not self._held_elsewhere(alarm):
+                if not self._keeper.store.shared:
                     transition = await self._acknowledge_resolved(
                         alarm_id, by=by, disposition=disposition, channel=channel, name=name)
                     made = await self._commit(lambda: [transition])
@@ -85,43 +86,51 @@ class GatewayAlarmService:
             alarm_id=alarm_id, acknowledged_by=by, disposition=disposition, channel=channel,
             name=name, requested_at_ms=now_ms()))
 
-    def _held_elsewhere(self, alarm: Alarm) -> bool:
-        """Active, unacknowledged, and not in this engine: another instance's engine owns it."""
-        return (self._keeper.store.shared and alarm.state is not AlarmState.RESOLVED
-                and not alarm.acknowledged)
-
     async def _hand_off(self, request: AckRequest) -> Alarm:
         store = self._keeper.store
         first = await store.request_ack(request)
+        mine = first == request
         deadline = time.monotonic() + self._handoff_wait_s
-        while True:
-            # Read the request before the alarm: its owner commits the acknowledgement first
-            # and drops the request after, so a gone request and an unacknowledged alarm mean
-            # a refusal, never an answer not seen yet.
-            waiting = first != request or request in await store.ack_requests()
-            alarm = await store.get(request.alarm_id)
-            if alarm is None:
-                raise KeyError(request.alarm_id)
-            if alarm.acknowledged:
-                if first == request and alarm.acknowledged_by == request.acknowledged_by \
-                        and alarm.ack_channel == request.channel:
-                    return alarm
-                raise AlreadyAcknowledged(alarm)
-            if not waiting:
-                # Taken and dropped without an acknowledgement: its owner refused it.
-                raise ValueError(f"alarm {request.alarm_id} is {alarm.state.value}: the "
-                                 "instance that holds it could not acknowledge it")
-            if time.monotonic() >= deadline:
-                if first == request:
-                    await store.drop_ack_request(request)
-                raise ValueError(f"alarm {request.alarm_id} is held by another instance, which "
-                                 f"did not answer within {self._handoff_wait_s:g} s; try again")
-            await asyncio.sleep(HANDOFF_POLL_S)
+        try:
+            while True:
+                # The request before the alarm: an owner commits the acknowledgement, then drops
+                # the request, so a gone request and an unacknowledged alarm mean a refusal.
+                waiting = not mine or request in await store.ack_requests()
+                alarm = await store.get(request.alarm_id)
+                if alarm is None:
+                    raise KeyError(request.alarm_id)
+                if alarm.acknowledged:
+                    if mine and (alarm.acknowledged_by, alarm.ack_channel) == (
+                            request.acknowledged_by, request.channel):
+                        return alarm
+                    raise AlreadyAcknowledged(alarm)
+                if mine and alarm.state is AlarmState.RESOLVED:
+                    # Nobody's engine holds it any more; the request that stands makes this
+                    # instance the only one acknowledging it in the store.
+                    return await self._acknowledge_in_store(request)
+                if not waiting:
+                    raise ValueError(f"alarm {request.alarm_id} is {alarm.state.value}: the "
+                                     "instance that holds it could not acknowledge it")
+                if time.monotonic() >= deadline:
+                    raise ValueError(f"alarm {request.alarm_id} is held by another instance, "
+                                     f"which did not answer within {self._handoff_wait_s:g} s;"
+                                     " try again")
+                await asyncio.sleep(HANDOFF_POLL_S)
+        finally:
+            if mine:
+                await store.drop_ack_request(request)
+
+    async def _acknowledge_in_store(self, request: AckRequest) -> Alarm:
+        async with self._lock:
+            transition = await self._acknowledge_resolved(
+                request.alarm_id, by=request.acknowledged_by, disposition=request.disposition,
+                channel=request.channel, name=request.name)
+            made = await self._commit(lambda: [transition])
+        return made[0].after
 
     async def run_handoffs(self) -> None:
-        """Answer acknowledgements other instances filed for alarms this engine holds (and for
-        alarms that resolved meanwhile, which any instance may answer: the store lets one
-        acknowledgement through). Runs while the gateway runs, on a shared store only."""
+        """Acknowledge the alarms this engine holds that other instances were asked to
+        acknowledge. Runs while the gateway runs, on a shared store only."""
         store = self._keeper.store
         while True:
             try:
@@ -134,17 +143,19 @@ class GatewayAlarmService:
     async def _answer(self, request: AckRequest) -> None:
         store = self._keeper.store
         if not self._keeper.holds(request.alarm_id):
-            alarm = await store.get(request.alarm_id)
-            if alarm is not None and self._held_elsewhere(alarm):
-                if now_ms() - request.requested_at_ms > HANDOFF_FORGET_MS:
-                    await store.drop_ack_request(request)   # nobody owns it: the asker gave up
-                return                                      # else its owner answers
+            if now_ms() - request.requested_at_ms > HANDOFF_FORGET_MS:
+                await store.drop_ack_request(request)   # its asker is gone
+            return
         try:
-            await self.acknowledge(request.alarm_id, by=request.acknowledged_by,
-                                   disposition=request.disposition, channel=request.channel,
-                                   name=request.name)
-        except (KeyError, ValueError) as exc:   # AlreadyAcknowledged is a ValueError
-            log.info("acknowledgement handed over for alarm %s not applied: %s",
+            async with self._lock:
+                await self._commit(lambda: [self._keeper.acknowledge(
+                    request.alarm_id, by=request.acknowledged_by,
+                    disposition=request.disposition, channel=request.channel,
+                    name=request.name)])
+        except KeyError:
+            return          # resolved meanwhile: the asker acknowledges it in the store
+        except ValueError as exc:   # already acknowledged here, or still pending: refused
+            log.info("acknowledgement of alarm %s handed over by another instance: %s",
                      request.alarm_id, exc)
         await store.drop_ack_request(request)
 

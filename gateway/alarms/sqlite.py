@@ -197,6 +197,8 @@ class SqliteDb(Db):
         return self.conn.execute(sql, params)
 
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> int:
+        if not params:
+            return 0
         return self.conn.executemany(sql, params).rowcount
 
     @contextlib.contextmanager

@@ -79,6 +79,7 @@ class AckRequest:
     name: str | None
     requested_at_ms: int
 
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     """One notification as the outbox table stores it (made by gateway.notify.outbox.outbox_row;
