@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from gateway.alarms import postgres as pgbackend
 from gateway.alarms import sqlite as sqlitebackend
-from gateway.alarms.acklinks import AckLinks, AckTokenError, insert_grants
+from gateway.alarms.acklinks import AckLinks, insert_grants
 from gateway.alarms.fence import FencedOut
 from gateway.alarms.postgres import PostgresBackend, describe
 from gateway.alarms.store import (
@@ -145,18 +145,19 @@ async def test_a_fenced_out_instance_writes_nothing(pg_dsn: str, tmp_path: Path)
             "outbox enqueue": outbox.enqueue(_rows(2, now)),
             "ack": links.consume(token),
         }
+        refused = []
         for what, write in writes.items():
-            with pytest.raises(FencedOut):
+            try:
                 await write
-            assert what  # (named for the failure message)
+            except FencedOut:
+                refused.append(what)
+        assert refused == list(writes)
         # Reads still work, and nothing of the refused writes is there.
         assert await store.get("a2") is None
         assert await store.load_engine_state() == "{}"
         assert await store.load_liveness() == []
         assert await outbox.counts() == {"pending": 1}
         assert (await links.verify(token)).used_at_ms is None
-    with pytest.raises(AckTokenError):
-        await links.verify("not-a-token")
 
 
 # --- the outbox: exactly once across senders -----------------------------------------------------
