@@ -50,6 +50,7 @@ from gateway.alarms.health import GatewayHealth
 from gateway.alarms.keeper import AlarmKeeper, now_ms
 from gateway.alarms.outputs import alarm_line, alarm_topic, retained_payload
 from gateway.alarms.service import GatewayAlarmService
+from gateway.alarms.store import store_for
 from gateway.config import Settings
 from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.mqtt import MqttSession, Will
@@ -109,11 +110,13 @@ class _Tasks:
     uitd: Task | None = None
     liveness: Task | None = None
     scorecard: Task | None = None
+    handoffs: Task | None = None
     health: list[Task] = field(default_factory=list)
 
     def all(self) -> list[Task]:
         named = (self.writer, self.commit, self.puback, self.stats, self.ticker, self.validate,
-                 self.lane_validate, self.lane_puback, self.uitd, self.liveness, self.scorecard)
+                 self.lane_validate, self.lane_puback, self.uitd, self.liveness, self.scorecard,
+                 self.handoffs)
         return [t for t in named if t is not None] + self.health
 
     def intake(self) -> list[Task]:
@@ -185,7 +188,9 @@ class Gateway:
             self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
                                                  state_dir=settings.state_dir,
                                                  lateness_s=settings.alarms.lateness_s,
-                                                 points=self.points)
+                                                 points=self.points,
+                                                 store=store_for(settings.alarms,
+                                                                 settings.state_dir))
             self.alarm_service = GatewayAlarmService(self.alarms, self.commit_transitions)
         self.changes = Changes(commits=self._commits, keeper=self.alarms,
                                add_transitions=self._add_transitions)
@@ -241,6 +246,13 @@ class Gateway:
         keeper = self.alarms
         return keeper.engine.active() if keeper is not None and keeper.engine is not None else []
 
+    def _ack_handoffs(self) -> Task | None:
+        """On a shared store: answer acknowledgements other instances received for alarms this
+        engine holds (gateway/alarms/service.py)."""
+        if self.alarm_service is None or self.alarms is None or not self.alarms.store.shared:
+            return None
+        return _spawn(self.alarm_service.run_handoffs(), "ack-handoffs")
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -291,6 +303,7 @@ class Gateway:
                                  commit=commit, add_transitions=self._add_transitions,
                                  check_storage=self._check_storage, tick_s=s.alarms.tick_s)
             tasks.ticker = _spawn(ticker.run(), "alarm-ticker")
+            tasks.handoffs = self._ack_handoffs()
             if s.observe.scorecard_daily:
                 self.scorecard_daily = self._scorecard_daily(wal)
                 tasks.scorecard = _spawn(self.scorecard_daily.run(), "scorecard-daily")
