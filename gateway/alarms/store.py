@@ -480,7 +480,7 @@ class AlarmStore:
         resume state names its active alarms by id."""
         ids = list(alarm_ids)
 
-        def read(conn: sqlite3.Connection) -> builtins.list[Alarm]:
+        def read(conn: Db) -> builtins.list[Alarm]:
             out: builtins.list[Alarm] = []
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
