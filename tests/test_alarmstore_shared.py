@@ -41,6 +41,7 @@ from tests.support.alarms import T0, make_alarm
 from tests.support.alarmstores import FlipFence, StoreTarget
 from tests.support.gateway import make_settings
 from tests.support.notify_servers import ProviderServer
+from tests.support.waiting import wait_for
 
 pg = pytest.mark.integration
 
@@ -183,7 +184,14 @@ async def test_two_senders_on_one_store_send_every_row_exactly_once(
                 for _, dispatcher, _ in senders:
                     dispatcher.wake()
             await srv.wait_for(count, timeout_s=20)
-            await asyncio.sleep(0.3)         # room for a duplicate to show up
+            # A receiver has the request before its sender records the outcome: wait for the
+            # records (under load that takes a moment), then leave room for a duplicate.
+            outbox = Outbox(store_a)
+
+            async def all_recorded() -> bool:
+                return await outbox.counts() == {"sent": count}
+            await wait_for(all_recorded, timeout_s=20, what="every send recorded as sent")
+            await asyncio.sleep(0.3)
         finally:
             for channel, _, task in senders:
                 task.cancel()
