@@ -92,7 +92,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.answered = asyncio.Event()     # CONNACK arrived, or the connection is gone
         self.accepted = False               # CONNACK said yes
-        self.refused = False                # CONNACK said no (logged as such)
+        self.explained = False              # a refusal or bad packet, logged as such
         self.lost = False
         self.generation = 0
         self.last_in = self.last_out = time.monotonic()
@@ -394,7 +394,7 @@ class MqttSession:
     def _connack(self, conn: _Connection, ack: codec.ConnAck) -> None:
         conn.answered.set()
         if ack.reason_code >= 0x80 or (ack.reason_code and self._version == MQTT311):
-            conn.refused = True
+            conn.explained = True
             log.error("mqtt broker %s refused the connection: %s%s; retrying",
                       self._settings.url, codec.reason_text(ack.reason_code),
                       self._refusal_hint(ack.reason_code))
@@ -441,7 +441,7 @@ class MqttSession:
             log.info("mqtt disconnected (shutting down)")
         elif self._connected.is_set():
             log.warning("mqtt disconnected: %s", reason)
-        elif not conn.accepted and not conn.refused:
+        elif not conn.accepted and not conn.explained:
             # Without a CONNACK the broker never understood us: the classic cause is speaking
             # plain MQTT to a TLS listener (or the broker rejecting our client certificate).
             hint = ("; either the network dropped it, or the port is a TLS listener "
@@ -460,6 +460,7 @@ class MqttSession:
         self._disconnected.set()
 
     def _protocol_error(self, conn: _Connection, exc: CodecError) -> None:
+        conn.explained = True
         log.error("mqtt: the broker %s sent a bad packet: %s; reconnecting",
                   self._settings.url, exc)
         conn.write(codec.encode_disconnect(exc.reason_code, version=self._version))
@@ -470,6 +471,12 @@ class MqttSession:
     def _packets(self, conn: _Connection, packets: list[codec.Packet]) -> None:
         inbox = self._inbox
         n_before = len(inbox)
+        if not conn.accepted:
+            # The read that carries the CONNACK: messages after it in the same read were
+            # stamped before the new generation existed (redeliveries follow the CONNACK at
+            # once), so they are stamped again here; a PUBLISH before CONNACK is a violation.
+            self._first_read(conn, packets)
+            packets = []
         for packet in packets:
             if type(packet) is Publish:
                 if packet.qos:
@@ -481,6 +488,21 @@ class MqttSession:
             self._inbox_ready.set()
             if len(inbox) >= self._queue_size and not self._reading_paused:
                 self._pause_reading()
+
+    def _first_read(self, conn: _Connection, packets: list[codec.Packet]) -> None:
+        for packet in packets:
+            if conn.lost:
+                return
+            if type(packet) is not Publish:
+                self._control(conn, packet)
+            elif not conn.accepted:
+                self._protocol_error(conn, codec.ProtocolViolation("a PUBLISH before CONNACK"))
+                return
+            else:
+                packet.generation = conn.generation
+                if packet.qos:
+                    self._unacked += 1
+                self._inbox.append(packet)
 
     def _control(self, conn: _Connection, packet: codec.Packet) -> None:
         if isinstance(packet, codec.PubAck):
