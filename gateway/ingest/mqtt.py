@@ -365,7 +365,7 @@ class MqttSession:
         transport, _ = await asyncio.wait_for(self._loop.create_connection(
             lambda: conn, s.host, s.port, ssl=ctx,
             server_hostname=s.host if ctx is not None else None), CONNECT_TIMEOUT_S)
-        conn.transport = cast(asyncio.Transport, transport)
+        conn.transport = transport
         will = self._will
         password = s.password.get_secret_value().encode() if s.password is not None else None
         conn.write(codec.encode_connect(
