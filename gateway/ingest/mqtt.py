@@ -165,6 +165,7 @@ class MqttSession:
         self._sent = 0                              # sent on this connection, no PUBACK yet
         self._next_pid = 0
         self._send_quota = 65535                    # the broker's Receive Maximum
+        self._publish_failed_logged = -1e9
         # Counted as a plain int on the hot path; the gauge reads it when scraped.
         self._unacked = 0
         if primary:
@@ -260,6 +261,13 @@ class MqttSession:
                                           version=self._version)
         except (ValueError, MqttError) as exc:
             done.set_exception(MqttError(f"publish to {topic} failed: {exc}"))
+            # A caller that awaits still gets it; one that fired and forgot (the retained alarm
+            # documents) must not flood the log with "exception never retrieved".
+            done.exception()
+            now = time.monotonic()
+            if now - self._publish_failed_logged > 60:
+                self._publish_failed_logged = now
+                log.warning("mqtt: publish to %s failed: %s (logged once a minute)", topic, exc)
             return done
         self._outgoing[pid] = _Outgoing(packet, done)
         self._unsent.append(pid)
@@ -534,6 +542,10 @@ class MqttSession:
         # PINGRESP and UNSUBACK need nothing: any packet counts as a sign of life.
 
     def _allocate_pid(self) -> int:
+        # Checked first: with every identifier taken the search below would walk all 65535
+        # on every call, which is what stalled a saturated gateway (bench/RESULTS.md).
+        if len(self._outgoing) >= 65535:
+            raise MqttError("65535 publishes await their PUBACK")
         for _ in range(65535):
             self._next_pid = self._next_pid % 65535 + 1
             if self._next_pid not in self._outgoing:

@@ -234,6 +234,11 @@ def encode_subscribe(packet_id: int, filters: list[str], *, version: int, qos: i
     return _packet((SUBSCRIBE << 4) | 0x02, body)
 
 
+def encode_unsubscribe(packet_id: int, filters: list[str], *, version: int) -> bytes:
+    body = struct.pack("!H", packet_id) + (b"\x00" if version == MQTT5 else b"")
+    return _packet((UNSUBSCRIBE << 4) | 0x02, body + b"".join(_utf8(t) for t in filters))
+
+
 def encode_publish(topic: str, payload: bytes, *, qos: int, retain: bool, packet_id: int,
                    version: int, dup: bool = False) -> bytes:
     if qos not in (0, 1):
