@@ -27,7 +27,7 @@ from sensors.decode import MAX_BATCH_READINGS, decode_event, decode_status, deco
 from sensors.pointmap import PANEL_KIND, PointMap
 from sensors.registry import Device, Registry, is_valid_id
 
-#: What paho puts in a topic it could not decode (gateway/ingest/mqtt.py decodes with "replace").
+#: What a topic that is not UTF-8 contains (gateway/ingest/mqttcodec.py decodes with "replace").
 _REPLACEMENT = "\ufffd"
 
 
