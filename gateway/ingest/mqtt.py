@@ -150,6 +150,11 @@ class MqttSession:
         self._metrics = metrics
         self._online = online
         self._queue_size = queue_size
+        # Reading pauses here. A broker that honours our Receive Maximum never fills more than
+        # it; mosquitto 2.0.11 does not once PUBACKs flow (bench/RESULTS.md), so the inbox is
+        # held to twice the window rather than to ingest.queue_size.
+        self._inbox_limit = (min(queue_size, 2 * settings.receive_maximum)
+                             if settings.protocol == "5" else queue_size)
         self._inbox: collections.deque[Inbound] = collections.deque()
         self._inbox_ready = asyncio.Event()
         self._connected = asyncio.Event()
@@ -215,8 +220,14 @@ class MqttSession:
                 inbox.clear()
             else:
                 batch = [inbox.popleft() for _ in range(max_items)]
+            # Received = handed to the pipeline: a message that waited in the inbox must not
+            # look old to liveness (a device judged silent because we were busy flaps
+            # device_offline; the saturated peer benchmark made 100 such alarms per device).
+            now_ms = time.time_ns() // 1_000_000
+            for message in batch:
+                message.received_at_ms = now_ms
             depth.set(len(inbox))
-            if self._reading_paused and len(inbox) < self._queue_size // 2:
+            if self._reading_paused and len(inbox) < self._inbox_limit // 2:
                 self._resume_reading()
             yield batch
 
@@ -494,7 +505,7 @@ class MqttSession:
                 self._control(conn, packet)
         if len(inbox) != n_before:
             self._inbox_ready.set()
-            if len(inbox) >= self._queue_size and not self._reading_paused:
+            if len(inbox) >= self._inbox_limit and not self._reading_paused:
                 self._pause_reading()
 
     def _first_read(self, conn: _Connection, packets: list[codec.Packet]) -> None:
