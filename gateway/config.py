@@ -254,7 +254,8 @@ class IngestSettings(_Section):
     max_age_s: float = Field(default=7 * 86400.0, gt=0)
     max_future_s: float = Field(default=300.0, ge=0)
     queue_size: int = Field(default=20_000, ge=10,
-                        description="received-but-unprocessed messages before reading pauses")
+                            description="received-but-unprocessed messages before reading "
+                            "pauses (MQTT 5: at most 2 x mqtt.receive_maximum)")
     commit_batch: int = Field(default=2000, ge=1,
                               description="messages made durable with one fsync")
     max_batch: int = Field(default=1000, ge=1, le=100_000,
