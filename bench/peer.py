@@ -196,7 +196,8 @@ def _wait_for_log(path: Path, pattern: str, proc: subprocess.Popen[bytes], timeo
 
 
 def start_parkwatch(run_dir: Path, registry: Path, broker: Mosquitto, influx: Influxd,
-                    root: str, db: str) -> subprocess.Popen[bytes]:
+                    root: str, db: str, profile: Path | None = None
+                    ) -> subprocess.Popen[bytes]:
     config = run_dir / "parkwatch.yaml"
     config.write_text(yaml.safe_dump({
         "instance": root, "registry": str(registry), "rules": str(RULES),
@@ -206,10 +207,13 @@ def start_parkwatch(run_dir: Path, registry: Path, broker: Mosquitto, influx: In
         "http": {"enabled": False},
         "ingest": {"device_rate_per_s": 0},
     }))
-    exe = Path(sys.executable).with_name("parkwatch")
+    exe = [str(Path(sys.executable).with_name("parkwatch"))]
+    if profile is not None:
+        # cProfile writes its file when the gateway exits (SIGTERM: a clean shutdown).
+        exe = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "gateway.tools.cli"]
     log = run_dir / "parkwatch.log"
     with log.open("wb") as fh:
-        proc = subprocess.Popen([str(exe), "run", "--config", str(config)], cwd=run_dir,
+        proc = subprocess.Popen([*exe, "run", "--config", str(config)], cwd=run_dir,
                                 stdout=fh, stderr=subprocess.STDOUT)
     # Two sessions: telemetry and the priority lane.
     _wait_for_log(log, r"mqtt connected to", proc, 60, count=2)
@@ -287,12 +291,13 @@ def steady(proc: subprocess.Popen[bytes], root: str, db: str, devs: Sequence[Dev
 
 def measure(system: str, rnd: int, tmp: Path, registry: Path, devs: Sequence[Device],
             broker: Mosquitto, influx: Influxd, total: int, steady_rate: float,
-            steady_s: float) -> Result:
+            steady_s: float, profile: Path | None = None) -> Result:
     root = db = f"{'pw' if system == 'ParkWatch' else 'nr'}{rnd}"
     run_dir = tmp / root
     run_dir.mkdir()
     influx.query(f'CREATE DATABASE "{db}"')
-    proc = (start_parkwatch(run_dir, registry, broker, influx, root, db) if system == "ParkWatch"
+    proc = (start_parkwatch(run_dir, registry, broker, influx, root, db, profile)
+            if system == "ParkWatch"
             else start_node_red(run_dir, broker, influx, root, db))
     try:
         time.sleep(1.0)  # the subscription's round trip
@@ -431,7 +436,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="run in DIR (created, must not exist) and keep it: logs, configs")
     parser.add_argument("--record", action="store_true", help="append the result to RESULTS.md")
+    parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
+                        help="ParkWatch only, one round, under cProfile: the stats go to FILE "
+                             "(read them with python -m pstats FILE)")
     args = parser.parse_args(argv)
+    if args.profile is not None:
+        args.rounds, args.profile = 1, args.profile.resolve()
     node_red_command()  # install the peer before anything is started
     devs = devices(args.devices)
     results: list[Result] = []
@@ -450,9 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"peer bench: {args.messages} QoS 1 messages from {args.devices} devices, "
                   f"{args.rounds} rounds", flush=True)
             for rnd in range(1, args.rounds + 1):
-                for system in ("ParkWatch", "Node-RED"):
+                for system in ("ParkWatch",) if args.profile else ("ParkWatch", "Node-RED"):
                     r = measure(system, rnd, tmp, registry, devs, broker, influx, args.messages,
-                                args.steady_rate, args.steady_seconds)
+                                args.steady_rate, args.steady_seconds, args.profile)
                     print(f"  {system} round {rnd}: {r.rate:,.0f} msgs/s landed "
                           f"({r.landed}/{r.published}), CPU {r.cpu_pct:.0f} %, "
                           f"peak RSS {r.peak_rss_mb:.0f} MB; steady {r.steady_rate:.0f}/s: "
@@ -465,6 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             influx.stop()
             broker.stop()
+    if args.profile is not None:
+        print(f"profile: {args.profile}")
+        return 0
     text = report(args, results)
     print(text)
     if args.record:

@@ -76,6 +76,9 @@ class MqttSettings(_Section):
     watchdog_s: float = Field(
         default=60.0, ge=0, description="probe the subscription path this often; 0 disables "
         "(missed once: resubscribe; twice: reconnect and raise ingest_stalled)")
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description="MQTT version of both ingest sessions; 3.1.1 for a broker "
+        "without MQTT 5 (no Receive Maximum then: reading pauses when the inbox is full)")
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
     session_expiry_s: int = Field(default=7 * 86400, ge=0)
@@ -107,6 +110,12 @@ class MqttSettings(_Section):
         netloc = parts.hostname + (f":{port}" if port else "")
         out["url"] = f"{parts.scheme}://{netloc}"
         return out
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_text(cls, value: Any) -> Any:
+        # YAML reads `protocol: 5` as a number.
+        return str(value) if isinstance(value, int | float) else value
 
     @field_validator("topic_root")
     @classmethod
@@ -245,7 +254,8 @@ class IngestSettings(_Section):
     max_age_s: float = Field(default=7 * 86400.0, gt=0)
     max_future_s: float = Field(default=300.0, ge=0)
     queue_size: int = Field(default=20_000, ge=10,
-                        description="received-but-unprocessed messages before reading pauses")
+                            description="received-but-unprocessed messages before reading "
+                            "pauses (MQTT 5: at most 2 x mqtt.receive_maximum)")
     commit_batch: int = Field(default=2000, ge=1,
                               description="messages made durable with one fsync")
     max_batch: int = Field(default=1000, ge=1, le=100_000,
@@ -530,6 +540,9 @@ class Settings(BaseSettings):
         "registry device's tenant must be in it")
     rules: Path = Path("config/rules")
     state_dir: Path = Path("var/parkwatch")
+    uvloop: bool = Field(
+        default=True, description="run `parkwatch run` on uvloop when it is installed (a "
+        "faster event loop); false: the standard asyncio loop")
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0, description="on SIGTERM, how long in-flight work may take to "
         "become durable before the gateway exits anyway (the broker keeps what was not acked)")

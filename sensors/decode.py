@@ -98,6 +98,10 @@ def _reject_constant(name: str) -> NoReturn:
     raise Rejection(RejectReason.NAN, f"{name} is not a number ParkWatch accepts")
 
 
+#: One decoder for every message: ``json.loads`` with an argument builds a new one per call.
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_json_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES,
                       max_items: int = MAX_BATCH_READINGS) -> dict[str, Any]:
     """Decode a UTF-8 JSON object, refusing what no sensor legitimately sends.
@@ -112,7 +116,7 @@ def parse_json_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES,
     except UnicodeDecodeError as exc:
         raise Rejection(RejectReason.BAD_UTF8, f"invalid UTF-8 at byte {exc.start}") from exc
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = _JSON.decode(text)
     except RecursionError as exc:  # the C scanner recurses per nesting level
         raise Rejection(RejectReason.OVERSIZE, f"nested deeper than {MAX_JSON_DEPTH}") from exc
     except json.JSONDecodeError as exc:
@@ -172,6 +176,10 @@ class _Plan:
     metrics: frozenset[str]
     booleans: frozenset[str]
     bounds: Mapping[str, tuple[float | None, float | None]]
+    #: The canonical shape's shortcut (None: always ask the model): metric → (low, high) for a
+    #: number with both bounds inclusive, or None for a boolean; and the metrics required.
+    fast: Mapping[str, tuple[float, float] | None] | None = None
+    required: frozenset[str] = frozenset()
 
 
 _PLANS: dict[int, _Plan] = {}
@@ -198,7 +206,33 @@ def _build_plan(kind: SensorKind) -> _Plan:
             low = getattr(item, "ge", getattr(item, "gt", low))
             high = getattr(item, "le", getattr(item, "lt", high))
         bounds[name] = (low, high)
-    return _Plan(kind, model, frozenset(model.model_fields), model.boolean_metrics, bounds)
+    required = frozenset(n for n, info in model.model_fields.items() if info.is_required())
+    return _Plan(kind, model, frozenset(model.model_fields), model.boolean_metrics, bounds,
+                 _fast_map(model), required)
+
+
+def _fast_map(model: type[SensorValues]) -> dict[str, tuple[float, float] | None] | None:
+    """Metrics whose check the shortcut can do exactly as the model does: a strict float with
+    inclusive bounds (``ge``/``le``), or a strict bool. A model with validators of its own gets
+    no shortcut; a metric outside the map sends its message the model's way."""
+    decorators = model.__pydantic_decorators__
+    if (decorators.validators or decorators.field_validators or decorators.model_validators
+            or decorators.root_validators):
+        return None
+    fast: dict[str, tuple[float, float] | None] = {}
+    for name, info in model.model_fields.items():
+        # An optional metric's null goes to the model: the shortcut takes numbers and booleans.
+        if info.annotation in (bool, bool | None) and not info.metadata:
+            fast[name] = None
+            continue
+        if info.annotation not in (float, float | None):
+            continue
+        kinds = {type(item).__name__ for item in info.metadata}
+        low = next((getattr(i, "ge", None) for i in info.metadata if hasattr(i, "ge")), None)
+        high = next((getattr(i, "le", None) for i in info.metadata if hasattr(i, "le")), None)
+        if kinds == {"Ge", "Le"} and low is not None and high is not None:
+            fast[name] = (float(low), float(high))
+    return fast
 
 
 # --------------------------------------------------------------------------- telemetry
@@ -298,6 +332,11 @@ def _values(raw: object, plan: _Plan) -> dict[str, float | bool]:
                 f"unknown metric {metric!r:.40}: {plan.kind.name} reports events only",
             )
         return {}
+    fast = plan.fast
+    if fast is not None and plan.required <= raw.keys():
+        quick = _fast_values(raw, fast)
+        if quick is not None:
+            return quick
     try:
         model = plan.model.model_validate(raw)
     except ValidationError as exc:
@@ -308,6 +347,27 @@ def _values(raw: object, plan: _Plan) -> dict[str, float | bool]:
         if value is None:
             continue
         out[name] = value if name in plan.booleans else float(value)
+    return out
+
+
+def _fast_values(raw: Mapping[str, object],
+                 fast: Mapping[str, tuple[float, float] | None]) -> dict[str, float | bool] | None:
+    """The canonical shape without the model: every metric known to the shortcut and plainly
+    valid. None on anything else, which the model then judges (and words the rejection)."""
+    out: dict[str, float | bool] = {}
+    for name, value in raw.items():
+        if name not in fast:
+            return None
+        spec = fast[name]
+        t = type(value)
+        if spec is None:
+            if t is not bool:
+                return None
+            out[name] = value  # type: ignore[assignment]
+        elif (t is float or t is int) and spec[0] <= value <= spec[1]:  # type: ignore[operator]
+            out[name] = float(value)  # type: ignore[arg-type]   # NaN fails the bounds
+        else:
+            return None
     return out
 
 

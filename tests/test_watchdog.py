@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway.ingest.mqttcodec import encode_unsubscribe
 from gateway.ingest.watchdog import IngestWatchdog
 from gateway.runtime.heartbeat import Heartbeat
 from gateway.tools.devservices import Influxd, Mosquitto
@@ -146,7 +147,10 @@ async def test_a_lost_subscription_is_healed_by_resubscribing(
         assert gw.session is not None
         # The broker forgets our subscription while the connection stays up (what a broker
         # restart without persistence or an ACL reload can do): keepalives still flow.
-        gw.session._client.unsubscribe(gw.session._subscriptions)
+        conn = gw.session._conn
+        assert conn is not None
+        conn.write(encode_unsubscribe(60000, gw.session._subscriptions,
+                                      version=gw.session.protocol_version))
         await wait_for(lambda: gw.watchdog is not None and gw.watchdog.resubscribes >= 1,
                        timeout_s=15, what="the watchdog resubscribed")
         for seq in range(5):

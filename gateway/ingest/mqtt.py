@@ -1,17 +1,22 @@
-"""An asyncio MQTT session on paho-mqtt 2.x with manual acknowledgement.
+"""The ingest MQTT session: an asyncio protocol on the transport and a sans-IO codec.
 
-Why paho and not aiomqtt: a QoS 1 message must be acknowledged to the broker only once it is
-durable in ParkWatch's write-ahead log. paho 2.x offers ``manual_ack=True`` + ``Client.ack``;
-aiomqtt 2.x acknowledges on receipt (see docs/adr/0001-ack-after-durable.md).
+Why our own client and not paho or aiomqtt: a QoS 1 message must be acknowledged to the broker
+only once it is durable in ParkWatch's write-ahead log (docs/adr/0001-ack-after-durable.md);
+aiomqtt acknowledges on receipt, and paho, which can wait, cost half the gateway's CPU at full
+rate (bench/RESULTS.md, "Where the time goes": a packet read per call, an MQTT 5 ``Properties``
+object per message, one PUBACK write per message). Here the transport hands over whatever
+arrived, :class:`gateway.ingest.mqttcodec.Decoder` turns it into messages in one pass, and the
+PUBACKs of a committed batch leave in one write.
 
-paho is driven by the event loop (``add_reader``/``add_writer`` on its socket), never by its own
-thread, so all paho state is touched from the loop thread. The single exception is the blocking
-TCP/TLS connect, which runs in a worker thread while nothing else uses the client; the socket
-callbacks it triggers hop back to the loop with ``call_soon_threadsafe``.
+What the session keeps doing: an MQTT 5 persistent session (clean start off, a session expiry)
+with a Receive Maximum; or MQTT 3.1.1 (``mqtt.protocol``) with a persistent session; TLS with a
+password or a client certificate; keepalive; reconnecting forever with jittered backoff; the
+Will; resubscribe/reconnect for the stall watchdog; reading paused while the inbox is full.
 
 Flow control: with MQTT 5 the broker sends at most ``receive_maximum`` unacknowledged QoS 1
-messages, which bounds what sits in memory; QoS 0 messages are bounded by pausing socket reads
-when the inbox is full (the broker then buffers).
+messages, which bounds what sits in memory; otherwise (QoS 0, MQTT 3.1.1, a broker ignoring the
+limit) reading pauses when the inbox is full and the broker buffers. At most one read's worth
+(the transport's read size) lands above ``queue_size``.
 """
 
 from __future__ import annotations
@@ -22,27 +27,31 @@ import contextlib
 import logging
 import random
 import ssl
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
+from typing import cast
 
 from gateway.config import MqttSettings
 from gateway.errors import MqttError
+from gateway.ingest import mqttcodec as codec
+from gateway.ingest.mqttcodec import MQTT5, MQTT311, CodecError, Publish
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-_RC_BAD_LOGIN = 134      # MQTT 5 CONNACK "Bad user name or password"
-_RC_NOT_AUTHORIZED = 135  # "Not authorized": mosquitto's answer to a wrong password or user
+_RC_BAD_LOGIN = 0x86      # MQTT 5 CONNACK "Bad user name or password"
+_RC_NOT_AUTHORIZED = 0x87  # "Not authorized": mosquitto's answer to a wrong password or user
+#: How long the broker may take to answer CONNECT (a TCP or TLS connect has the same limit).
+CONNECT_TIMEOUT_S = 10.0
+#: The largest packet accepted: the largest payload ``ingest.max_payload_bytes`` allows, plus a
+#: topic. Told to an MQTT 5 broker as Maximum Packet Size (it drops bigger messages instead of
+#: sending them); an MQTT 3.1.1 broker sending more is dropped as a protocol error.
+MAX_PACKET = (16 << 20) + 65_536 + 16
+
+#: One received message; see :class:`gateway.ingest.mqttcodec.Publish` (``mid`` is the packet
+#: identifier, ``generation`` the connection it came on).
+Inbound = Publish
 
 
 def connect_hint(exc: BaseException, *, tls: bool) -> str:
@@ -57,38 +66,6 @@ def connect_hint(exc: BaseException, *, tls: bool) -> str:
     return ""
 
 
-class _TrackingContext(ssl.SSLContext):
-    """An SSLContext that remembers the last socket it wrapped, so a failed connect can close it."""
-
-    _last: ssl.SSLSocket | None = None
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock = super().wrap_socket(*args, **kwargs)
-        self._last = sock
-        return sock
-
-    def forget(self) -> None:
-        self._last = None
-
-    def close_last(self) -> None:
-        sock, self._last = self._last, None
-        if sock is not None:
-            sock.close()
-
-
-@dataclass(slots=True)
-class Inbound:
-    """One received message and what is needed to acknowledge it later."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    mid: int
-    retain: bool
-    received_at_ms: int
-    generation: int
-
-
 @dataclass(frozen=True, slots=True)
 class Will:
     topic: str
@@ -97,11 +74,65 @@ class Will:
     retain: bool = True
 
 
+@dataclass(slots=True)
+class _Outgoing:
+    """A QoS 1 publish of ours, kept until its PUBACK (resent after a reconnect)."""
+
+    packet: bytes
+    done: asyncio.Future[None]
+    sent: bool = False
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP/TLS connection: bytes in → the decoder → the session; nothing outlives it."""
+
+    def __init__(self, session: MqttSession, version: int) -> None:
+        self.session = session
+        self.decoder = codec.Decoder(version=version, max_packet=MAX_PACKET)
+        self.transport: asyncio.Transport | None = None
+        self.answered = asyncio.Event()     # CONNACK arrived, or the connection is gone
+        self.accepted = False               # CONNACK said yes
+        self.explained = False              # a refusal or bad packet, logged as such
+        self.lost = False
+        self.generation = 0
+        self.last_in = self.last_out = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_in = time.monotonic()
+        try:
+            packets = self.decoder.feed(data, time.time_ns() // 1_000_000, self.generation)
+        except CodecError as exc:
+            self.session._protocol_error(self, exc)
+            return
+        self.session._packets(self, packets)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.answered.set()
+        self.session._lost(self, exc)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.write(data)
+            self.last_out = time.monotonic()
+
+    def close(self, *, abort: bool = False) -> None:
+        if self.transport is not None and not self.lost:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+
 class MqttSession:
-    """A persistent MQTT 5 session that reconnects forever and hands out received messages.
+    """A persistent MQTT session that reconnects forever and hands out received messages.
 
     Use as ``async with MqttSession(...) as session:`` then ``async for batch in
-    session.batches()``; call :meth:`ack` for each message once it is durable.
+    session.batches()``; call :meth:`puback_all` with the messages once they are durable.
     """
 
     def __init__(self, *, settings: MqttSettings, client_id: str, subscriptions: list[str],
@@ -109,13 +140,21 @@ class MqttSession:
                  online: tuple[str, bytes] | None = None, queue_size: int = 20_000,
                  primary: bool = True) -> None:
         self._settings = settings
+        self._version = MQTT5 if settings.protocol == "5" else MQTT311
         # A secondary session (the gateway's priority lane) leaves the connection and in-flight
         # gauges to the primary one: /healthz reports the main ingest path.
         self._primary = primary
+        self._client_id = client_id
+        self._will = will
         self._subscriptions = subscriptions
         self._metrics = metrics
         self._online = online
         self._queue_size = queue_size
+        # Reading pauses here. A broker that honours our Receive Maximum never fills more than
+        # it; mosquitto 2.0.11 does not once PUBACKs flow (bench/RESULTS.md), so the inbox is
+        # held to twice the window rather than to ingest.queue_size.
+        self._inbox_limit = (min(queue_size, 2 * settings.receive_maximum)
+                             if settings.protocol == "5" else queue_size)
         self._inbox: collections.deque[Inbound] = collections.deque()
         self._inbox_ready = asyncio.Event()
         self._connected = asyncio.Event()
@@ -124,17 +163,20 @@ class MqttSession:
         self._reading_paused = False
         self._closing = False
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._publish_waiters: dict[int, asyncio.Future[None]] = {}
+        self._conn: _Connection | None = None      # the connection being made or in use
+        self._keepalive_s = float(settings.keepalive_s)
+        self._outgoing: dict[int, _Outgoing] = {}   # our QoS 1 publishes awaiting PUBACK
+        self._unsent: collections.deque[int] = collections.deque()  # of those, not yet sent
+        self._sent = 0                              # sent on this connection, no PUBACK yet
+        self._next_pid = 0
+        self._send_quota = 65535                    # the broker's Receive Maximum
+        self._publish_failed_logged = -1e9
         # Counted as a plain int on the hot path; the gauge reads it when scraped.
         self._unacked = 0
         if primary:
             metrics.inflight.set_function(lambda: self._unacked)
         self._tasks: list[asyncio.Task[None]] = []
-        self._sock: Any = None
-        self._answered = False  # a CONNACK arrived on the current attempt
-        self._tls_context: _TrackingContext | None = None
-        self._client = self._make_client(client_id, will)
+        self._tls_context = self._make_tls_context() if settings.tls_enabled else None
 
     # -- public surface ------------------------------------------------------------------------
 
@@ -157,19 +199,35 @@ class MqttSession:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def protocol_version(self) -> int:
+        """5 (MQTT 5) or 4 (MQTT 3.1.1)."""
+        return self._version
+
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout_s)
 
     async def batches(self, max_items: int) -> AsyncIterator[list[Inbound]]:
         """Yield everything received so far (up to ``max_items``), waiting when there is nothing."""
+        inbox = self._inbox
+        depth = self._metrics.queue_depth.labels(queue="inbox")
         while True:
-            while not self._inbox:
+            while not inbox:
                 self._inbox_ready.clear()
                 await self._inbox_ready.wait()
-            n = min(max_items, len(self._inbox))
-            batch = [self._inbox.popleft() for _ in range(n)]
-            self._metrics.queue_depth.labels(queue="inbox").set(len(self._inbox))
-            if self._reading_paused and len(self._inbox) < self._queue_size // 2:
+            if len(inbox) <= max_items:
+                batch = list(inbox)
+                inbox.clear()
+            else:
+                batch = [inbox.popleft() for _ in range(max_items)]
+            # Received = handed to the pipeline: a message that waited in the inbox must not
+            # look old to liveness (a device judged silent because we were busy flaps
+            # device_offline; the saturated peer benchmark made 100 such alarms per device).
+            now_ms = time.time_ns() // 1_000_000
+            for message in batch:
+                message.received_at_ms = now_ms
+            depth.set(len(inbox))
+            if self._reading_paused and len(inbox) < self._inbox_limit // 2:
                 self._resume_reading()
             yield batch
 
@@ -178,58 +236,74 @@ class MqttSession:
         self.puback_all((message,))
 
     def puback_all(self, messages: Iterable[Inbound]) -> None:
-        """Acknowledge messages in receive order; metrics are updated once per call."""
-        acked = stale = 0
-        generation, connected = self._generation, self.connected
+        """Acknowledge messages in receive order, in one write; metrics updated once per call."""
+        generation = self._generation
+        conn = self._conn if self.connected else None
+        pids: list[int] = []
+        stale = 0
         for message in messages:
             if message.qos == 0:
                 continue
-            self._unacked -= 1
-            if message.generation != generation or not connected:
+            if message.generation != generation or conn is None:
                 # The broker redelivers it on the new connection; the replay is idempotent.
                 stale += 1
-                continue
-            self._client.ack(message.mid, message.qos)
-            acked += 1
-        if acked:
-            self._metrics.acks.inc(acked)
+            else:
+                pids.append(message.mid)
+        self._unacked -= len(pids) + stale
+        if pids and conn is not None:
+            conn.write(codec.encode_pubacks(pids))   # where a PUBACK is sent
+            self._metrics.acks.inc(len(pids))
         if stale:
             self._metrics.stale_acks.inc(stale)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1,
                 retain: bool = False) -> asyncio.Future[None]:
-        """Queue a publish; the future completes on PUBACK (paho resends it after a reconnect)."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        """Queue a publish; the future completes on PUBACK (resent after a reconnect)."""
         done: asyncio.Future[None] = self._loop.create_future()
-        if qos == 0 or info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS,
-                                       MQTTErrorCode.MQTT_ERR_NO_CONN):
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or qos == 0:
-                done.set_result(None)
-            else:
-                done.set_exception(MqttError(f"publish to {topic} failed: {info.rc.name}"))
+        if qos == 0:
+            if self.connected and self._conn is not None:
+                self._conn.write(codec.encode_publish(topic, payload, qos=0, retain=retain,
+                                                      packet_id=0, version=self._version))
+            done.set_result(None)
             return done
-        self._publish_waiters[info.mid] = done
+        try:
+            pid = self._allocate_pid()
+            packet = codec.encode_publish(topic, payload, qos=1, retain=retain, packet_id=pid,
+                                          version=self._version)
+        except (ValueError, MqttError) as exc:
+            done.set_exception(MqttError(f"publish to {topic} failed: {exc}"))
+            # A caller that awaits still gets it; one that fired and forgot (the retained alarm
+            # documents) must not flood the log with "exception never retrieved".
+            done.exception()
+            now = time.monotonic()
+            if now - self._publish_failed_logged > 60:
+                self._publish_failed_logged = now
+                log.warning("mqtt: publish to %s failed: %s (logged once a minute)", topic, exc)
+            return done
+        self._outgoing[pid] = _Outgoing(packet, done)
+        self._unsent.append(pid)
+        self._pump()
         return done
 
     def resubscribe(self) -> None:
         """Subscribe again (the watchdog's first remedy for a subscription that went quiet)."""
-        if self.connected:
-            opts = SubscribeOptions(qos=1)
-            self._client.subscribe([(topic, opts) for topic in self._subscriptions])
+        if self.connected and self._conn is not None:
+            self._subscribe(self._conn)
 
     async def reconnect(self, timeout_s: float = 5.0) -> None:
         """Drop the connection so the connection loop makes a new one (the watchdog's second
         remedy). Unacked messages are redelivered on the new connection."""
-        if not self.connected:
+        conn = self._conn
+        if not self.connected or conn is None:
             return
-        self._client.disconnect()
+        conn.write(codec.DISCONNECT_PACKET)
+        conn.close()
         try:
             await asyncio.wait_for(self._disconnected.wait(), timeout_s)
         except TimeoutError:
-            # A stalled path may never complete the DISCONNECT: drop the socket ourselves.
+            # A stalled path may never flush the DISCONNECT: drop the socket ourselves.
             log.warning("mqtt: the broker did not see our disconnect; dropping the socket")
-            self._remove_socket()
-            self._handle_disconnect(ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"))
+            conn.close(abort=True)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish the offline status, disconnect cleanly, stop the background tasks."""
@@ -240,46 +314,30 @@ class MqttSession:
             topic, _ = self._online
             with contextlib.suppress(MqttError, TimeoutError):
                 await asyncio.wait_for(self.publish(topic, b"offline", retain=True), timeout_s)
-        if self.connected:
-            self._client.disconnect()
-            with contextlib.suppress(TimeoutError):
+        conn = self._conn
+        if conn is not None and not conn.lost:
+            if self.connected:
+                conn.write(codec.DISCONNECT_PACKET)   # a normal disconnect: no Will
+            conn.close()
+            try:
                 await asyncio.wait_for(self._disconnected.wait(), timeout_s)
+            except TimeoutError:
+                conn.close(abort=True)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._remove_socket()
+        for out in self._outgoing.values():
+            if not out.done.done():
+                out.done.set_exception(MqttError("the MQTT session closed before the PUBACK"))
+                out.done.exception()   # retrieved: nobody may be waiting any more
 
     # -- connection management -----------------------------------------------------------------
 
-    def _make_client(self, client_id: str, will: Will | None) -> paho.Client:
-        s = self._settings
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True,
-                             reconnect_on_failure=False)
-        client.max_inflight_messages_set(1000)
-        client.max_queued_messages_set(0)
-        if s.username is not None:
-            pw = s.password.get_secret_value() if s.password is not None else None
-            client.username_pw_set(s.username, pw)
-        if s.tls_enabled:
-            self._configure_tls(client)
-        if will is not None:
-            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-        return client
-
-    def _configure_tls(self, client: paho.Client) -> None:
+    def _make_tls_context(self) -> ssl.SSLContext:
         tls = self._settings.tls
-        ctx = _TrackingContext(ssl.PROTOCOL_TLS_CLIENT)   # verifies certificate and host name
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # verifies certificate and host name
         try:
             if tls.ca_file:
                 ctx.load_verify_locations(cafile=str(tls.ca_file))
@@ -292,11 +350,7 @@ class MqttSession:
         if tls.insecure_skip_verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-        self._tls_context = ctx
-        client.tls_set_context(ctx)
-        if tls.insecure_skip_verify:
-            # Else paho checks the host name itself against the (unverified, empty) certificate.
-            client.tls_insecure_set(True)
+        return ctx
 
     async def _connection_loop(self) -> None:
         """Connect, wait for the connection to drop, back off, repeat — forever."""
@@ -305,14 +359,15 @@ class MqttSession:
         while not self._closing:
             self._disconnected.clear()
             started = time.monotonic()
-            self._answered = False
             try:
-                await asyncio.to_thread(self._blocking_connect)
+                await self._connect_once()
                 await self._disconnected.wait()
-            except (OSError, ssl.SSLError, ValueError) as exc:
+            except (OSError, ssl.SSLError, ValueError, TimeoutError) as exc:
                 log.warning("mqtt connect to %s failed: %s%s; retrying in %.1fs",
-                            s.url, exc, connect_hint(exc, tls=s.tls_enabled), delay)
-                self._remove_socket()
+                            s.url, exc or type(exc).__name__,
+                            connect_hint(exc, tls=s.tls_enabled), delay)
+                if self._conn is not None:
+                    self._conn.close(abort=True)
             if self._closing:
                 return
             if time.monotonic() - started > 30:
@@ -322,162 +377,235 @@ class MqttSession:
             delay = min(delay * 2, s.reconnect_max_s)
             self._metrics.reconnects.inc()
 
-    def _blocking_connect(self) -> None:
+    async def _connect_once(self) -> None:
         s = self._settings
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = s.session_expiry_s
-        props.ReceiveMaximum = s.receive_maximum
-        if self._tls_context is not None:
-            self._tls_context.forget()  # the previous connection's socket is paho's to close
+        conn = self._conn = _Connection(self, self._version)
+        ctx = self._tls_context
+        transport, _ = await asyncio.wait_for(self._loop.create_connection(
+            lambda: conn, s.host, s.port, ssl=ctx,
+            server_hostname=s.host if ctx is not None else None), CONNECT_TIMEOUT_S)
+        conn.transport = transport
+        will = self._will
+        password = s.password.get_secret_value().encode() if s.password is not None else None
+        conn.write(codec.encode_connect(
+            client_id=self._client_id, version=self._version, keepalive=s.keepalive_s,
+            clean_start=False, username=s.username, password=password,
+            will=codec.WillMessage(will.topic, will.payload, will.qos, will.retain)
+            if will is not None else None,
+            session_expiry=s.session_expiry_s, receive_maximum=s.receive_maximum,
+            maximum_packet_size=MAX_PACKET))
         try:
-            self._client.connect(s.host, s.port, keepalive=s.keepalive_s, clean_start=False,
-                                 properties=props)
-        except BaseException:
-            # paho leaves a socket whose TLS handshake failed open; one leaked per retry adds up.
-            if self._tls_context is not None:
-                self._tls_context.close_last()
-            raise
+            await asyncio.wait_for(conn.answered.wait(), CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("mqtt broker %s did not answer CONNECT within %.0f s; dropping the "
+                        "connection", s.url, CONNECT_TIMEOUT_S)
+            conn.close(abort=True)
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
-                    reason: ReasonCode, properties: Properties | None) -> None:
-        self._answered = True
-        if reason.is_failure:
+    def _refusal_hint(self, code: int) -> str:
+        if code in (_RC_BAD_LOGIN, _RC_NOT_AUTHORIZED):
+            who = repr(self._settings.username) if self._settings.username else "no username"
+            return (f" (login as {who}; check mqtt.username/mqtt.password or the client "
+                    "certificate, and the broker's password file and ACL)")
+        if code == 0x84 and self._version == MQTT5:
+            return " (an MQTT 3.1.1 broker: set mqtt.protocol to \"3.1.1\")"
+        return ""
+
+    def _connack(self, conn: _Connection, ack: codec.ConnAck) -> None:
+        conn.answered.set()
+        if ack.reason_code >= 0x80 or (ack.reason_code and self._version == MQTT311):
+            conn.explained = True
             log.error("mqtt broker %s refused the connection: %s%s; retrying",
-                      self._settings.url, reason, self._refusal_hint(reason))
+                      self._settings.url, codec.reason_text(ack.reason_code),
+                      self._refusal_hint(ack.reason_code))
+            conn.close()
             return
+        conn.accepted = True
+        props = ack.properties
+        keepalive = props.get(codec.P_SERVER_KEEP_ALIVE)
+        self._keepalive_s = float(keepalive if isinstance(keepalive, int) and keepalive
+                                  else self._settings.keepalive_s)
+        quota = props.get(codec.P_RECEIVE_MAXIMUM)
+        self._send_quota = quota if isinstance(quota, int) and quota else 65535
         self._generation += 1
+        conn.generation = self._generation
         self._connected.set()
         if self._primary:
             self._metrics.broker_connected.set(1)
         log.info("mqtt connected to %s (session present: %s)", self._settings.url,
-                 flags.session_present)
-        if not flags.session_present:
-            opts = SubscribeOptions(qos=1)
-            client.subscribe([(topic, opts) for topic in self._subscriptions])
+                 ack.session_present)
+        if not ack.session_present:
+            self._subscribe(conn)
+        # Our publishes that got no PUBACK go again, in order, before anything new.
+        for out in self._outgoing.values():
+            if out.sent:
+                out.packet, out.sent = codec.with_dup(out.packet), False
+        self._unsent = collections.deque(self._outgoing)
+        self._sent = 0
+        self._pump()
         if self._online is not None:
             topic, payload = self._online
-            client.publish(topic, payload, qos=1, retain=True)
+            self.publish(topic, payload, qos=1, retain=True)
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: paho.DisconnectFlags,
-                       reason: ReasonCode, properties: Properties | None) -> None:
-        self._in_loop(self._handle_disconnect, reason)
+    def _subscribe(self, conn: _Connection) -> None:
+        if self._subscriptions:
+            conn.write(codec.encode_subscribe(self._allocate_pid(), self._subscriptions,
+                                              version=self._version))
 
-    def _refusal_hint(self, reason: ReasonCode) -> str:
-        if reason.value in (_RC_BAD_LOGIN, _RC_NOT_AUTHORIZED):
-            who = repr(self._settings.username) if self._settings.username else "no username"
-            return (f" (login as {who}; check mqtt.username/mqtt.password or the client "
-                    "certificate, and the broker's password file and ACL)")
-        return ""
-
-    def _handle_disconnect(self, reason: ReasonCode) -> None:
+    def _lost(self, conn: _Connection, exc: Exception | None) -> None:
+        if conn is not self._conn:
+            return
+        reason = str(exc) if exc is not None else "connection closed"
+        s = self._settings
         if self._closing:
             log.info("mqtt disconnected (shutting down)")
         elif self._connected.is_set():
             log.warning("mqtt disconnected: %s", reason)
-        elif not self._answered:
+        elif not conn.accepted and not conn.explained:
             # Without a CONNACK the broker never understood us: the classic cause is speaking
             # plain MQTT to a TLS listener (or the broker rejecting our client certificate).
             hint = ("; either the network dropped it, or the port is a TLS listener "
-                    "(then use mqtts://)" if not self._settings.tls_enabled else
+                    "(then use mqtts://)" if not s.tls_enabled else
                     "; either the network dropped it, or the broker requires a client "
                     "certificate (mqtt.tls.cert_file)")
             log.warning("mqtt connection to %s closed before the broker answered (%s)%s",
-                        self._settings.url, reason, hint)
+                        s.url, reason, hint)
         self._connected.clear()
         if self._primary:
             self._metrics.broker_connected.set(0)
-        # Everything received on the old connection can no longer be acked (see ack()).
+        # Everything received on the old connection can no longer be acked (see puback_all).
         self._generation += 1
+        if self._reading_paused:
+            self._reading_paused = False     # the next connection starts reading
         self._disconnected.set()
 
-    # -- messages ------------------------------------------------------------------------------
+    def _protocol_error(self, conn: _Connection, exc: CodecError) -> None:
+        conn.explained = True
+        log.error("mqtt: the broker %s sent a bad packet: %s; reconnecting",
+                  self._settings.url, exc)
+        conn.write(codec.encode_disconnect(exc.reason_code, version=self._version))
+        conn.close(abort=True)
 
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", "replace")  # the validator rejects it as bad_topic
-        self._inbox.append(Inbound(topic, bytes(msg.payload), msg.qos, msg.mid, bool(msg.retain),
-                                   time.time_ns() // 1_000_000, self._generation))
-        if msg.qos:
-            self._unacked += 1
-        self._inbox_ready.set()
-        if len(self._inbox) >= self._queue_size and not self._reading_paused:
-            self._pause_reading()
+    # -- packets -------------------------------------------------------------------------------
 
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
-                    reason: ReasonCode, properties: Properties | None) -> None:
-        waiter = self._publish_waiters.pop(mid, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _packets(self, conn: _Connection, packets: list[codec.Packet]) -> None:
+        inbox = self._inbox
+        n_before = len(inbox)
+        if not conn.accepted:
+            # The read that carries the CONNACK: messages after it in the same read were
+            # stamped before the new generation existed (redeliveries follow the CONNACK at
+            # once), so they are stamped again here; a PUBLISH before CONNACK is a violation.
+            self._first_read(conn, packets)
+            packets = []
+        for packet in packets:
+            if type(packet) is Publish:
+                if packet.qos:
+                    self._unacked += 1
+                inbox.append(packet)
+            else:
+                self._control(conn, packet)
+        if len(inbox) != n_before:
+            self._inbox_ready.set()
+            if len(inbox) >= self._inbox_limit and not self._reading_paused:
+                self._pause_reading()
 
-    # -- socket plumbing (paho's "external event loop" API) -------------------------------------
-
-    def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._add_socket, sock)
-
-    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._remove_socket)
-
-    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._add_writer, sock)
-
-    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._remove_writer, sock)
-
-    def _add_socket(self, sock: Any) -> None:
-        self._sock = sock
-        self._loop.add_reader(sock, self._readable)
-        self._reading_paused = False
-
-    def _remove_socket(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(self._sock)
-                self._loop.remove_writer(self._sock)
-            self._sock = None
-
-    def _add_writer(self, sock: Any) -> None:
-        if self._sock is sock:
-            self._loop.add_writer(sock, self._client.loop_write)
-
-    def _remove_writer(self, sock: Any) -> None:
-        if self._sock is sock:
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_writer(sock)
-
-    def _readable(self) -> None:
-        # paho reads one packet per loop_read(); keep reading while messages keep coming, so a
-        # busy socket costs one wake-up per burst instead of one per message.
-        for _ in range(512):
-            before = len(self._inbox)
-            if self._client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+    def _first_read(self, conn: _Connection, packets: list[codec.Packet]) -> None:
+        for packet in packets:
+            if conn.lost:
                 return
-            if len(self._inbox) == before or self._reading_paused:
-                break
-        sock = self._sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            # TLS may hold decrypted bytes the selector cannot see; come back for them.
-            self._loop.call_soon(self._readable)
+            if type(packet) is not Publish:
+                self._control(conn, packet)
+            elif not conn.accepted:
+                self._protocol_error(conn, codec.ProtocolViolation("a PUBLISH before CONNACK"))
+                return
+            else:
+                packet.generation = conn.generation
+                if packet.qos:
+                    self._unacked += 1
+                self._inbox.append(packet)
+
+    def _control(self, conn: _Connection, packet: codec.Packet) -> None:
+        if isinstance(packet, codec.PubAck):
+            out = self._outgoing.pop(packet.packet_id, None)
+            if out is not None and out.sent:
+                self._sent -= 1
+            if out is not None and not out.done.done():
+                if packet.reason_code >= 0x80:
+                    log.warning("mqtt broker refused a publish of ours: %s",
+                                codec.reason_text(packet.reason_code))
+                out.done.set_result(None)
+            self._pump()
+        elif isinstance(packet, codec.ConnAck):
+            if conn.accepted:
+                self._protocol_error(conn, codec.ProtocolViolation("a second CONNACK"))
+            else:
+                self._connack(conn, packet)
+        elif isinstance(packet, codec.SubAck):
+            for topic, code in zip(self._subscriptions, packet.reason_codes, strict=False):
+                if code >= 0x80:
+                    log.error("mqtt broker refused the subscription to %s: %s", topic,
+                              codec.reason_text(code))
+        elif isinstance(packet, codec.Disconnect):
+            log.warning("mqtt broker %s disconnects us: %s%s", self._settings.url,
+                        codec.reason_text(packet.reason_code),
+                        f" ({packet.properties[codec.P_REASON_STRING]})"
+                        if codec.P_REASON_STRING in packet.properties else "")
+            conn.close()
+        # PINGRESP and UNSUBACK need nothing: any packet counts as a sign of life.
+
+    def _allocate_pid(self) -> int:
+        # Checked first: with every identifier taken the search below would walk all 65535
+        # on every call, which is what stalled a saturated gateway (bench/RESULTS.md).
+        if len(self._outgoing) >= 65535:
+            raise MqttError("65535 publishes await their PUBACK")
+        for _ in range(65535):
+            self._next_pid = self._next_pid % 65535 + 1
+            if self._next_pid not in self._outgoing:
+                return self._next_pid
+        raise MqttError("65535 publishes await their PUBACK")
+
+    def _pump(self) -> None:
+        """Send our queued publishes, in order, within the broker's Receive Maximum."""
+        conn = self._conn
+        if conn is None or not self.connected:
+            return
+        unsent, outgoing = self._unsent, self._outgoing
+        while unsent and self._sent < self._send_quota:
+            out = outgoing.get(unsent.popleft())
+            if out is not None and not out.sent:
+                conn.write(out.packet)
+                out.sent = True
+                self._sent += 1
+
+    # -- reading and keepalive -----------------------------------------------------------------
 
     def _pause_reading(self) -> None:
-        if self._sock is not None:
-            self._loop.remove_reader(self._sock)
+        conn = self._conn
+        if conn is not None and conn.transport is not None and not conn.lost:
+            conn.transport.pause_reading()
         self._reading_paused = True
 
     def _resume_reading(self) -> None:
         self._reading_paused = False
-        if self._sock is not None:
-            self._loop.add_reader(self._sock, self._readable)
+        conn = self._conn
+        if conn is not None and conn.transport is not None and not conn.lost:
+            conn.last_in = time.monotonic()    # silence while paused was ours, not the broker's
+            conn.transport.resume_reading()
 
     async def _misc_loop(self) -> None:
+        """PINGREQ when we have been quiet for a keepalive; drop a connection on which the
+        broker has been silent for 1.5 keepalives (it answers every PINGREQ)."""
         while True:
             await asyncio.sleep(1.0)
-            if self._sock is not None:
-                self._client.loop_misc()
+            conn = self._conn
+            if conn is None or not self.connected or conn.lost:
+                continue
+            now = time.monotonic()
+            if now - conn.last_out >= self._keepalive_s:
+                conn.write(codec.PINGREQ_PACKET)
+            if self._reading_paused:
+                conn.last_in = now
+            elif now - conn.last_in > 1.5 * self._keepalive_s:
+                log.warning("mqtt: nothing from the broker %s for %.0f s (keepalive %.0f s); "
+                            "reconnecting", self._settings.url, now - conn.last_in,
+                            self._keepalive_s)
+                conn.close(abort=True)

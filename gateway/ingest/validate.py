@@ -27,7 +27,7 @@ from sensors.decode import MAX_BATCH_READINGS, decode_event, decode_status, deco
 from sensors.pointmap import PANEL_KIND, PointMap
 from sensors.registry import Device, Registry, is_valid_id
 
-#: What paho puts in a topic it could not decode (gateway/ingest/mqtt.py decodes with "replace").
+#: What a topic that is not UTF-8 contains (gateway/ingest/mqttcodec.py decodes with "replace").
 _REPLACEMENT = "\ufffd"
 
 
@@ -93,6 +93,11 @@ class Validator:
                 timezone=timezones.get(device.park, default_timezone),
             )
         self._events_measurement = escape_measurement("events")
+        # Topics that resolved (a device's telemetry, event and status topics): each device
+        # publishes on the same few, so the split, the ID checks and the registry lookup run
+        # once per topic. Only what passed is kept, so its size is bounded by the registry.
+        self._resolved: dict[str, tuple[_DeviceWire, MessageType]] = {}
+        self._resolved_max = 3 * len(self._wires) + 16
 
     def subscriptions(self) -> list[str]:
         # Everything under the root, not just the three valid shapes: a device publishing to a
@@ -107,7 +112,12 @@ class Validator:
     def validate(self, topic: str | bytes, payload: bytes, received_at_ms: int,
               retained: bool = False) -> Validated:
         """Decode one message or raise :class:`Rejection`."""
-        wire, mtype = self._resolve(_topic_text(topic))
+        resolved = self._resolved.get(topic) if type(topic) is str else None
+        if resolved is None:
+            resolved = self._resolve(_topic_text(topic))
+            if type(topic) is str and len(self._resolved) < self._resolved_max:
+                self._resolved[topic] = resolved
+        wire, mtype = resolved
         if len(payload) > self._max_payload:
             raise Rejection(RejectReason.OVERSIZE,
                             f"{len(payload)} bytes > limit {self._max_payload}")

@@ -436,7 +436,7 @@ class Gateway:
         work.lines.extend(alarm_line(t.after) for t in transitions if t.published)
 
     def _publish_alarms(self, transitions: list[Transition]) -> None:
-        """Retained documents on parkwatch/alarms/...; paho resends them after a reconnect."""
+        """Retained documents on parkwatch/alarms/...; the session resends them on reconnect."""
         if self.session is None:
             return
         for t in transitions:
