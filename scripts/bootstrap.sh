@@ -3,7 +3,8 @@
 #   - system packages: mosquitto and influxdb (used as private instances on project ports;
 #     any system services they bring keep running untouched), python3-venv, and chromium (the
 #     headless browser tests/test_scorecard_cli.py renders the printable scorecard with), and
-#     postgresql (its server binaries, for private clusters in the tests; no service is used);
+#     postgresql and rabbitmq-server (their server binaries, for private instances in the tests;
+#     no system service is used);
 #   - uv (pinned, from PyPI) in .tools/, then the project environment .venv/ from uv.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,9 @@ have chromium || missing+=(chromium)
 # PostgreSQL server binaries (initdb, pg_ctl, postgres) for the private clusters the PostgreSQL
 # alarm-store and partition tests start; Debian keeps them in /usr/lib/postgresql/<v>/bin.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# RabbitMQ's MQTT plugin: the second broker implementation the ingest client is proven against
+# (tests/test_mqtt_session.py starts a private node; the system service is not used).
+have rabbitmq-server || missing+=(rabbitmq-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
   sudo=""
