@@ -67,6 +67,20 @@ class GatewayView(Protocol):
         """The tenant register, when ``tenants`` is configured."""
         ...
 
+    @property
+    def cluster_role(self) -> ClusterRole | None:
+        """Partition, role and epoch with partitions (docs/scale.md); None on a single box."""
+        ...
+
+
+class ClusterRole(Protocol):
+    """What /status shows of a partitioned instance (gateway/cluster/standby.py: Role)."""
+
+    @property
+    def role(self) -> str: ...
+
+    def view(self) -> dict[str, Any]: ...
+
 
 GATEWAY = web.AppKey("gateway", GatewayView)
 API_TOKEN = web.AppKey("api_token", ApiToken)
@@ -106,8 +120,10 @@ def health(gw: GatewayView) -> dict[str, Any]:
     broker = gw.broker_connected()
     reachable = value("parkwatch_influx_reachable") == 1
     auth_ok = value("parkwatch_influx_auth_ok") == 1
+    role = gw.cluster_role
     return {
         "status": "ok" if broker and reachable and auth_ok else "degraded",
+        **({"cluster": role.view()} if role is not None else {}),
         "broker_connected": broker,
         "influx_reachable": reachable,
         "influx_auth_ok": auth_ok,
@@ -156,6 +172,26 @@ def _active_alarms(gw: GatewayView, limit: int = 20) -> list[dict[str, Any]]:
              "where": a.subject.device or a.subject.zone or a.subject.building,
              "building": a.subject.building, "since_ms": a.fired_at_ms or a.started_at_ms,
              "message": a.message, "paged": a.paged} for a in shown[:limit]]
+
+
+STANDBY = web.AppKey("standby", ClusterRole)
+
+
+async def start_standby_http(role: ClusterRole, host: str, port: int) -> web.AppRunner:
+    """While an instance waits for its partition's lease: /healthz and /status say "standby"
+    (200: a waiting standby is healthy; a supervisor must not restart it) and nothing else
+    is served, since the alarm API belongs to the active."""
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"status": request.app[STANDBY].role,
+                                  "cluster": request.app[STANDBY].view()})
+    app = web.Application()
+    app[STANDBY] = role
+    app.router.add_get("/healthz", status)
+    app.router.add_get("/status", status)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
 
 
 async def start_http(gateway: GatewayView, host: str, port: int) -> web.AppRunner:

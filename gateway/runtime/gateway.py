@@ -46,10 +46,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.alarms.acklinks import AckLinks
+from gateway.alarms.fence import FencedOut
 from gateway.alarms.health import GatewayHealth
 from gateway.alarms.keeper import AlarmKeeper, now_ms
 from gateway.alarms.outputs import alarm_line, alarm_topic, retained_payload
 from gateway.alarms.service import GatewayAlarmService
+from gateway.cluster.lease import Lease, LeaseLost
+from gateway.cluster.partitions import Partition, priority_filters, topic_filters
+from gateway.cluster.standby import Role, keep
 from gateway.config import Settings
 from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.mqtt import MqttSession, Will
@@ -109,11 +113,13 @@ class _Tasks:
     uitd: Task | None = None
     liveness: Task | None = None
     scorecard: Task | None = None
+    lease: Task | None = None
     health: list[Task] = field(default_factory=list)
 
     def all(self) -> list[Task]:
         named = (self.writer, self.commit, self.puback, self.stats, self.ticker, self.validate,
-                 self.lane_validate, self.lane_puback, self.uitd, self.liveness, self.scorecard)
+                 self.lane_validate, self.lane_puback, self.uitd, self.liveness, self.scorecard,
+                 self.lease)
         return [t for t in named if t is not None] + self.health
 
     def intake(self) -> list[Task]:
@@ -130,8 +136,16 @@ class Gateway:
 
     def __init__(self, *, settings: Settings, registry: Registry,
                  metrics: Metrics | None = None,
-                 on_delivered: Callable[[Sequence[bytes]], None] | None = None) -> None:
+                 on_delivered: Callable[[Sequence[bytes]], None] | None = None,
+                 lease: Lease | None = None, role: Role | None = None) -> None:
         self.settings = settings
+        #: The parks this instance owns (gateway/cluster/partitions.py); the single box: all.
+        self.partition = Partition.from_settings(settings.cluster)
+        self.parks = self._owned_parks(registry)
+        #: The partition's lease, held (gateway/cluster/standby.py) before the gateway runs.
+        self.lease = lease
+        #: What /status shows of this instance's place in the cluster (None: a single box).
+        self.cluster_role = role
         self._on_delivered = on_delivered
         self.registry = registry
         self.metrics = metrics or Metrics()
@@ -154,7 +168,8 @@ class Gateway:
             max_batch=settings.ingest.max_batch,
             device_rate_per_s=settings.ingest.device_rate_per_s,
             device_burst=settings.ingest.device_burst,
-            points=self.points, on_unmapped=self.metrics.unmapped_points.inc)
+            points=self.points, on_unmapped=self.metrics.unmapped_points.inc,
+            owns_park=None if self.partition.whole else self.partition.owns)
         self.status_topic = f"parkwatch/gateway/{settings.instance}/status"
         self.probe_topic = f"parkwatch/gateway/{settings.instance}/probe"
         self.watchdog: IngestWatchdog | None = None
@@ -214,7 +229,25 @@ class Gateway:
                                                                     feedback=feedback),
             event_line=lambda dev, t, point, detail, ts: v.event_line(dev, t, point, detail, ts),
             timezone_for=s.timezone_for, max_age_s=s.ingest.max_age_s,
-            max_future_s=s.ingest.max_future_s)
+            max_future_s=s.ingest.max_future_s,
+            owns_panel=None if self.partition.whole
+            else self.partition.owns_device(self.registry))
+
+    def _owned_parks(self, registry: Registry) -> list[str]:
+        """The registry's parks this partition owns; a partition that would watch nothing, or
+        lists a park the registry lacks (a typo leaves that park unwatched), does not start."""
+        part = self.partition
+        parks = part.parks(registry)
+        if part.whole:
+            return parks
+        problems = [f"cluster.parks: park {p!r} is not in the registry {self.settings.registry}"
+                    for p in part.unknown_parks(registry)]
+        if not parks and not problems:
+            problems.append(f"cluster: partition {part.name!r} owns none of the registry's "
+                            f"parks {sorted(registry.parks())}")
+        if problems:
+            raise ConfigError("cluster", problems)
+        return parks
 
     # -- what the HTTP layer sees (gateway/http/app.py: GatewayView) ---------------------------
 
@@ -252,8 +285,7 @@ class Gateway:
                                     full_policy=s.wal.full_policy,
                                     priority_share=s.wal.priority_share, metrics=self.metrics)
         await wal.open()
-        for warning in s.plaintext_warnings():
-            log.warning("insecure setting in use: %s", warning)
+        _log_setting_warnings(s)
         if self.alarms is not None:
             await self.alarms.open()
             self._watch_engine(self.alarms)
@@ -269,9 +301,7 @@ class Gateway:
                                             flush_interval_s=s.influx.flush_interval_s,
                                             max_backoff_s=s.influx.max_backoff_s,
                                             on_delivered=self._on_delivered)
-        puback = PubackStage(wal=wal, session=lambda: self.session, metrics=self.metrics)
-        lane_puback = PubackStage(wal=wal, session=lambda: self.priority_session,
-                                  metrics=self.metrics)
+        puback, lane_puback = self._puback_stages(wal)
         commit = CommitStage(queue=self._commits, wal=wal, keeper=self.alarms,
                              notifier=self.notifier, publish_alarms=self._publish_alarms,
                              state_save_s=s.alarms.state_save_s, default_pubacks=puback.queue)
@@ -282,6 +312,7 @@ class Gateway:
                        puback=_spawn(puback.run(), "puback"),
                        stats=_spawn(stats.run(), "gateway-stats"),
                        liveness=_spawn(liveness.run(), "liveness"))
+        tasks.lease = self._lease_keeper()
         if self.notifier is not None:
             self.notifier.start()
         if self.alarms is not None:
@@ -333,9 +364,36 @@ class Gateway:
                 deadline = time.monotonic() + s.shutdown_timeout_s
             await self._close_down(tasks, puback, lane_puback, sink, deadline)
         if failed:
+            _raise_if_fenced(failed)
             # A dead stage must not leave a process that looks alive: exit, let the service
             # manager restart us, and let the broker redeliver what got no PUBACK.
             raise StageFailed(", ".join(t.get_name() for t in failed))
+
+    def _lease_keeper(self) -> Task | None:
+        """A partition's lease renewal; failing or refused, it ends with LeaseLost and the
+        gateway stops."""
+        if self.lease is None:
+            return None
+        return _spawn(keep(self.lease, self.settings.cluster.renew_every_s), "lease")
+
+    def _puback_stages(self, wal: WalStreams) -> tuple[PubackStage, PubackStage]:
+        """The main session's and the priority lane's: after the WAL or after InfluxDB, and
+        with a partition's lease asked before every PUBACK."""
+        after_delivery = self.settings.ingest.ack_after == "influx"
+        may_ack = self._may_ack if self.lease is not None else None
+        return (PubackStage(wal=wal, session=lambda: self.session, metrics=self.metrics,
+                            after_delivery=after_delivery, may_ack=may_ack),
+                PubackStage(wal=wal, session=lambda: self.priority_session,
+                            metrics=self.metrics, after_delivery=after_delivery,
+                            may_ack=may_ack))
+
+    def _may_ack(self) -> None:
+        """Before every PUBACK of a partition's active: the local view of the lease must
+        still hold (it ends before the database's, so the standby cannot have taken over)."""
+        lease = self.lease
+        if lease is not None and not lease.valid():
+            raise LeaseLost(f"partition {lease.partition}: the lease's local validity ran out "
+                            f"(epoch {lease.epoch}); no more PUBACKs from this instance")
 
     def _validate_stage(self) -> ValidateStage:
         s = self.settings
@@ -351,8 +409,10 @@ class Gateway:
         """The priority lane: a second persistent session for events and status, with its own
         in-flight window (and its own validate and puback stages)."""
         s = self.settings
+        topics = (self.validator.priority_subscriptions() if self.partition.whole
+                  else priority_filters(s.mqtt.topic_root, self.parks))
         lane = MqttSession(settings=s.mqtt, client_id=f"{s.client_id}-priority",
-                           subscriptions=self.validator.priority_subscriptions(),
+                           subscriptions=topics,
                            metrics=self.metrics, queue_size=s.ingest.queue_size, primary=False)
         self.priority_session = lane
         self.metrics.inflight.set_function(lambda: lane.unacked + main.unacked)
@@ -487,7 +547,8 @@ class Gateway:
     # -- the gateway's own health --------------------------------------------------------------
 
     def _subscriptions(self) -> list[str]:
-        topics = self.validator.subscriptions()
+        topics = (self.validator.subscriptions() if self.partition.whole
+                  else topic_filters(self.settings.mqtt.topic_root, self.parks))
         if self.settings.mqtt.watchdog_s > 0:
             topics.append(self.probe_topic)
         return topics
@@ -520,6 +581,25 @@ class Gateway:
 
 class StageFailed(ParkWatchError):
     """A pipeline stage stopped on its own; the gateway shut down instead of limping on."""
+
+
+def _log_setting_warnings(s: Settings) -> None:
+    for warning in s.plaintext_warnings():
+        log.warning("insecure setting in use: %s", warning)
+    for warning in s.startup_warnings():   # costs, not dangers: ack_after vs the window
+        log.warning("%s", warning)
+
+
+def _raise_if_fenced(failed: list[Task]) -> None:
+    """The lease's verdict among the failed stages' errors (a TaskGroup wraps it) is raised
+    as is: "lost the lease", not "stage failed" (crash-only: the supervisor restarts this
+    instance as a standby)."""
+    for task in failed:
+        exc: BaseException | None = None if task.cancelled() else task.exception()
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        if isinstance(exc, FencedOut):
+            raise exc
 
 
 def _left(deadline: float, cap: float | None = None) -> float:

@@ -33,6 +33,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aiohttp import web
@@ -44,6 +45,10 @@ from sensors.errors import ConfigError, ParkWatchError
 from sensors.pointmap import load_point_map
 from sensors.registry import Registry, load_registry
 from sensors.tenants import load_tenants_for
+
+if TYPE_CHECKING:
+    from gateway.cluster.lease import Lease
+    from gateway.cluster.standby import Role
 
 log = logging.getLogger("parkwatch")
 
@@ -281,9 +286,15 @@ async def _run(settings: Settings, registry: Registry) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(settings=settings, registry=registry)
+    lease, role = _lease(settings)
     runner: web.AppRunner | None = None
     try:
+        # Before any wait: a configuration problem is reported now, not at takeover.
+        gateway = Gateway(settings=settings, registry=registry, lease=lease, role=role)
+        if lease is not None and role is not None:
+            role.parks = gateway.parks
+            if not await _standby(settings, lease, role, stop):
+                return 0
         if settings.http.enabled:
             # Inside the try: an unreadable http.token_file is reported as a config problem.
             runner = await start_http(gateway, settings.http.host, settings.http.port)
@@ -299,7 +310,44 @@ async def _run(settings: Settings, registry: Registry) -> int:
     finally:
         if runner is not None:
             await runner.cleanup()
+        if lease is not None:
+            await lease.release()
+            await lease.close()
     return 0
+
+
+def _lease(settings: Settings) -> tuple[Lease | None, Role | None]:
+    """With ``cluster.partition``: this process's lease (not yet held) and its role."""
+    from gateway.cluster.lease import Lease, holder_id
+    from gateway.cluster.standby import Role
+
+    c = settings.cluster
+    dsn = settings.lease_dsn
+    if c.partition is None or dsn is None:
+        return None, None
+    lease = Lease(dsn=dsn.get_secret_value(), partition=c.partition,
+                  holder=holder_id(settings.instance), lease_s=c.lease_s)
+    return lease, Role(partition=c.partition, holder=lease.holder)
+
+
+async def _standby(settings: Settings, lease: Lease, role: Role, stop: asyncio.Event) -> bool:
+    """Wait as the partition's standby (status on the HTTP port) until the lease is ours."""
+    from gateway.cluster.standby import wait_for_lease
+    from gateway.http.app import start_standby_http
+
+    log.info("partition %s: waiting for the lease as %s (parks %s)", lease.partition,
+             lease.holder, ", ".join(role.parks))
+    runner = (await start_standby_http(role, settings.http.host, settings.http.port)
+              if settings.http.enabled else None)
+    try:
+        acquired = await wait_for_lease(lease, stop, role)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+    if acquired:
+        log.info("partition %s: active (epoch %d), taking over client id %s", lease.partition,
+                 lease.epoch, settings.client_id)
+    return acquired
 
 
 @_configured
