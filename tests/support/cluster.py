@@ -2,11 +2,13 @@
 
 ::
 
-    load (QoS 1, retries until PUBACK) ──▶ mosquitto (own, persistent) ──▶ partition "a": a1 (active)
-      parks pa (partition a), pb (b)           parks/pa/# ─────────────────┘              a2 (standby)
-                                               parks/pb/# ──▶ partition "b": b1
-    PostgreSQL (lease rows; the shared alarm store when the backend exists)
-    influxd (own) ◀── every instance, tag instance=…        webhook receiver ◀── every active
+    load (QoS 1, retries until PUBACK)
+      │ parks pa, pb
+      ▼
+    mosquitto (own, persistent) ──{root}/pa/#──▶ partition a: a1 (active), a2 (standby)
+                                └─{root}/pb/#──▶ partition b: b1
+    PostgreSQL: lease rows (and the shared alarm store when the backend exists)
+    influxd (own) ◀── every instance, tag instance=…   webhook receiver ◀── every active
 
 Each instance is a real ``parkwatch run`` process with its own state dir and HTTP port, so it
 can be killed with SIGKILL and restarted as a supervisor would (it comes back as the standby).
