@@ -358,7 +358,9 @@ class ObserveSettings(_Section):
 
 
 class AlarmSettings(_Section):
-    """The rule engine (rules from ``rules:``); its state is in ``state_dir/alarms.sqlite3``."""
+    """The rule engine (rules from ``rules:``) and its alarm store: ``state_dir/alarms.sqlite3``
+    (``backend: sqlite``, one gateway) or a PostgreSQL database every instance shares
+    (``backend: postgres``, docs/scale.md)."""
 
     enabled: bool = True
     lateness_s: float = Field(default=60.0, ge=0,
@@ -367,6 +369,41 @@ class AlarmSettings(_Section):
                           description="how often timers (for, silence, door open) are evaluated")
     state_save_s: float = Field(default=5.0, gt=0,
                                 description="how often device last-seen times are saved")
+    backend: Literal["sqlite", "postgres"] = Field(
+        default="sqlite", description="where alarms, outbox and ack tokens live: sqlite "
+        "(state_dir/alarms.sqlite3) or postgres (shared by several instances)")
+    postgres_dsn: SecretStr | None = Field(
+        default=None, description="PostgreSQL connection string for backend postgres, e.g. "
+        "postgresql://parkwatch@db.park.example/parkwatch (PARKWATCH_ALARMS__POSTGRES_DSN)")
+    postgres_dsn_file: Path | None = Field(
+        default=None, description="file holding postgres_dsn (read at start)")
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> AlarmSettings:
+        if self.postgres_dsn is not None and self.postgres_dsn_file is not None:
+            raise ValueError("set postgres_dsn or postgres_dsn_file, not both")
+        if self.backend == "postgres" and self.postgres_dsn is None \
+                and self.postgres_dsn_file is None:
+            raise ValueError("backend postgres needs a database: set alarms.postgres_dsn "
+                             "(PARKWATCH_ALARMS__POSTGRES_DSN) or alarms.postgres_dsn_file")
+        return self
+
+    def dsn(self) -> str:
+        """The PostgreSQL DSN, reading ``postgres_dsn_file`` now (ConfigError if unusable)."""
+        if self.postgres_dsn is not None:
+            return self.postgres_dsn.get_secret_value()
+        if self.postgres_dsn_file is None:
+            raise ConfigError("alarms.postgres_dsn", ["alarms.postgres_dsn: not set"])
+        try:
+            text = self.postgres_dsn_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError("alarms.postgres_dsn_file", [
+                f"alarms.postgres_dsn_file: cannot read {self.postgres_dsn_file}: "
+                f"{exc.strerror or exc}"]) from None
+        if not text:
+            raise ConfigError("alarms.postgres_dsn_file", [
+                f"alarms.postgres_dsn_file: {self.postgres_dsn_file} is empty"])
+        return text
 
 
 class NotifySettings(_Section):
@@ -615,19 +652,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _partition_needs_lease(self) -> Settings:
-        if self.cluster.enabled and self.lease_dsn is None:
+        a = self.alarms
+        if self.cluster.enabled and self.cluster.lease_dsn is None \
+                and a.postgres_dsn is None and a.postgres_dsn_file is None:
             raise ValueError(f"cluster.partition {self.cluster.partition!r} needs a PostgreSQL "
                              "lease: set cluster.lease_dsn (PARKWATCH_CLUSTER__LEASE_DSN) or "
                              "alarms.postgres_dsn")
         return self
 
-    @property
-    def lease_dsn(self) -> SecretStr | None:
-        """Where the partition lease lives: cluster.lease_dsn, else the alarm store's DSN."""
+    def lease_dsn(self) -> str | None:
+        """Where the partition lease lives: cluster.lease_dsn, else the alarm store's DSN
+        (read from ``postgres_dsn_file`` now; ConfigError if unusable). None: no partition."""
+        if not self.cluster.enabled:
+            return None
         if self.cluster.lease_dsn is not None:
-            return self.cluster.lease_dsn
-        store_dsn = getattr(self.alarms, "postgres_dsn", None)
-        return store_dsn if isinstance(store_dsn, SecretStr) else None
+            return self.cluster.lease_dsn.get_secret_value()
+        return self.alarms.dsn()
 
     @field_validator("default_timezone")
     @classmethod

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from gateway.tools.devservices import Influxd, Mosquitto, Postgres
 from sensors.registry import Registry, load_registry
+from tests.support.alarmstores import StoreTarget, target_for
 from tests.support.ids import unique_db_name
 from tests.support.paths import SAMPLE_REGISTRY
 
@@ -54,6 +56,20 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
 def pg_dsn(postgres: Postgres, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database on the session's PostgreSQL, for one test."""
     return postgres.create_database(unique_db_name(request.node.name))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def alarm_backend(request: pytest.FixtureRequest) -> str:
+    """Each alarm-store test runs on both backends (PostgreSQL: the session's cluster)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def alarm_target(alarm_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+                 ) -> StoreTarget:
+    """The test's alarm database on ``alarm_backend`` (PostgreSQL: a fresh database)."""
+    dsn = request.getfixturevalue("pg_dsn") if alarm_backend == "postgres" else None
+    return target_for(alarm_backend, tmp_path, dsn)
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,10 @@
 a page saying who answered first, and nothing of the first acknowledgement is overwritten.
 Correcting a disposition is an explicit, audited reclassification.
 
-Everything is real except the MQTT/InfluxDB side: the rule engine in an AlarmKeeper, a SQLite
-AlarmStore, the GatewayAlarmService with a commit that persists like the pipeline's, the ack
-links on the same database, and both HTTP surfaces served by aiohttp's TestClient.
+Everything is real except the MQTT/InfluxDB side: the rule engine in an AlarmKeeper, an
+AlarmStore (SQLite and PostgreSQL), the GatewayAlarmService with a commit that persists like the
+pipeline's, the ack links on the same database, and both HTTP surfaces served by aiohttp's
+TestClient.
 """
 
 from __future__ import annotations
@@ -12,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.alarms.acklinks import AckLinks
+from gateway.alarms.db import Db
 from gateway.alarms.keeper import AlarmKeeper
 from gateway.alarms.service import GatewayAlarmService
-from gateway.alarms.store import AlarmStore
 from gateway.http.ackpage import add_ack_routes
 from gateway.http.alarmapi import add_alarm_routes
 from gateway.tools import alarmcli
@@ -33,6 +32,7 @@ from rules.loader import load_rules
 from rules.observation import DeviceEvent
 from sensors.base import EventType
 from sensors.registry import Registry
+from tests.support.alarmstores import StoreTarget
 from tests.support.paths import ROOT
 
 Client = TestClient[web.Request, web.Application]
@@ -68,8 +68,8 @@ class Gateway:
 
 
 @pytest.fixture
-async def gw(tmp_path: Path, sample_registry: Registry) -> AsyncIterator[Gateway]:
-    store = AlarmStore(tmp_path / "state" / "alarms.sqlite3")
+async def gw(alarm_target: StoreTarget, sample_registry: Registry) -> AsyncIterator[Gateway]:
+    store = alarm_target.store()
     keeper = AlarmKeeper(rules=load_rules(ROOT / "config" / "rules"), registry=sample_registry,
                          store=store, lateness_s=60)
     await keeper.open()
@@ -88,12 +88,15 @@ async def client(gw: Gateway) -> AsyncIterator[Client]:
         yield c
 
 
-def _stored_row(gw: Gateway, alarm_id: str) -> dict[str, object]:
-    """The alarm's row read straight from the SQLite file, not through the store."""
-    with sqlite3.connect(gw.keeper.store.path) as conn:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT * FROM alarms WHERE alarm_id = ?", (alarm_id,)).fetchone()
-    return dict(row)
+async def _stored_row(gw: Gateway, alarm_id: str) -> dict[str, object]:
+    """The alarm's row as the database holds it, not as the store maps it."""
+    return await _select(gw, "SELECT * FROM alarms WHERE alarm_id = ?", alarm_id)
+
+
+async def _select(gw: Gateway, sql: str, *params: object) -> dict[str, object]:
+    def read(db: Db) -> dict[str, object]:
+        return dict(db.execute(sql, params).fetchone())
+    return await gw.keeper.store.execute(read)
 
 
 def _token(url: str) -> str:
@@ -106,7 +109,7 @@ async def test_api_refuses_a_second_ack_with_409_and_the_first_stands(
     resp = await client.post(f"/alarms/{alarm_id}/ack",
                              json={"by": "alice", "disposition": "real"})
     assert resp.status == 200, await resp.text()
-    first = _stored_row(gw, alarm_id)
+    first = await _stored_row(gw, alarm_id)
     resp = await client.post(f"/alarms/{alarm_id}/ack",
                              json={"by": "mallory", "disposition": "false_alarm"})
     assert resp.status == 409
@@ -114,7 +117,7 @@ async def test_api_refuses_a_second_ack_with_409_and_the_first_stands(
     assert (body["acknowledged_by"], body["ack_channel"], body["disposition"]) == (
         "alice", "api", "real")
     assert "already acknowledged by alice" in body["error"]
-    assert _stored_row(gw, alarm_id) == first
+    assert await _stored_row(gw, alarm_id) == first
     assert (first["acknowledged_by"], first["disposition"]) == ("alice", "real")
 
 
@@ -125,7 +128,7 @@ async def test_a_second_contacts_link_says_who_acknowledged_and_overwrites_nothi
     mallory = _token(await gw.links.issue(alarm_id, contact="mallory", channel="wecom"))
     resp = await client.post(f"/ack/{alice}", data={"disposition": "real"})
     assert resp.status == 200, await resp.text()
-    first = _stored_row(gw, alarm_id)
+    first = await _stored_row(gw, alarm_id)
     resp = await client.post(f"/ack/{mallory}",
                              data={"disposition": "false_alarm", "name": "Mallory"})
     assert resp.status == 409
@@ -133,7 +136,7 @@ async def test_a_second_contacts_link_says_who_acknowledged_and_overwrites_nothi
     when = dt.datetime.fromtimestamp(int(str(first["acknowledged_at_ms"])) / 1000, tz=dt.UTC)
     assert f"Already acknowledged by alice at {when:%Y-%m-%d %H:%M:%S}" in page
     assert "via sms" in page
-    assert _stored_row(gw, alarm_id) == first
+    assert await _stored_row(gw, alarm_id) == first
     assert (first["acknowledged_by"], first["ack_channel"], first["disposition"]) == (
         "alice", "sms", "real")
     # The refused link was not used up: it still shows the alarm (without a form).
@@ -149,7 +152,7 @@ async def test_a_typed_name_is_kept_apart_from_the_links_contact(
     resp = await client.post(f"/ack/{token}",
                              data={"disposition": "false_alarm", "name": "the fire chief"})
     assert resp.status == 200, await resp.text()
-    row = _stored_row(gw, alarm_id)
+    row = await _stored_row(gw, alarm_id)
     assert (row["acknowledged_by"], row["ack_channel"]) == ("li-hs", "robot")
     assert row["acknowledged_name"] == "the fire chief"
     doc = json.loads(str(row["document"]))
@@ -175,14 +178,13 @@ async def test_reclassify_writes_its_record_and_changes_the_figures(
         assert resp.status == 400, bad
     resp = await client.post(f"/alarms/{alarm_id}/reclassify", json=body)
     assert resp.status == 200, await resp.text()
-    row = _stored_row(gw, alarm_id)
+    row = await _stored_row(gw, alarm_id)
     assert (row["disposition"], row["acknowledged_by"], row["state"]) == (
         "test", "alice", AlarmState.ACKNOWLEDGED.value)
-    with sqlite3.connect(gw.keeper.store.path) as conn:
-        records = conn.execute(
-            "SELECT reclassified_by, from_disposition, to_disposition, reason"
-            " FROM reclassifications WHERE alarm_id = ?", (alarm_id,)).fetchall()
-    assert records == [("carol", "real", "test", "a planned evacuation drill")]
+    record = await _select(gw, "SELECT reclassified_by, from_disposition, to_disposition, reason"
+                                " FROM reclassifications WHERE alarm_id = ?", alarm_id)
+    assert record == {"reclassified_by": "carol", "from_disposition": "real",
+                      "to_disposition": "test", "reason": "a planned evacuation drill"}
     shown = await (await client.get(f"/alarms/{alarm_id}")).json()
     assert [(c["by"], c["from_disposition"], c["to_disposition"], c["reason"])
             for c in shown["reclassifications"]] == [

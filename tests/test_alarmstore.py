@@ -1,4 +1,7 @@
-"""AlarmStore: round trips, atomic and idempotent apply, the active-fingerprint guard, crashes."""
+"""AlarmStore: round trips, atomic and idempotent apply, the active-fingerprint guard, crashes.
+
+Tests taking ``store`` or ``alarm_target`` run on SQLite and on PostgreSQL; the ones that open
+the SQLite file themselves are about that backend only."""
 
 from __future__ import annotations
 
@@ -16,10 +19,13 @@ from typing import Any
 
 import pytest
 
+from gateway.alarms import sqlite as sqlitebackend
 from gateway.alarms import store as alarmstore
+from gateway.alarms.db import Db
 from gateway.alarms.store import AlarmStore, AlarmStoreError, DuplicateActiveAlarm
 from rules.alarm import Alarm, AlarmState, Disposition, Severity, Subject, Transition
 from tests.support.alarms import T0, full_alarm, make_alarm
+from tests.support.alarmstores import StoreTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +38,8 @@ def step(before: Alarm | None, **changes: Any) -> Transition:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AlarmStore]:
-    async with AlarmStore(tmp_path / "state" / "alarms.db") as s:
+async def store(alarm_target: StoreTarget) -> AsyncIterator[AlarmStore]:
+    async with alarm_target.store() as s:
         yield s
 
 
@@ -67,7 +73,7 @@ async def test_apply_is_all_or_nothing(store: AlarmStore,
     real = alarmstore._write_transition
     calls = 0
 
-    def fail_on_second(conn: sqlite3.Connection, transition: Transition) -> None:
+    def fail_on_second(conn: Db, transition: Transition) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
@@ -136,12 +142,11 @@ async def test_the_database_itself_enforces_one_active_per_fingerprint(tmp_path:
             conn.execute(f"INSERT INTO alarms VALUES ({', '.join('?' * len(clone))})", clone)
 
 
-async def test_reopen_keeps_everything(tmp_path: Path) -> None:
-    path = tmp_path / "alarms.db"
+async def test_reopen_keeps_everything(alarm_target: StoreTarget) -> None:
     fire = step(None)
-    async with AlarmStore(path) as store:
+    async with alarm_target.store() as store:
         await store.apply([fire, Transition(None, full_alarm())], engine_state_json='{"t": 1}')
-    async with AlarmStore(path) as store:
+    async with alarm_target.store() as store:
         assert await store.get("a1") == fire.after
         assert await store.get("full") == full_alarm()
         assert await store.load_engine_state() == '{"t": 1}'
@@ -275,7 +280,7 @@ async def test_schema_is_versioned(tmp_path: Path) -> None:
     async with AlarmStore(path):
         pass
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == alarmstore.SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlitebackend.SCHEMA_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(AlarmStoreError, match="newer"):
@@ -336,8 +341,8 @@ async def test_a_non_finite_value_is_stored_as_no_value(store: AlarmStore) -> No
 async def test_a_half_applied_migration_is_rolled_back(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "alarms.db"
-    monkeypatch.setattr(alarmstore, "_MIGRATIONS",
-                        (alarmstore._MIGRATIONS[0] + "; CREATE TABLE broken (",))
+    monkeypatch.setattr(sqlitebackend, "_MIGRATIONS",
+                        (sqlitebackend._MIGRATIONS[0] + "; CREATE TABLE broken (",))
     with pytest.raises(AlarmStoreError):
         await AlarmStore(path).open()
     with sqlite3.connect(path) as conn:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.alarms.store import AlarmStore
 from gateway.runtime.liveness import (
     DEFAULT_FACTOR,
     Change,
@@ -17,6 +16,7 @@ from gateway.runtime.liveness import (
 )
 from rules.loader import load_rules
 from sensors.registry import Device
+from tests.support.alarmstores import StoreTarget
 
 T0 = 1_800_000_000_000
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,10 +132,10 @@ def test_lines_carry_the_device_tags_kind_source_and_never_seen() -> None:
     assert feed.heard("unknown", T0) == []
 
 
-async def test_liveness_rows_survive_in_the_alarm_store(tmp_path: Path) -> None:
-    async with AlarmStore(tmp_path / "alarms.sqlite3") as store:
+async def test_liveness_rows_survive_in_the_alarm_store(alarm_target: StoreTarget) -> None:
+    async with alarm_target.store() as store:
         await store.save_liveness([("a", T0, True, "heard"), ("b", None, False, "never_seen")])
         await store.save_liveness([("a", T0 + 5, False, "silent")])
-    async with AlarmStore(tmp_path / "alarms.sqlite3") as store:
+    async with alarm_target.store() as store:
         assert sorted(await store.load_liveness(), key=str) == [
             ("a", T0 + 5, False, "silent"), ("b", None, False, "never_seen")]

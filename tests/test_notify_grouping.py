@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 from gateway.alarms.store import AlarmStore
 from gateway.metrics import Metrics
 from gateway.notify.base import Notification, SendResult
 from gateway.notify.dispatcher import DIGEST_ITEMS, Dispatcher, RateLimit
 from gateway.notify.outbox import Outbox, outbox_row
+from tests.support.alarmstores import StoreTarget
 from tests.support.waiting import wait_for
 
 
@@ -37,8 +37,8 @@ def _n(i: int, *, fire: bool = False) -> Notification:
 
 
 async def test_two_hundred_alarms_become_digests_within_the_limit_and_fire_goes_first(
-        tmp_path: Path) -> None:
-    store = AlarmStore(tmp_path / "alarms.sqlite3")
+        alarm_target: StoreTarget) -> None:
+    store = alarm_target.store()
     await store.open()
     try:
         now = int(time.time() * 1000)
@@ -124,8 +124,8 @@ async def _enqueue(store: AlarmStore, notes: list[tuple[Notification, str]],
 
 
 async def test_group_by_merges_a_group_and_holds_it_for_the_group_interval(
-        tmp_path: Path) -> None:
-    store = AlarmStore(tmp_path / "alarms.sqlite3")
+        alarm_target: StoreTarget) -> None:
+    store = alarm_target.store()
     await store.open()
     robot = RecordingChannel("robot")
     outbox, dispatcher, task = await _dispatch(store, robot)
@@ -154,8 +154,8 @@ async def test_group_by_merges_a_group_and_holds_it_for_the_group_interval(
 
 
 async def test_a_failed_digest_is_retried_whole_and_not_held_by_the_group_interval(
-        tmp_path: Path) -> None:
-    store = AlarmStore(tmp_path / "alarms.sqlite3")
+        alarm_target: StoreTarget) -> None:
+    store = alarm_target.store()
     await store.open()
     robot = FlakyChannel("robot", failures=1)
     outbox, dispatcher, task = await _dispatch(store, robot)
@@ -172,8 +172,8 @@ async def test_a_failed_digest_is_retried_whole_and_not_held_by_the_group_interv
         await store.close()
 
 
-async def test_group_interval_survives_a_restart(tmp_path: Path) -> None:
-    store = AlarmStore(tmp_path / "alarms.sqlite3")
+async def test_group_interval_survives_a_restart(alarm_target: StoreTarget) -> None:
+    store = alarm_target.store()
     await store.open()
     robot = RecordingChannel("robot")
     outbox, dispatcher, task = await _dispatch(store, robot)
@@ -202,8 +202,9 @@ async def test_group_interval_survives_a_restart(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_webhook_rows_are_never_merged_even_behind_a_rate_limit(tmp_path: Path) -> None:
-    store = AlarmStore(tmp_path / "alarms.sqlite3")
+async def test_webhook_rows_are_never_merged_even_behind_a_rate_limit(
+        alarm_target: StoreTarget) -> None:
+    store = alarm_target.store()
     await store.open()
     hook = RecordingChannel("hook")
     _outbox, dispatcher, task = await _dispatch(
@@ -220,8 +221,8 @@ async def test_webhook_rows_are_never_merged_even_behind_a_rate_limit(tmp_path: 
         await store.close()
 
 
-async def test_finished_rows_older_than_the_retention_are_pruned(tmp_path: Path) -> None:
-    store = AlarmStore(tmp_path / "alarms.sqlite3")
+async def test_finished_rows_older_than_the_retention_are_pruned(alarm_target: StoreTarget) -> None:
+    store = alarm_target.store()
     await store.open()
     try:
         outbox = Outbox(store)

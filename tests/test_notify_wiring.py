@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alarms.store import AlarmStore
 from gateway.metrics import Metrics
 from gateway.notify.base import Notification, SendResult
 from gateway.notify.channels.dryrun import LoggingChannel
@@ -30,6 +29,7 @@ from gateway.tools.simulator.publisher import MqttPublisher
 from rules.alarm import AlarmState, Disposition
 from sensors.errors import ConfigError
 from sensors.registry import Registry
+from tests.support.alarmstores import StoreTarget
 from tests.support.gateway import make_settings, running_gateway
 from tests.support.ids import unique
 from tests.support.influx import influx_rows
@@ -138,14 +138,15 @@ class _Failing:
         return None
 
 
-async def test_a_permanent_failure_goes_to_the_fallback_channel_once(tmp_path: Path) -> None:
+async def test_a_permanent_failure_goes_to_the_fallback_channel_once(
+        alarm_target: StoreTarget) -> None:
     primary, backup = _Failing(), LoggingChannel(name="backup")
     audit: list[str] = []
 
     async def write(lines: list[str]) -> None:
         audit.extend(lines)
 
-    async with AlarmStore(tmp_path / "alarms.db") as store:
+    async with alarm_target.store() as store:
         outbox = Outbox(store)
         dispatcher = Dispatcher(outbox=outbox, channels={"primary": primary, "backup": backup},
                                 metrics=Metrics(), audit=write, fallbacks={"primary": "backup"})
@@ -173,10 +174,11 @@ async def _counts_are(outbox: Outbox, want: dict[str, int]) -> bool:
     return await outbox.counts() == want
 
 
-async def test_notifier_without_routing_file_keeps_only_the_catch_all(tmp_path: Path) -> None:
+async def test_notifier_without_routing_file_keeps_only_the_catch_all(
+        tmp_path: Path, alarm_target: StoreTarget) -> None:
     settings = make_settings(tmp_path, mqtt_url="mqtt://127.0.0.1:1", influx_url="http://x:1",
                              notify={"webhook_url": "http://127.0.0.1:9/hook", "dry_run": True})
-    async with AlarmStore(tmp_path / "alarms.db") as store:
+    async with alarm_target.store() as store:
         notifier = Notifier.from_settings(settings, store=store, metrics=Metrics(),
                                           audit=_noop_audit)
         assert notifier is not None
@@ -301,7 +303,7 @@ async def test_the_ack_link_in_a_robot_message_acknowledges_once(
                 await runner.cleanup()
 
 
-async def test_outbox_keys_of_alarms_long_gone_are_forgotten(tmp_path: Path) -> None:
+async def test_outbox_keys_of_alarms_long_gone_are_forgotten(alarm_target: StoreTarget) -> None:
     from gateway.notify.notifier import KEY_MEMORY_MS
     from rules.alarm import Alarm, Severity, Subject, Transition
 
@@ -311,7 +313,7 @@ async def test_outbox_keys_of_alarms_long_gone_are_forgotten(tmp_path: Path) -> 
                   severity=Severity.CRITICAL, state=AlarmState.FIRING, subject=subject,
                   message="fire", started_at_ms=1_000, updated_at_ms=1_000, fired_at_ms=1_000)
     active = [fired]
-    async with AlarmStore(tmp_path / "alarms.db") as store:
+    async with alarm_target.store() as store:
         notifier = Notifier(store=store, metrics=Metrics(), audit=_noop_audit,
                             channels={"robot": LoggingChannel(name="robot", kind="dingtalk")},
                             config=cfg, active=lambda: active)

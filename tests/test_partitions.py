@@ -92,7 +92,10 @@ def test_a_partition_needs_a_lease_database() -> None:
         _s(cluster={"partition": "a", "parks": ["xz01"]})
     s = _s(cluster={"partition": "a", "parks": ["xz01"],
                           "lease_dsn": "postgresql://pw@db/pw"})
-    assert s.lease_dsn is not None
+    assert s.lease_dsn() == "postgresql://pw@db/pw"
+    shared = _s(cluster={"partition": "a", "parks": ["xz01"]},
+                alarms={"backend": "postgres", "postgres_dsn": "postgresql://pw@db/alarms"})
+    assert shared.lease_dsn() == "postgresql://pw@db/alarms"
 
 
 def test_active_and_standby_share_the_partitions_client_id() -> None:

@@ -18,6 +18,9 @@ database therefore finds no working link in it.
 The ids of the tokens still alive are also kept in memory (bounded by the links issued within
 one TTL), so a token that was never issued, or expired, is refused without touching the database:
 random guesses cannot queue behind, or slow down, the commits that share the store's worker.
+On a store shared by several instances (PostgreSQL) a link minted by another instance is not in
+this memory yet: an unknown id makes the instance look for tokens issued since its last look,
+at most once a second, so a guess still costs the database next to nothing.
 
 The token itself carries no alarm data: the server keeps one row per token in the alarm database
 (table ``ack_tokens``, in the store's migrations: token id → alarm id, contact, channel, expiry,
@@ -36,11 +39,11 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gateway.alarms.db import Db
 from gateway.alarms.store import AlarmStore, prune_ack_tokens
 from sensors.errors import ParkWatchError
 
@@ -55,6 +58,8 @@ _DOMAIN = b"parkwatch-ack-v1"
 _MIN_SECRET_BYTES = 16
 KEEP_EXPIRED_MS = 3600_000   # an expired link still says "expired" (410) for an hour, then 404
 _SWEEP_EVERY_MS = 60_000
+_REFRESH_EVERY_MS = 1_000    # shared store: look for other instances' new tokens at most this often
+_REFRESH_SKEW_MS = 60_000    # ... issued since the last look, give or take their clocks
 
 
 
@@ -143,18 +148,17 @@ def verify_tag(secret: bytes, token_id: bytes, tag: bytes, alarm_id: str, contac
 
 # --- database work (runs in the store's worker) --------------------------------------------------
 
-def _insert(conn: sqlite3.Connection, grant: AckGrant) -> bool:
-    cur = conn.execute(
-        "INSERT INTO ack_tokens (token_id, alarm_id, contact, channel, issued_at_ms,"
-        " expires_at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_id) DO NOTHING",
-        (grant.token_id, grant.alarm_id, grant.contact, grant.channel, grant.issued_at_ms,
-         grant.expires_at_ms))
-    if conn.in_transaction:  # autocommit connections (the AlarmStore's) need nothing
-        conn.commit()
-    return cur.rowcount == 1
+def _insert(conn: Db, grant: AckGrant) -> bool:
+    with conn.write():
+        cur = conn.execute(
+            "INSERT INTO ack_tokens (token_id, alarm_id, contact, channel, issued_at_ms,"
+            " expires_at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_id) DO NOTHING",
+            (grant.token_id, grant.alarm_id, grant.contact, grant.channel, grant.issued_at_ms,
+             grant.expires_at_ms))
+        return cur.rowcount == 1
 
 
-def insert_grants(conn: sqlite3.Connection, grants: Sequence[AckGrant]) -> None:
+def insert_grants(conn: Db, grants: Sequence[AckGrant]) -> None:
     """Write minted grants inside the caller's open transaction (no commit here)."""
     conn.executemany(
         "INSERT INTO ack_tokens (token_id, alarm_id, contact, channel, issued_at_ms,"
@@ -170,19 +174,21 @@ def link_ref(token_id: str, url_chars: int) -> str:
     return core + "~" * max(0, url_chars - len(core) - 2) + "}}"
 
 
-def _grant_row(conn: sqlite3.Connection, token_id: str) -> tuple[str, str, str, int] | None:
+def _grant_row(conn: Db, token_id: str) -> tuple[str, str, str, int] | None:
     row = conn.execute("SELECT alarm_id, contact, channel, expires_at_ms FROM ack_tokens"
                        " WHERE token_id = ?", (token_id,)).fetchone()
     return None if row is None else (str(row[0]), str(row[1]), str(row[2]), int(row[3]))
 
 
-def _live_token_ids(conn: sqlite3.Connection, expired_after_ms: int) -> dict[str, int]:
+def _live_token_ids(conn: Db, expired_after_ms: int,
+                    issued_since_ms: int = 0) -> dict[str, int]:
     rows = conn.execute("SELECT token_id, expires_at_ms FROM ack_tokens"
-                        " WHERE expires_at_ms > ?", (expired_after_ms,)).fetchall()
+                        " WHERE expires_at_ms > ? AND issued_at_ms >= ?",
+                        (expired_after_ms, issued_since_ms)).fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-def _check(conn: sqlite3.Connection, secret: bytes, token: str, now_ms: int,
+def _check(conn: Db, secret: bytes, token: str, now_ms: int,
            consume: bool) -> AckGrant:
     token_id, tag = decode_token(token)
     key = _b64(token_id)
@@ -199,12 +205,12 @@ def _check(conn: sqlite3.Connection, secret: bytes, token: str, now_ms: int,
     if now_ms >= expires:
         raise AckTokenError(AckProblem.EXPIRED)
     if consume:
-        # One conditional UPDATE: of two concurrent consumers exactly one changes the row.
-        cur = conn.execute("UPDATE ack_tokens SET used_at_ms = ? WHERE token_id = ?"
-                           " AND used_at_ms IS NULL", (now_ms, key))
-        if conn.in_transaction:
-            conn.commit()
-        if cur.rowcount != 1:
+        # One conditional UPDATE: of two concurrent consumers (two instances sharing the
+        # store, too) exactly one changes the row; the other's finds used_at_ms set.
+        with conn.write():
+            changed = conn.execute("UPDATE ack_tokens SET used_at_ms = ? WHERE token_id = ?"
+                                   " AND used_at_ms IS NULL", (now_ms, key)).rowcount
+        if changed != 1:
             raise AckTokenError(AckProblem.USED)
         used = now_ms
     return AckGrant(token_id=key, alarm_id=alarm_id, contact=contact, channel=channel,
@@ -230,6 +236,7 @@ class AckLinks:
         self._live: dict[str, int] = {}      # token id -> expires_at_ms
         self._loaded = False
         self._swept_at_ms = 0
+        self._refreshed_at_ms = 0
 
     def __repr__(self) -> str:  # never show the secret
         return f"AckLinks(base_url={self.base_url!r}, ttl_s={self.ttl_s})"
@@ -239,9 +246,23 @@ class AckLinks:
 
     async def open(self) -> None:
         """Learn the live token ids from the store (once; :meth:`verify` does it if needed)."""
-        rows = await self._store.execute(_live_token_ids, self.now_ms() - KEEP_EXPIRED_MS)
+        now = self.now_ms()
+        rows = await self._store.execute(_live_token_ids, now - KEEP_EXPIRED_MS)
         self._live.update(rows)
         self._loaded = True
+        self._refreshed_at_ms = now
+
+    async def _refresh(self, now: int) -> bool:
+        """On a store shared with other instances, learn the tokens they issued since the last
+        look: at most once per :data:`_REFRESH_EVERY_MS`, so random guesses cost one small
+        query per interval, not one each. False when it is too early to look again."""
+        if not self._store.shared or now - self._refreshed_at_ms < _REFRESH_EVERY_MS:
+            return False
+        since = self._refreshed_at_ms - _REFRESH_SKEW_MS   # other instances' clocks differ
+        self._refreshed_at_ms = now
+        self._live.update(await self._store.execute(
+            _live_token_ids, now - KEEP_EXPIRED_MS, since))
+        return True
 
     @property
     def live_count(self) -> int:
@@ -270,6 +291,8 @@ class AckLinks:
         now = self.now_ms()
         self._sweep(now)
         expires = self._live.get(_b64(token_id))
+        if expires is None and await self._refresh(now):
+            expires = self._live.get(_b64(token_id))
         if expires is None:
             raise AckTokenError(AckProblem.UNKNOWN)
         if now >= expires:

@@ -7,10 +7,10 @@ durable (the outputs are in :mod:`gateway.alarms.outputs`):
     ticker (1 s)   ── tick() ─────▶ transitions ─┤  (same commit queue as readings)
     HTTP/CLI ack   ── acknowledge() ─────────────┘
                                                  ▼
-    commit stage: WAL (readings + `alarms` points) → AlarmStore.apply (SQLite, one transaction)
+    commit stage: WAL (readings + `alarms` points) → AlarmStore.apply (one transaction)
                   → PUBACK the messages → retained MQTT alarm documents
 
-A message is acknowledged to the broker only after the alarm changes it caused are in SQLite,
+A message is acknowledged to the broker only after the alarm changes it caused are stored,
 so a crash can neither lose an alarm nor, thanks to one-active-alarm-per-fingerprint, double it.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.alarms.acklinks import AckGrant, insert_grants
-from gateway.alarms.store import AlarmStore, OutboxRow
+from gateway.alarms.store import SQLITE_FILE, AlarmStore, OutboxRow
 from rules.alarm import Disposition, Maintenance, Transition
 from rules.engine import Engine, EngineState
 from rules.loader import load_rules
@@ -62,9 +62,12 @@ class AlarmKeeper:
 
     @classmethod
     def from_paths(cls, *, rules_path: Path, registry: Registry, state_dir: Path,
-                   lateness_s: float, points: PointMap | None = None) -> AlarmKeeper:
+                   lateness_s: float, points: PointMap | None = None,
+                   store: AlarmStore | None = None) -> AlarmKeeper:
+        """``store``: the configured one (:func:`gateway.alarms.store.store_for`); default
+        ``state_dir/alarms.sqlite3``."""
         return cls(rules=load_rules(rules_path), registry=registry,
-                   store=AlarmStore(state_dir / "alarms.sqlite3"), lateness_s=lateness_s,
+                   store=store or AlarmStore(state_dir / SQLITE_FILE), lateness_s=lateness_s,
                    points=points)
 
     async def open(self) -> None:

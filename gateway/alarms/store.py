@@ -1,9 +1,13 @@
-"""Durable alarm state in SQLite: the current alarms, their history and the engine's resume state.
+"""Durable alarm state: the current alarms, their history and the engine's resume state.
 
 ::
 
-    rule engine ──transitions + engine state──▶ AlarmStore.apply() ──one transaction──▶ alarms.db
-                                                                     (WAL, synchronous=FULL)
+    rule engine ──transitions + engine state──▶ AlarmStore.apply() ──one transaction──▶ database
+                                                          SQLite file (sqlite.py, the default)
+                                                          or shared PostgreSQL (postgres.py)
+
+The SQL here (and in the outbox and ack-link modules) is written once for both engines; the
+seam between them is :mod:`gateway.alarms.db`.
 
 Why the design is what it is:
 
@@ -19,8 +23,11 @@ Why the design is what it is:
   transition already stored changes nothing (not even the current row, so a replayed old
   transition cannot roll an alarm back). A cancelled ``apply`` may still have committed:
   retrying it is the right reaction.
-* **SQLite calls are blocking**, so each runs in a worker thread (``asyncio.to_thread``); one
-  connection, used by one worker at a time under an ``asyncio.Lock``.
+* **Database calls are blocking** (sqlite3, psycopg), so each runs in a worker thread
+  (``asyncio.to_thread``); one connection, used by one worker at a time under an ``asyncio.Lock``.
+* **Partitions.** The engine's resume state and the liveness rows are keyed by ``partition``
+  (default ``"default"``): with partitions (docs/scale.md) each instance's engine covers only its
+  own parks, and a standby taking a partition over loads that partition's state.
 """
 
 from __future__ import annotations
@@ -30,147 +37,22 @@ import builtins
 import hashlib
 import json
 import math
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from gateway.storage.private import FILE_MODE, private_dir, private_file, tighten
+from gateway.alarms.db import AlarmStoreError, Backend, Db, DuplicateActiveAlarm, Row
+from gateway.alarms.fence import Fence
+from gateway.alarms.sqlite import SqliteBackend
+from gateway.config import AlarmSettings
 from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Severity, Subject, Transition
-from sensors.errors import ParkWatchError
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 6
-
-# Each entry migrates from version i to i + 1 (user_version counts applied entries).
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE alarms (
-        alarm_id           TEXT PRIMARY KEY,
-        fingerprint        TEXT NOT NULL,
-        rule               TEXT NOT NULL,
-        severity           TEXT NOT NULL,
-        state              TEXT NOT NULL
-                           CHECK (state IN ('pending', 'firing', 'acknowledged', 'resolved')),
-        park               TEXT NOT NULL,
-        building           TEXT NOT NULL,
-        floor              TEXT NOT NULL,
-        zone               TEXT NOT NULL,
-        device             TEXT NOT NULL,
-        tenant             TEXT,
-        kind               TEXT NOT NULL,
-        location           TEXT NOT NULL,
-        message            TEXT NOT NULL,
-        value              REAL,
-        started_at_ms      INTEGER NOT NULL,
-        updated_at_ms      INTEGER NOT NULL,
-        fired_at_ms        INTEGER,
-        acknowledged_by    TEXT,
-        acknowledged_at_ms INTEGER,
-        ack_channel        TEXT,
-        disposition        TEXT,
-        resolved_at_ms     INTEGER,
-        maintenance        TEXT NOT NULL,
-        inhibited_by       TEXT,
-        labels             TEXT NOT NULL,   -- JSON object
-        document           TEXT NOT NULL    -- alarm document, docs/alarms.md (ack_url null)
-    ) STRICT;
-    -- The invariant of the lifecycle, enforced where a bug cannot bypass it.
-    CREATE UNIQUE INDEX alarms_one_active_per_fingerprint
-        ON alarms (fingerprint) WHERE state != 'resolved';
-    CREATE INDEX alarms_started ON alarms (started_at_ms);
-    CREATE INDEX alarms_resolved ON alarms (resolved_at_ms);
-    CREATE INDEX alarms_fired ON alarms (fired_at_ms);
-    CREATE TABLE alarm_history (
-        alarm_id   TEXT NOT NULL,
-        seq        INTEGER NOT NULL,        -- 1, 2, … per alarm, in apply order
-        at_ms      INTEGER NOT NULL,        -- the alarm's updated_at_ms after the transition
-        from_state TEXT,                    -- null when the transition created the alarm
-        to_state   TEXT NOT NULL,
-        severity   TEXT NOT NULL,
-        digest     TEXT NOT NULL,           -- sha256 of (from_state, record): idempotency key
-        record     TEXT NOT NULL,           -- JSON of every Alarm field after the transition
-        PRIMARY KEY (alarm_id, seq),
-        UNIQUE (alarm_id, digest)
-    ) STRICT;
-    CREATE TABLE engine_state (
-        id    INTEGER PRIMARY KEY CHECK (id = 1),
-        state TEXT NOT NULL
-    ) STRICT;
-    """,
-    # v2: the notification outbox lives in the same database, so an alarm change and the
-    # notifications it causes are committed in one transaction (gateway/notify/outbox.py).
-    """
-    CREATE TABLE outbox (
-        key           TEXT PRIMARY KEY,         -- idempotency key: one message, ever
-        channel       TEXT NOT NULL,
-        recipient     TEXT NOT NULL,
-        notification  TEXT NOT NULL,            -- JSON of the Notification
-        fire_class    INTEGER NOT NULL,         -- 1: never rate-limited, sent first
-        state         TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed', 'dead')),
-        attempts      INTEGER NOT NULL DEFAULT 0,
-        created_at_ms INTEGER NOT NULL,
-        next_at_ms    INTEGER NOT NULL,
-        deadline_ms   INTEGER NOT NULL,
-        sent_at_ms    INTEGER,
-        last_error    TEXT NOT NULL DEFAULT '',
-        provider_id   TEXT
-    ) STRICT;
-    CREATE INDEX outbox_due ON outbox (state, next_at_ms);
-    """,
-    # v3: grouping. Rows with the same group key (route, group_by labels, contact, channel) leave
-    # as one digest, at most once per group_interval; '' never merges (webhooks, fire alarms).
-    """
-    ALTER TABLE outbox ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
-    ALTER TABLE outbox ADD COLUMN group_interval_ms INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX outbox_group_sent ON outbox (group_key, sent_at_ms);
-    """,
-    # v4: ack-link tokens (gateway/alarms/acklinks.py), written in the same transaction as the
-    # outbox rows whose messages carry the links. IF NOT EXISTS: earlier versions created the
-    # table on their own, outside the migrations.
-    """
-    CREATE TABLE IF NOT EXISTS ack_tokens (
-        token_id      TEXT PRIMARY KEY,         -- base64url of the 8 random bytes
-        alarm_id      TEXT NOT NULL,
-        contact       TEXT NOT NULL,
-        channel       TEXT NOT NULL,
-        issued_at_ms  INTEGER NOT NULL,
-        expires_at_ms INTEGER NOT NULL,
-        used_at_ms    INTEGER
-    ) STRICT;
-    CREATE INDEX IF NOT EXISTS ack_tokens_alarm ON ack_tokens (alarm_id);
-    CREATE INDEX IF NOT EXISTS ack_tokens_expiry ON ack_tokens (expires_at_ms);
-    """,
-    # v5: an acknowledgement is made once. acknowledged_by is who the channel vouches for (an
-    # ack link's contact); a name typed on the page is kept apart, unverified. Correcting a
-    # disposition later is a reclassification with its own record, written in the same
-    # transaction as the alarm's transition.
-    """
-    ALTER TABLE alarms ADD COLUMN acknowledged_name TEXT;
-    CREATE TABLE reclassifications (
-        alarm_id         TEXT NOT NULL,
-        at_ms            INTEGER NOT NULL,
-        reclassified_by  TEXT NOT NULL,
-        from_disposition TEXT,
-        to_disposition   TEXT NOT NULL,
-        reason           TEXT NOT NULL,
-        PRIMARY KEY (alarm_id, at_ms, to_disposition)
-    ) STRICT;
-    """,
-    # v6: device liveness (gateway/runtime/liveness.py): last-heard time and state per device,
-    # so a restart neither forgets who was silent nor flips every device.
-    """
-    CREATE TABLE device_liveness (
-        device        TEXT PRIMARY KEY,
-        last_heard_ms INTEGER,                  -- NULL: never heard
-        online        INTEGER NOT NULL CHECK (online IN (0, 1)),
-        reason        TEXT NOT NULL
-    ) STRICT;
-    """,
-)
+#: The single-box store's file name under ``state_dir``.
+SQLITE_FILE = "alarms.sqlite3"
 
 #: One device_liveness row: device, last heard (ms, None: never), online, reason.
 LivenessRow = tuple[str, int | None, bool, str]
@@ -197,20 +79,19 @@ class OutboxRow:
                 self.group_key, self.group_interval_ms)
 
 
-_OUTBOX_INSERT = ("INSERT OR IGNORE INTO outbox (key, channel, recipient, notification,"
+_OUTBOX_INSERT = ("INSERT INTO outbox (key, channel, recipient, notification,"
                   " fire_class, state, created_at_ms, next_at_ms, deadline_ms, group_key,"
-                  " group_interval_ms) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)")
+                  " group_interval_ms) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)"
+                  " ON CONFLICT (key) DO NOTHING")
 
 
-def insert_outbox(conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> int:
+def insert_outbox(conn: Db, rows: Sequence[OutboxRow]) -> int:
     """Insert rows inside the caller's transaction; a key already present is ignored (a replayed
     transition enqueues nothing). Returns how many rows were new."""
-    before = conn.total_changes
-    conn.executemany(_OUTBOX_INSERT, [r.params() for r in rows])
-    return conn.total_changes - before
+    return conn.executemany(_OUTBOX_INSERT, [r.params() for r in rows])
 
 
-def prune_ack_tokens(conn: sqlite3.Connection, expired_before_ms: int) -> int:
+def prune_ack_tokens(conn: Db, expired_before_ms: int) -> int:
     """Delete ack-link tokens that expired before ``expired_before_ms`` (no commit here)."""
     return int(conn.execute("DELETE FROM ack_tokens WHERE expires_at_ms < ?",
                             (expired_before_ms,)).rowcount)
@@ -228,12 +109,8 @@ _SEVERITY_RANK_SQL = ("CASE severity " + " ".join(f"WHEN '{s.value}' THEN {s.ran
 MAX_LIMIT = 5000
 
 
-class AlarmStoreError(ParkWatchError):
-    """The alarm database cannot be opened, read or written."""
-
-
-class DuplicateActiveAlarm(AlarmStoreError):
-    """A step tried to make a second alarm active for one fingerprint; nothing was written."""
+__all__ = ["AlarmStore", "AlarmStoreError", "DuplicateActiveAlarm", "OutboxRow",
+           "insert_outbox", "prune_ack_tokens", "store_for"]
 
 
 # --- Alarm <-> row -------------------------------------------------------------------------------
@@ -267,7 +144,7 @@ def alarm_record(alarm: Alarm) -> dict[str, Any]:
     }
 
 
-def alarm_from_record(r: dict[str, Any] | sqlite3.Row) -> Alarm:
+def alarm_from_record(r: dict[str, Any] | Row) -> Alarm:
     """The inverse of :func:`alarm_record`; also reads an ``alarms`` row (labels as JSON text)."""
     labels = r["labels"]
     disposition = r["disposition"]
@@ -290,8 +167,8 @@ def alarm_from_record(r: dict[str, Any] | sqlite3.Row) -> Alarm:
     )
 
 
-def _keys(r: dict[str, Any] | sqlite3.Row) -> Any:
-    # sqlite3.Row has no __contains__ for column names; keys() works for both.
+def _keys(r: dict[str, Any] | Row) -> Any:
+    # sqlite3.Row has no __contains__ for column names; keys() works for every row type.
     return r.keys()
 
 
@@ -309,47 +186,9 @@ def _row_values(alarm: Alarm) -> tuple[Any, ...]:
 
 # --- synchronous work, run in the worker thread --------------------------------------------------
 
-def _connect(path: Path) -> sqlite3.Connection:
-    # Made private before SQLite creates anything: its -wal and -shm files copy the database
-    # file's mode, and the outbox and ack-link rows must not be readable by other local users.
-    private_dir(path.parent)
-    private_file(path)
-    for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        if side.exists():
-            tighten(side, FILE_MODE)
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly apply().
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
-    try:
-        conn.row_factory = sqlite3.Row
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise AlarmStoreError(f"{path}: cannot use WAL journal mode (got {mode!r})")
-        conn.execute("PRAGMA synchronous=FULL")
-        _migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise AlarmStoreError(f"{path}: schema version {version} is newer than this ParkWatch "
-                              f"(knows {SCHEMA_VERSION}); refusing to touch it")
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        # One script, one transaction: a migration and its version number land together.
-        try:
-            conn.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[target - 1]};"
-                               f" PRAGMA user_version = {target}; COMMIT;")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-
-def _write_transition(conn: sqlite3.Connection, transition: Transition) -> None:
+def _write_transition(conn: Db, transition: Transition) -> None:
     after = transition.after
+    conn.lock(after.alarm_id)
     from_state = transition.before.state.value if transition.before is not None else None
     record = alarm_record(after)
     record_json = _dumps(record)
@@ -374,12 +213,11 @@ def _write_transition(conn: sqlite3.Connection, transition: Transition) -> None:
              change.to_disposition.value, change.reason))
 
 
-def _apply_sync(conn: sqlite3.Connection, transitions: Sequence[Transition],
+def _apply_sync(conn: Db, partition: str, transitions: Sequence[Transition],
                 engine_state_json: str | None,
                 outbox: Sequence[OutboxRow] = (),
-                also: Sequence[Callable[[sqlite3.Connection], None]] = ()) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+                also: Sequence[Callable[[Db], None]] = ()) -> None:
+    with conn.write():
         for transition in transitions:
             _write_transition(conn, transition)
         if outbox:
@@ -387,13 +225,9 @@ def _apply_sync(conn: sqlite3.Connection, transitions: Sequence[Transition],
         for write in also:
             write(conn)
         if engine_state_json is not None:
-            conn.execute("INSERT INTO engine_state (id, state) VALUES (1, ?)"
-                         " ON CONFLICT (id) DO UPDATE SET state = excluded.state",
-                         (engine_state_json,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+            conn.execute("INSERT INTO engine_state (partition_id, state) VALUES (?, ?)"
+                         " ON CONFLICT (partition_id) DO UPDATE SET state = excluded.state",
+                         (partition, engine_state_json))
 
 
 def _list_sql(active: bool | None, include_pending: bool, since_ms: int | None,
@@ -427,7 +261,7 @@ def _list_sql(active: bool | None, include_pending: bool, since_ms: int | None,
     return sql, params
 
 
-def _history_entry(row: sqlite3.Row) -> dict[str, Any]:
+def _history_entry(row: Row) -> dict[str, Any]:
     rec = json.loads(row["record"])
     return {
         "seq": row["seq"], "at_ms": row["at_ms"], "from_state": row["from_state"],
@@ -445,7 +279,7 @@ def _percentile(sorted_values: Sequence[int], p: float) -> int:
     return sorted_values[rank - 1]
 
 
-def _kpis(rows: Sequence[sqlite3.Row], since_ms: int) -> dict[str, Any]:
+def _kpis(rows: Sequence[Row], since_ms: int) -> dict[str, Any]:
     by_disposition = {d.value: 0 for d in Disposition}
     by_severity = {s.value: 0 for s in Severity}
     ack_times: dict[str, list[int]] = {}
@@ -476,12 +310,30 @@ def _kpis(rows: Sequence[sqlite3.Row], since_ms: int) -> dict[str, Any]:
 # --- the async facade ----------------------------------------------------------------------------
 
 class AlarmStore:
-    """The alarm database at ``path``; use ``async with AlarmStore(path) as store``."""
+    """The alarm database; use ``async with AlarmStore(path) as store``.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
+    ``target`` is a SQLite file path (the single-box default) or a backend, e.g.
+    :class:`gateway.alarms.postgres.PostgresBackend` for a store shared by several instances.
+    ``partition`` keys the engine's resume state and the liveness rows (docs/scale.md).
+    """
+
+    def __init__(self, target: Path | Backend, *, partition: str = "default") -> None:
+        self.backend: Backend = SqliteBackend(target) if isinstance(target, Path) else target
+        #: The SQLite file, or None for a server database.
+        self.path: Path | None = target if isinstance(target, Path) else None
+        self.partition = partition
+        self._conn: Db | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def label(self) -> str:
+        """Names the database in messages (a path or host:port/dbname)."""
+        return self.backend.label
+
+    @property
+    def shared(self) -> bool:
+        """Other gateway instances may use this database at the same time."""
+        return self._conn is not None and self._conn.shared
 
     async def __aenter__(self) -> AlarmStore:
         await self.open()
@@ -495,10 +347,7 @@ class AlarmStore:
         """Open (creating or migrating the schema); a second call is a no-op."""
         async with self._lock:
             if self._conn is None:
-                try:
-                    self._conn = await asyncio.to_thread(_connect, self.path)
-                except (sqlite3.Error, OSError) as exc:
-                    raise AlarmStoreError(f"{self.path}: cannot open alarm store: {exc}") from exc
+                self._conn = await asyncio.to_thread(self.backend.connect)
 
     async def close(self) -> None:
         async with self._lock:
@@ -510,17 +359,19 @@ class AlarmStore:
         async with self._lock:
             conn = self._conn
             if conn is None:
-                raise AlarmStoreError(f"{self.path}: alarm store is not open")
+                raise AlarmStoreError(f"{self.label}: alarm store is not open")
+            if conn.broken:
+                # The server restarted or the network dropped us: a fresh connection, once.
+                await asyncio.to_thread(conn.close)
+                self._conn = conn = await asyncio.to_thread(self.backend.connect)
             work = asyncio.ensure_future(asyncio.to_thread(fn, conn, *args))
             try:
                 return await asyncio.shield(work)
-            except sqlite3.IntegrityError as exc:
-                if "fingerprint" in str(exc):
-                    raise DuplicateActiveAlarm(
-                        f"{self.path}: a second active alarm for one fingerprint: {exc}") from exc
-                raise AlarmStoreError(f"{self.path}: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise AlarmStoreError(f"{self.path}: {exc}") from exc
+            except Exception as exc:
+                mapped = self.backend.translate(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
             finally:
                 if not work.done():
                     # Cancelled while the worker runs: it cannot be interrupted, so keep the lock
@@ -530,26 +381,29 @@ class AlarmStore:
     async def apply(self, transitions: Sequence[Transition], *,
                     engine_state_json: str | None = None,
                     outbox: Sequence[OutboxRow] = (),
-                    also: Sequence[Callable[[sqlite3.Connection], None]] = ()) -> None:
-        """Store ``transitions`` (in order), the engine state and the notifications they cause
-        (outbox rows, see gateway/notify/outbox.py), plus ``also`` writes by sibling modules
-        (ack-link grants), all or nothing, durably."""
-        await self._run(_apply_sync, list(transitions), engine_state_json, list(outbox),
-                        list(also))
+                    also: Sequence[Callable[[Db], None]] = ()) -> None:
+        """Store ``transitions`` (in order), this partition's engine state and the notifications
+        they cause (outbox rows, see gateway/notify/outbox.py), plus ``also`` writes by sibling
+        modules (ack-link grants), all or nothing, durably."""
+        await self._run(_apply_sync, self.partition, list(transitions), engine_state_json,
+                        list(outbox), list(also))
 
     async def execute(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run ``fn(connection, *args)`` in the store's worker, serialised with everything else
-        (for modules that keep their tables in this database, like the outbox)."""
+        """Run ``fn(db, *args)`` (``db`` a :class:`gateway.alarms.db.Db`) in the store's
+        worker, serialised with everything else (for modules that keep their tables in this
+        database, like the outbox); writes go in ``with db.write():``."""
         return await self._run(fn, *args)
 
     async def load_engine_state(self) -> str | None:
-        def read(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT state FROM engine_state WHERE id = 1").fetchone()
+        """This partition's engine resume state (None before the first save)."""
+        def read(conn: Db) -> str | None:
+            row = conn.execute("SELECT state FROM engine_state WHERE partition_id = ?",
+                               (self.partition,)).fetchone()
             return None if row is None else str(row["state"])
         return await self._run(read)
 
     async def get(self, alarm_id: str) -> Alarm | None:
-        def read(conn: sqlite3.Connection) -> Alarm | None:
+        def read(conn: Db) -> Alarm | None:
             row = conn.execute("SELECT * FROM alarms WHERE alarm_id = ?", (alarm_id,)).fetchone()
             return None if row is None else alarm_from_record(row)
         return await self._run(read)
@@ -572,14 +426,14 @@ class AlarmStore:
         sql, params = _list_sql(active, include_pending, since_ms, until_ms, exact,
                                 max(0, min(limit, MAX_LIMIT)))
 
-        def read(conn: sqlite3.Connection) -> list[Alarm]:
+        def read(conn: Db) -> list[Alarm]:
             return [alarm_from_record(row) for row in conn.execute(sql, params)]
         return await self._run(read)
 
     # builtins.list: inside this class body ``list`` is the method above.
     async def history(self, alarm_id: str) -> builtins.list[dict[str, Any]]:
         """The transitions of one alarm, oldest first ([] for an unknown id)."""
-        def read(conn: sqlite3.Connection) -> builtins.list[dict[str, Any]]:
+        def read(conn: Db) -> builtins.list[dict[str, Any]]:
             rows = conn.execute("SELECT * FROM alarm_history WHERE alarm_id = ? ORDER BY seq",
                                 (alarm_id,))
             return [_history_entry(row) for row in rows]
@@ -587,7 +441,7 @@ class AlarmStore:
 
     async def reclassifications(self, alarm_id: str) -> builtins.list[dict[str, Any]]:
         """The disposition corrections of one alarm, oldest first."""
-        def read(conn: sqlite3.Connection) -> builtins.list[dict[str, Any]]:
+        def read(conn: Db) -> builtins.list[dict[str, Any]]:
             rows = conn.execute(
                 "SELECT at_ms, reclassified_by, from_disposition, to_disposition, reason"
                 " FROM reclassifications WHERE alarm_id = ? ORDER BY at_ms", (alarm_id,))
@@ -596,27 +450,25 @@ class AlarmStore:
         return await self._run(read)
 
     async def save_liveness(self, rows: Sequence[LivenessRow]) -> None:
-        """Upsert device liveness rows (one transaction)."""
-        def write(conn: sqlite3.Connection, rows: builtins.list[LivenessRow]) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+        """Upsert this partition's device liveness rows (one transaction)."""
+        part = self.partition
+
+        def write(conn: Db, rows: builtins.list[LivenessRow]) -> None:
+            with conn.write():
                 conn.executemany(
-                    "INSERT INTO device_liveness (device, last_heard_ms, online, reason)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET"
-                    " last_heard_ms = excluded.last_heard_ms, online = excluded.online,"
-                    " reason = excluded.reason",
-                    [(d, heard, int(online), reason) for d, heard, online, reason in rows])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                    "INSERT INTO device_liveness (partition_id, device, last_heard_ms, online,"
+                    " reason) VALUES (?, ?, ?, ?, ?) ON CONFLICT (partition_id, device)"
+                    " DO UPDATE SET last_heard_ms = excluded.last_heard_ms,"
+                    " online = excluded.online, reason = excluded.reason",
+                    [(part, d, heard, int(online), reason) for d, heard, online, reason in rows])
         if rows:
             await self._run(write, list(rows))
 
     async def load_liveness(self) -> builtins.list[LivenessRow]:
-        def read(conn: sqlite3.Connection) -> builtins.list[LivenessRow]:
+        def read(conn: Db) -> builtins.list[LivenessRow]:
             rows = conn.execute(
-                "SELECT device, last_heard_ms, online, reason FROM device_liveness").fetchall()
+                "SELECT device, last_heard_ms, online, reason FROM device_liveness"
+                " WHERE partition_id = ?", (self.partition,)).fetchall()
             return [(str(r[0]), None if r[1] is None else int(r[1]), bool(r[2]), str(r[3]))
                     for r in rows]
         return await self._run(read)
@@ -624,8 +476,22 @@ class AlarmStore:
     async def kpis(self, *, since_ms: int) -> dict[str, Any]:
         """Alarms that fired since ``since_ms``: counts by severity and disposition, and
         time-to-acknowledge (nearest-rank p50/p90, ms) by severity."""
-        def read(conn: sqlite3.Connection) -> builtins.list[sqlite3.Row]:
+        def read(conn: Db) -> builtins.list[Row]:
             return conn.execute(
                 "SELECT severity, disposition, fired_at_ms, acknowledged_at_ms FROM alarms"
                 " WHERE fired_at_ms >= ?", (since_ms,)).fetchall()
         return _kpis(await self._run(read), since_ms)
+
+
+def store_for(settings: AlarmSettings, state_dir: Path, *, fence: Fence | None = None,
+              partition: str = "default") -> AlarmStore:
+    """The alarm store ``alarms:`` configures: ``state_dir/alarms.sqlite3`` or the shared
+    PostgreSQL database (reads ``postgres_dsn_file`` now; ConfigError if unusable). ``fence``
+    guards a shared store's writes (gateway/alarms/fence.py); SQLite takes none."""
+    if settings.backend == "sqlite":
+        if fence is not None:
+            raise ValueError("a SQLite alarm store is single-box: it takes no fence")
+        return AlarmStore(state_dir / SQLITE_FILE, partition=partition)
+    # Imported here: psycopg is only loaded by gateways that use it.
+    from gateway.alarms.postgres import PostgresBackend
+    return AlarmStore(PostgresBackend(settings.dsn(), fence=fence), partition=partition)

@@ -173,7 +173,7 @@ class Dispatcher:
                         log.info("outbox: forgot %d finished row(s) older than %d days", gone,
                                  RETENTION_MS // 86_400_000)
                 start, hold = self._schedule(due, now_ms)
-                await self._add_group_members(start)
+                await self._add_group_members(start, now_ms)
                 for keys, until_ms in hold:
                     await self._outbox.defer(keys, until_ms)
                 for batch in start:
@@ -230,7 +230,7 @@ class Dispatcher:
                     self._holds[p.group_key] = now_ms + p.group_interval_ms
         return start, hold
 
-    async def _add_group_members(self, start: list[list[Pending]]) -> None:
+    async def _add_group_members(self, start: list[list[Pending]], now_ms: int) -> None:
         """A group leaving takes its rows that are not due yet too (their group_wait would
         only make them a second message a group_interval later)."""
         by_group: dict[str, list[Pending]] = {}
@@ -241,7 +241,7 @@ class Dispatcher:
         if not by_group:
             return
         present = {p.notification.key for batch in start for p in batch} | self._inflight
-        for p in await self._outbox.pending_in_groups(list(by_group)):
+        for p in await self._outbox.pending_in_groups(list(by_group), now_ms):
             if p.notification.key not in present:
                 by_group[p.group_key].append(p)
                 present.add(p.notification.key)

@@ -51,6 +51,7 @@ from gateway.alarms.health import GatewayHealth
 from gateway.alarms.keeper import AlarmKeeper, now_ms
 from gateway.alarms.outputs import alarm_line, alarm_topic, retained_payload
 from gateway.alarms.service import GatewayAlarmService
+from gateway.alarms.store import AlarmStore, store_for
 from gateway.cluster.lease import Lease, LeaseLost
 from gateway.cluster.partitions import Partition, priority_filters, topic_filters
 from gateway.cluster.standby import Role, keep
@@ -198,7 +199,8 @@ class Gateway:
             self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
                                                  state_dir=settings.state_dir,
                                                  lateness_s=settings.alarms.lateness_s,
-                                                 points=self.points)
+                                                 points=self.points,
+                                                 store=self._alarm_store())
             self.alarm_service = GatewayAlarmService(self.alarms, self.commit_transitions)
         self.changes = Changes(commits=self._commits, keeper=self.alarms,
                                add_transitions=self._add_transitions)
@@ -232,6 +234,16 @@ class Gateway:
             max_future_s=s.ingest.max_future_s,
             owns_panel=None if self.partition.whole
             else self.partition.owns_device(self.registry))
+
+    def _alarm_store(self) -> AlarmStore:
+        """The configured store; a shared one is fenced by this partition's lease and keeps
+        the engine's resume state under the partition's name, so a standby taking over
+        resumes exactly where the partition's last active left off."""
+        s = self.settings
+        shared = s.alarms.backend == "postgres"
+        return store_for(s.alarms, s.state_dir,
+                         fence=self.lease if shared and self.lease is not None else None,
+                         partition=s.cluster.partition or "default")
 
     def _owned_parks(self, registry: Registry) -> list[str]:
         """The registry's parks this partition owns; a partition that would watch nothing, or

@@ -322,10 +322,10 @@ def _lease(settings: Settings) -> tuple[Lease | None, Role | None]:
     from gateway.cluster.standby import Role
 
     c = settings.cluster
-    dsn = settings.lease_dsn
+    dsn = settings.lease_dsn()
     if c.partition is None or dsn is None:
         return None, None
-    lease = Lease(dsn=dsn.get_secret_value(), partition=c.partition,
+    lease = Lease(dsn=dsn, partition=c.partition,
                   holder=holder_id(settings.instance), lease_s=c.lease_s)
     return lease, Role(partition=c.partition, holder=lease.holder)
 
