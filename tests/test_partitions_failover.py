@@ -77,3 +77,32 @@ async def test_fire_during_the_kill_is_raised_once_and_paged_once(cluster: Clust
         assert cluster.alarm_problems() == []
         assert set(cluster.fire_notifications().values()) == {1}
         assert cluster.telemetry_problems() == []
+
+
+@pytest.mark.skipif(not HAS_PG_STORE, reason="needs the shared PostgreSQL alarm store "
+                    "(alarms.backend: postgres, issue 16 point 3)")
+@pytest.mark.timeout(300)
+async def test_a_paused_active_that_wakes_after_the_takeover_is_fenced(
+        cluster: Cluster) -> None:
+    """Two actives for a moment: the old one (SIGSTOP past its lease, then SIGCONT) must not
+    PUBACK or write a single alarm change; it exits non-zero saying it lost the lease."""
+    async with cluster:
+        await cluster.start_load()
+        await asyncio.sleep(2)
+        paused, successor = await cluster.pause_active("a", paused_s=1.0)
+        assert cluster.load is not None
+        for dev in [d for d in cluster.smoke if d.park == "pa"][:3]:
+            await cluster.load.event(dev, "fire_alarm")   # old active awake, new one active
+        proc = paused.process.proc
+        assert proc is not None
+        code = await asyncio.to_thread(proc.wait, 60)
+        assert code not in (0, None)
+        assert "lost the lease of partition a" in paused.process.log_since(0)
+        assert successor.role() == "active"
+        await cluster.drain()
+        await cluster.until(lambda: len(cluster.fire_notifications()) >= 3, 60,
+                            "every fire paged")
+        await asyncio.sleep(3)
+        assert cluster.alarm_problems() == []
+        assert set(cluster.fire_notifications().values()) == {1}
+        assert cluster.telemetry_problems() == []

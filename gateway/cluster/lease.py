@@ -205,8 +205,10 @@ class Lease:
         epoch, self.epoch, self.valid_until = self.epoch, 0, 0.0
         try:
             conn = await self._connection()
-            await conn.execute(_RELEASE, {"p": self.partition, "h": self.holder, "e": epoch})
-            log.info("lease: released partition %s (epoch %d)", self.partition, epoch)
+            cur = await conn.execute(_RELEASE, {"p": self.partition, "h": self.holder,
+                                                "e": epoch})
+            if cur.rowcount:
+                log.info("lease: released partition %s (epoch %d)", self.partition, epoch)
         except (psycopg.Error, OSError) as exc:
             log.warning("lease: release of partition %s failed (%s); the standby takes over "
                         "when it expires", self.partition, exc)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 import urllib.request
 from collections import Counter
@@ -260,6 +261,24 @@ class Cluster:
         victim.process.start()
         await self.until(lambda: victim.role() == "standby", 60, f"{victim.name} standby")
         return victim, successor[0], took
+
+    async def pause_active(self, partition: str, paused_s: float) -> tuple[Instance, Instance]:
+        """SIGSTOP the active for ``paused_s`` (a GC pause, a frozen VM), then SIGCONT: the
+        standby takes over meanwhile, and the woken instance must neither acknowledge nor
+        write anything (fenced), and exit non-zero. Returns (paused, successor)."""
+        victim = self.active_of(partition)
+        assert victim.process.proc is not None
+        victim.process.proc.send_signal(signal.SIGSTOP)
+        try:
+            others = [i for i in self.instances.values()
+                      if i.partition == partition and i is not victim]
+            await self.until(lambda: any(i.role() == "active" for i in others), 60,
+                             f"a standby of {partition} taking over from a paused active")
+            await asyncio.sleep(max(0.0, paused_s))
+        finally:
+            victim.process.proc.send_signal(signal.SIGCONT)
+        successor = next(i for i in others if i.role() == "active")
+        return victim, successor
 
     # -- waiting -------------------------------------------------------------------------------
 
