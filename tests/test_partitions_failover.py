@@ -34,8 +34,13 @@ def cluster(tmp_path: Path, pg_dsn: str) -> Iterator[Cluster]:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("ack_after", ["influx", "wal"])
 async def test_kill_9_of_an_active_the_standby_takes_over_and_nothing_is_lost(
-        cluster: Cluster) -> None:
+        cluster: Cluster, ack_after: str) -> None:
+    """ack_after influx: the broker redelivers what the killed active had not delivered.
+    ack_after wal: the killed instance, restarted as the standby, delivers what its WAL
+    still held (runtime/leftovers.py)."""
+    cluster.cfg.ack_after = ack_after
     async with cluster:
         await cluster.start_load()
         await asyncio.sleep(3)

@@ -305,7 +305,7 @@ class Gateway:
                 await self.ack_links.open()
             self.notifier = await self._open_notifier(self.alarms, wal)
         liveness = await self._open_liveness()
-        sink = await _make_sink(s)
+        sink = await make_sink_for(s)
         # /healthz should tell the truth from the first second, not after the first write.
         self.metrics.influx_reachable.set(1 if await sink.ping() else 0)
         writer = self.writer = InfluxWriter(wal=wal, sink=sink, metrics=self.metrics,
@@ -645,7 +645,8 @@ async def _until_stop_or_failure(stop: asyncio.Event, stages: list[Task]) -> lis
     return failed
 
 
-async def _make_sink(s: Settings) -> Any:
+async def make_sink_for(s: Settings) -> Any:
+    """The InfluxDB sink ``influx:`` configures (also the standby's, runtime/leftovers.py)."""
     i = s.influx
     return await make_sink(
         url=i.url, version=i.version, database=i.database, retention_policy=i.retention_policy,

@@ -334,14 +334,24 @@ async def _standby(settings: Settings, lease: Lease, role: Role, stop: asyncio.E
     """Wait as the partition's standby (status on the HTTP port) until the lease is ours."""
     from gateway.cluster.standby import wait_for_lease
     from gateway.http.app import start_standby_http
+    from gateway.runtime.leftovers import drain_leftovers
 
     log.info("partition %s: waiting for the lease as %s (parks %s)", lease.partition,
              lease.holder, ", ".join(role.parks))
     runner = (await start_standby_http(role, settings.http.host, settings.http.port)
               if settings.http.enabled else None)
+    # What this instance acknowledged in an earlier life but never delivered (ack_after: wal).
+    leftovers = asyncio.create_task(drain_leftovers(settings), name="standby-leftovers")
     try:
         acquired = await wait_for_lease(lease, stop, role)
     finally:
+        leftovers.cancel()
+        try:
+            await leftovers
+        except asyncio.CancelledError:
+            pass
+        except Exception:   # the gateway delivers the rest once active
+            log.exception("standby: delivering the WAL's backlog failed")
         if runner is not None:
             await runner.cleanup()
     if acquired:
