@@ -150,3 +150,28 @@ def test_a_partition_that_watches_nothing_or_a_typo_does_not_start(tmp_path: Pat
     gw = Gateway(settings=ok, registry=registry)
     assert gw.parks == ["xz02"]
     assert gw._subscriptions()[0] == "parks/xz02/#"
+
+
+async def test_a_standby_says_so_on_healthz_and_is_not_active() -> None:
+    import aiohttp
+
+    from gateway.cluster.standby import Role
+    from gateway.http.app import start_standby_http
+    from gateway.tools.devservices import free_port
+
+    role = Role(partition="north", holder="gw2@host:1", held_by="gw1@host:7", held_for_s=4.2)
+    port = free_port()
+    runner = await start_standby_http(role, "127.0.0.1", port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                body = await r.json()
+                assert r.status == 200            # a waiting standby is healthy
+            assert body["cluster"]["role"] == "standby"
+            assert body["cluster"]["held_by"] == "gw1@host:7"
+            async with http.get(f"http://127.0.0.1:{port}/active") as r:
+                assert r.status == 503            # a load balancer sends nothing here
+            async with http.get(f"http://127.0.0.1:{port}/alarms") as r:
+                assert r.status == 404            # the API belongs to the active
+    finally:
+        await runner.cleanup()

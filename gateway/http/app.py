@@ -96,6 +96,7 @@ def build_app(gateway: GatewayView) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
+    app.router.add_get("/active", _active)
     if gateway.uitd is not None:
         add_uitd_routes(app, gateway.uitd)
     if gateway.tenants is not None:
@@ -135,6 +136,15 @@ def health(gw: GatewayView) -> dict[str, Any]:
 async def _healthz(request: web.Request) -> web.Response:
     body = health(request.app[GATEWAY])
     return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+
+async def _active(request: web.Request) -> web.Response:
+    """200 on the instance that runs the pipeline (a partition's active, or a single box):
+    what a load balancer in front of ack links and the API checks (docs/scale.md)."""
+    role = request.app[GATEWAY].cluster_role
+    name = role.role if role is not None else "single"
+    return web.json_response({"role": name}, status=200 if name in ("active", "single")
+                             else 503)
 
 
 def _counter_map(gw: GatewayView, name: str) -> dict[str, float]:
@@ -181,13 +191,17 @@ async def start_standby_http(role: ClusterRole, host: str, port: int) -> web.App
     """While an instance waits for its partition's lease: /healthz and /status say "standby"
     (200: a waiting standby is healthy; a supervisor must not restart it) and nothing else
     is served, since the alarm API belongs to the active."""
-    async def status(request: web.Request) -> web.Response:
+    async def status(request: web.Request, code: int = 200) -> web.Response:
         return web.json_response({"status": request.app[STANDBY].role,
-                                  "cluster": request.app[STANDBY].view()})
+                                  "cluster": request.app[STANDBY].view()}, status=code)
+
+    async def not_active(request: web.Request) -> web.Response:
+        return await status(request, 503)
     app = web.Application()
     app[STANDBY] = role
     app.router.add_get("/healthz", status)
     app.router.add_get("/status", status)
+    app.router.add_get("/active", not_active)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
