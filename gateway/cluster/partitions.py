@@ -72,6 +72,19 @@ class Partition:
         """Listed parks the registry does not have: a typo that would leave a park unwatched."""
         return sorted(self.listed - registry.parks())
 
+    def check(self, registry: Registry, source: object) -> tuple[list[str], list[str]]:
+        """(the registry's parks owned, problems): a partition that owns none, or lists a
+        park the registry (read from ``source``) lacks, would leave parks unwatched."""
+        owned = self.parks(registry)
+        if self.whole:
+            return owned, []
+        problems = [f"cluster.parks: park {p!r} is not in the registry {source}"
+                    for p in self.unknown_parks(registry)]
+        if not owned and not problems:
+            problems.append(f"cluster: partition {self.name!r} owns none of the registry's "
+                            f"parks {sorted(registry.parks())}")
+        return owned, problems
+
     def owns_device(self, registry: Registry) -> OwnsDevice:
         return OwnsDevice(self, registry)
 

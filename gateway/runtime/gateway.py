@@ -246,17 +246,9 @@ class Gateway:
                          partition=s.cluster.partition or "default")
 
     def _owned_parks(self, registry: Registry) -> list[str]:
-        """The registry's parks this partition owns; a partition that would watch nothing, or
-        lists a park the registry lacks (a typo leaves that park unwatched), does not start."""
-        part = self.partition
-        parks = part.parks(registry)
-        if part.whole:
-            return parks
-        problems = [f"cluster.parks: park {p!r} is not in the registry {self.settings.registry}"
-                    for p in part.unknown_parks(registry)]
-        if not parks and not problems:
-            problems.append(f"cluster: partition {part.name!r} owns none of the registry's "
-                            f"parks {sorted(registry.parks())}")
+        """The registry's parks this partition owns; one that would leave a park unwatched
+        does not start (Partition.check)."""
+        parks, problems = self.partition.check(registry, self.settings.registry)
         if problems:
             raise ConfigError("cluster", problems)
         return parks

@@ -217,6 +217,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
             points = len(load_point_map(settings.uitd.points, registry))
         except ConfigError as exc:     # PointMapError: every row's problem as file:line
             problems.extend(exc.problems)
+    owned: list[str] = []
+    if settings is not None and registry is not None and settings.cluster.enabled:
+        from gateway.cluster.partitions import Partition
+
+        owned, cluster_problems = Partition.from_settings(settings.cluster).check(
+            registry, settings.registry)
+        problems.extend(cluster_problems)
     if problems:
         return _report(ConfigError(str(args.config), problems))
     assert settings is not None
@@ -228,7 +235,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
           f"InfluxDB {settings.influx.url}"
           + (f"; {points} panel points from {settings.uitd.points}" if settings.uitd.points
              else "")
-          + (f"; {tenants} tenants from {settings.tenants}" if settings.tenants else ""))
+          + (f"; {tenants} tenants from {settings.tenants}" if settings.tenants else "")
+          + (f"; partition {settings.cluster.partition}: parks {', '.join(owned)}"
+             if settings.cluster.enabled else ""))
     return 0
 
 
