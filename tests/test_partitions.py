@@ -152,6 +152,25 @@ def test_a_partition_that_watches_nothing_or_a_typo_does_not_start(tmp_path: Pat
     assert gw._subscriptions()[0] == "parks/xz02/#"
 
 
+def test_the_engine_covers_only_the_partitions_devices(tmp_path: Path) -> None:
+    """Another partition's devices are never heard here: if this engine covered them, its
+    silence rules would raise their offline alarms (and a second active alarm for the same
+    fingerprint in the shared store, next to their own partition's)."""
+    from gateway.runtime.gateway import Gateway
+
+    registry = _registry(tmp_path, ["xz01", "xz02"])
+    settings = _s(state_dir=str(tmp_path / "s"), registry=str(tmp_path / "registry.yaml"),
+                  cluster={"partition": "a", "parks": ["xz02"],
+                           "lease_dsn": "postgresql://pw@db/pw"})
+    gw = Gateway(settings=settings, registry=registry)
+    assert [d.device for d in gw.owned] == ["wp-xz02"]
+    assert gw.device_count() == 1
+    assert gw.alarms is not None
+    assert [d.device for d in gw.alarms.registry] == ["wp-xz02"]
+    # Validation still knows every device (other_partition, not unknown_device).
+    assert gw.registry.get("wp-xz01") is not None
+
+
 async def test_a_standby_says_so_on_healthz_and_is_not_active() -> None:
     import aiohttp
 

@@ -85,6 +85,16 @@ class Partition:
                             f"parks {sorted(registry.parks())}")
         return owned, problems
 
+    def registry(self, registry: Registry) -> Registry:
+        """The devices of the owned parks: what this instance's engine, liveness and
+        scorecard cover. Another partition's devices are never silent here, never offline,
+        and never raise an alarm here (their own partition does that)."""
+        if self.whole:
+            return registry
+        return Registry(devices={k: d for k, d in registry.devices.items()
+                                 if self.owns(d.park)},
+                        source=registry.source, lines=registry.lines)
+
     def owns_device(self, registry: Registry) -> OwnsDevice:
         return OwnsDevice(self, registry)
 

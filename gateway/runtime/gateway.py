@@ -143,6 +143,10 @@ class Gateway:
         #: The parks this instance owns (gateway/cluster/partitions.py); the single box: all.
         self.partition = Partition.from_settings(settings.cluster)
         self.parks = self._owned_parks(registry)
+        #: The owned parks' devices: the engine, liveness and the scorecard cover these only,
+        #: while validation knows the whole registry (another partition's device is refused
+        #: as such). The single box: the whole registry.
+        self.owned = self.partition.registry(registry)
         #: The partition's lease, held (gateway/cluster/standby.py) before the gateway runs.
         self.lease = lease
         #: What /status shows of this instance's place in the cluster (None: a single box).
@@ -178,7 +182,7 @@ class Gateway:
         self.heartbeat = Heartbeat(url=hb.get_secret_value() if hb else None,
                                    interval_s=settings.observe.heartbeat_s)
         self.health = GatewayHealth(instance=settings.instance,
-                                    parks=lambda: (d.park for d in registry))
+                                    parks=lambda: (d.park for d in self.owned))
         self.deadletters = DeadLetters(instance=settings.instance, metrics=self.metrics)
         self._commits = CommitQueue(COMMIT_QUEUE)
         self.session: MqttSession | None = None
@@ -196,7 +200,7 @@ class Gateway:
         #: Yesterday's scorecard points each day (runtime/scorecardday.py); alarms on only.
         self.scorecard_daily: ScorecardDaily | None = None
         if settings.alarms.enabled:
-            self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
+            self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=self.owned,
                                                  state_dir=settings.state_dir,
                                                  lateness_s=settings.alarms.lateness_s,
                                                  points=self.points,
@@ -267,7 +271,7 @@ class Gateway:
         return self.session is not None and self.session.connected
 
     def device_count(self) -> int:
-        return len(self.registry)
+        return len(self.owned)
 
     def newest_readings(self, limit: int) -> list[dict[str, Any]]:
         return self.live.newest(limit)
@@ -350,7 +354,7 @@ class Gateway:
                 tasks.health = self._health_stages(session, tasks.all())
                 self.ready.set()
                 self.heartbeat.sd_notify("READY=1")
-                log.info("gateway running: %d devices, broker %s, influx %s", len(self.registry),
+                log.info("gateway running: %d devices, broker %s, influx %s", len(self.owned),
                          s.mqtt.url, s.influx.url)
                 failed = await _until_stop_or_failure(stop, tasks.all())
                 log.info("stopping: draining in-flight messages")
@@ -427,7 +431,7 @@ class Gateway:
         the default factor, and nothing survives a restart)."""
         s, keeper = self.settings, self.alarms
         feed = self.liveness = LivenessFeed(
-            list(self.registry), factor=silence_factor(keeper.rules if keeper else None),
+            list(self.owned), factor=silence_factor(keeper.rules if keeper else None),
             started_ms=now_ms())
         if keeper is not None:
             feed.restore(await keeper.store.load_liveness())
@@ -444,7 +448,7 @@ class Gateway:
             # InfluxDB is unreachable or the priority log holds more than a moment's backlog.
             reachable = self.metrics.value("parkwatch_influx_reachable") == 1
             return reachable and not wal.full and wal.priority.pending_bytes < READY_BACKLOG
-        return ScorecardDaily(settings=self.settings, registry=self.registry,
+        return ScorecardDaily(settings=self.settings, registry=self.owned,
                               append=wal.append, ready=ready)
 
     def _watch_engine(self, keeper: AlarmKeeper) -> None:
