@@ -77,7 +77,9 @@ async def _phase(tmp: Path, label: str, *, broker: Mosquitto, influx: Influxd,
                  partitions: bool, pg: Postgres | None) -> dict[str, Any]:
     root, db = f"{label}/parks", label
     procs: list[GatewayProcess] = []
-    names = ["a", "b"] if partitions else ["single"]
+    # Each round's partitions are new ones (a0, b0, a1 …): a partition's persistent session is
+    # its own, and this run gives each round its own topic root.
+    names = [f"a{label[-1]}", f"b{label[-1]}"] if partitions else ["single"]
     pg_dsn = pg.create_database(label) if pg is not None else None
     for i, name in enumerate(names):
         config = tmp / f"{label}-{name}.yaml"

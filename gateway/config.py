@@ -717,6 +717,10 @@ class Settings(BaseSettings):
         if self.notify.cleartext_public_url:
             out.append("notify.allow_plaintext_public_url: ack links travel and are used in "
                        "clear text; serve notify.public_url over https://")
+        if self.cluster.enabled and self.alarms.enabled and self.alarms.backend == "sqlite":
+            out.append(f"cluster.partition {self.cluster.partition} with alarms.backend sqlite: "
+                       "a standby that takes over does not see this instance's alarms, outbox "
+                       "or ack tokens; use alarms.backend: postgres (docs/scale.md)")
         return out
 
     def timezone_for(self, park: str) -> ZoneInfo:

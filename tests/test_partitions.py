@@ -3,6 +3,7 @@ and how a message or a UITD of another partition is refused (never as unknown)."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,42 @@ async def test_a_standby_says_so_on_healthz_and_is_not_active() -> None:
                 assert r.status == 404            # the API belongs to the active
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.integration
+async def test_a_moved_park_follows_the_partitions_resumed_session(
+        tmp_path: Path, mosquitto: Any, influxd: Any) -> None:
+    """Moving a park (stop → reassign → start): the partition's persistent session is resumed
+    with the subscriptions it had; the gateway drops the park it gave away and subscribes to
+    the one it took, or the taken park would never be heard."""
+    from tests.support.gateway import make_settings, running_gateway
+    from tests.support.readings import publish
+    from tests.support.waiting import wait_for
+
+    registry = _registry(tmp_path, ["xz01", "xz02"])
+    base = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url,
+                         registry=str(tmp_path / "registry.yaml"), alarms={"enabled": False},
+                         cluster={"partition": f"mv{tmp_path.name[-12:]}", "parks": ["xz01"],
+                                  "lease_dsn": "postgresql://unused@127.0.0.1/x"})
+    root = base.mqtt.topic_root
+
+    def msg(park: str) -> tuple[str, bytes]:
+        return f"{root}/{park}/b1/wp-{park}/telemetry", PAYLOAD
+
+    async with running_gateway(base, registry) as gw:
+        await publish(mosquitto.port, [msg("xz01")])
+        await wait_for(lambda: gw.metrics.value("parkwatch_messages_accepted_total",
+                                                type="telemetry") == 1,
+                       timeout_s=10, what="xz01 heard before the move")
+    moved = base.model_copy(update={"cluster": base.cluster.model_copy(
+        update={"parks": ["xz02"]})})
+    async with running_gateway(moved, registry) as gw:
+        await asyncio.sleep(0.5)                 # the subscription sync's round trip
+        await publish(mosquitto.port, [msg("xz01"), msg("xz02")])
+        await wait_for(lambda: gw.metrics.value("parkwatch_messages_accepted_total",
+                                                type="telemetry") == 1,
+                       timeout_s=10, what="xz02 heard after the move")
+        await asyncio.sleep(0.5)
+        # The park given away is not even received (not subscribed), let alone refused.
+        assert gw.metrics.value("parkwatch_messages_rejected_total",
+                                reason="other_partition") == 0

@@ -217,6 +217,12 @@ class MqttSession:
             opts = SubscribeOptions(qos=1)
             self._client.subscribe([(topic, opts) for topic in self._subscriptions])
 
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Drop filters a resumed persistent session may still hold (a partition whose parks
+        changed, docs/scale.md); unknown filters are harmless."""
+        if self.connected and topics:
+            self._client.unsubscribe(topics)
+
     async def reconnect(self, timeout_s: float = 5.0) -> None:
         """Drop the connection so the connection loop makes a new one (the watchdog's second
         remedy). Unacked messages are redelivered on the new connection."""

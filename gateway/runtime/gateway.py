@@ -341,6 +341,7 @@ class Gateway:
             async with session, contextlib.AsyncExitStack() as exits:
                 validate = self._validate_stage()
                 tasks.validate = _spawn(validate.run(session, puback.queue), "validate")
+                exits.callback(self._sync_subscriptions(session).cancel)
                 if self.uitd is not None:
                     tasks.uitd = _spawn(self.uitd.run(), "uitd-server")
                 if s.mqtt.priority_session:
@@ -348,6 +349,7 @@ class Gateway:
                     tasks.lane_validate = _spawn(validate.run(lane, lane_puback.queue),
                                                  "validate-priority")
                     tasks.lane_puback = _spawn(lane_puback.run(), "puback-priority")
+                    exits.callback(self._sync_subscriptions(lane).cancel)
                 # Registry, rules and engine state are long-lived: take them out of the cyclic
                 # GC's full collections, whose pauses otherwise grow with the park's size.
                 gc.freeze()
@@ -376,6 +378,21 @@ class Gateway:
             # A dead stage must not leave a process that looks alive: exit, let the service
             # manager restart us, and let the broker redeliver what got no PUBACK.
             raise StageFailed(", ".join(t.get_name() for t in failed))
+
+    def _sync_subscriptions(self, session: MqttSession) -> Task:
+        """A partition's persistent session keeps the subscriptions it had, and the session
+        client subscribes only to a fresh one: after its parks changed (a park moved, docs/
+        scale.md) the resumed session would still get the park it gave away and never the one
+        it took. So, once connected: drop every other park's filters, subscribe to ours."""
+        async def sync() -> None:
+            if self.partition.whole:
+                return
+            await session.wait_connected()
+            root = self.settings.mqtt.topic_root
+            others = sorted(self.registry.parks() - set(self.parks))
+            session.unsubscribe(topic_filters(root, others) + priority_filters(root, others))
+            session.resubscribe()
+        return asyncio.create_task(sync(), name="sync-subscriptions")
 
     def _lease_keeper(self) -> Task | None:
         """A partition's lease renewal; failing or refused, it ends with LeaseLost and the
