@@ -31,6 +31,12 @@ With ``mqtt.priority_session`` a second session (the priority lane) carries even
 through its own validate and puback stages into the same commit stage. Stages start
 downstream-first and stop upstream-first, so in-flight data drains into the WAL and gets its
 PUBACK before the MQTT session closes.
+
+With ``ingest.ack_after: influx`` the puback stages wait until InfluxDB accepted a batch before
+acknowledging it. With ``cluster.partition`` (docs/scale.md) the gateway subscribes to its
+parks only, its engine covers their devices only, and it runs only while it holds the
+partition's lease (gateway/cluster/): the ``lease`` stage renews it, the puback stages ask it
+before every PUBACK, and the shared alarm store checks it in every write.
 """
 
 from __future__ import annotations

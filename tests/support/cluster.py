@@ -27,7 +27,7 @@ import signal
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,7 @@ class Cluster:
         self.receiver = WebhookReceiver(flaky_every=0)
         self.instances: dict[str, Instance] = {}
         self.load: Load | None = None
+        self.resumed_s = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -231,10 +232,14 @@ class Cluster:
                 return inst
         raise ClusterError(f"partition {partition} has no active")
 
-    async def kill_active(self, partition: str, *, fire: Sequence[SimDevice] = ()
+    async def kill_active(self, partition: str, *, fire: Sequence[SimDevice] = (),
+                          resumed: Callable[[Instance], bool] | None = None
                           ) -> tuple[Instance, Instance, float]:
         """kill -9 the partition's active (with fire alarms published around the kill);
-        returns (killed, successor, seconds from the kill until the successor is active)."""
+        returns (killed, successor, seconds from the kill until the successor holds the
+        lease). With ``resumed``, also waits until ``resumed(successor)`` and keeps the
+        seconds from the kill in :attr:`resumed_s` — before the killed one restarts, whose
+        start would otherwise be counted too."""
         assert self.load is not None
         victim = self.active_of(partition)
         standbys = [i for i in self.instances.values() if i.partition == partition
@@ -257,6 +262,10 @@ class Cluster:
             return False
         await self.until(taken_over, 60, f"a standby of {partition} taking over", poll_s=0.05)
         took = time.monotonic() - killed_at
+        if resumed is not None:
+            await self.until(lambda: resumed(successor[0]), 60, "the new active resuming",
+                             poll_s=0.05)
+            self.resumed_s = time.monotonic() - killed_at
         # The supervisor restarts the killed instance: it comes back as the standby.
         victim.process.start()
         await self.until(lambda: victim.role() == "standby", 60, f"{victim.name} standby")
