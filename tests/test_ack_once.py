@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -27,7 +28,7 @@ from gateway.alarms.service import GatewayAlarmService
 from gateway.http.ackpage import add_ack_routes
 from gateway.http.alarmapi import add_alarm_routes
 from gateway.tools import alarmcli
-from rules.alarm import AlarmState, Disposition, Transition
+from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Transition
 from rules.loader import load_rules
 from rules.observation import DeviceEvent
 from sensors.base import EventType
@@ -243,3 +244,131 @@ async def test_cli_reclassifies_and_show_lists_the_record(
     assert "reclassifications:" in out
     assert "real → false_alarm" in out
     assert "steam from a kettle" in out
+
+
+# --- two instances, one shared PostgreSQL store --------------------------------------------------
+
+@pytest.fixture
+async def pair(pg_dsn: str, tmp_path: Path, sample_registry: Registry
+               ) -> AsyncIterator[tuple[Gateway, Gateway]]:
+    """Two gateways of two partitions on one database, each answering the other's hand-overs."""
+    target = StoreTarget("postgres", tmp_path, pg_dsn)
+    gateways: list[Gateway] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for partition in ("p1", "p2"):
+            store = target.store(partition=partition)
+            keeper = AlarmKeeper(rules=load_rules(ROOT / "config" / "rules"),
+                                 registry=sample_registry, store=store, lateness_s=60)
+            await keeper.open()
+            gw = Gateway(keeper, AckLinks(secret=b"k" * 32, base_url=BASE, store=store))
+            gateways.append(gw)
+            tasks.append(asyncio.create_task(gw.service.run_handoffs()))
+        yield gateways[0], gateways[1]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for gw in gateways:
+            await gw.keeper.close()
+
+
+def _app(gw: Gateway) -> web.Application:
+    app = web.Application()
+    add_alarm_routes(app, gw.service)
+    add_ack_routes(app, links=gw.links, service=gw.service, tz=dt.UTC)
+    return app
+
+
+@pytest.mark.integration
+async def test_any_instance_acknowledges_an_alarm_another_engine_holds_once(
+        pair: tuple[Gateway, Gateway], sample_registry: Registry) -> None:
+    a, b = pair
+    alarm_id = await a.fire(sample_registry)                 # A's engine holds the alarm
+    link = _token(await a.links.issue(alarm_id, contact="alice", channel="sms"))
+    async with TestClient(TestServer(_app(a))) as on_a, \
+            TestClient(TestServer(_app(b))) as on_b:
+        # A link minted by A, opened on B: B hands the acknowledgement to A's engine.
+        await asyncio.sleep(1.1)        # B looks for other instances' links once a second
+        resp = await on_b.post(f"/ack/{link}", data={"disposition": "real"})
+        assert resp.status == 200, await resp.text()
+        held = a.keeper.engine.get(alarm_id) if a.keeper.engine else None
+        assert held is not None
+        assert held.acknowledged_by == "alice"               # A's engine knows
+        first = await _stored_row(a, alarm_id)
+        for client in (on_a, on_b):
+            resp = await client.post(f"/alarms/{alarm_id}/ack",
+                                     json={"by": "mallory", "disposition": "false_alarm"})
+            assert resp.status == 409
+            assert (await resp.json())["acknowledged_by"] == "alice"
+        assert await _stored_row(b, alarm_id) == first
+        assert await b.keeper.store.ack_requests() == []
+
+
+@pytest.mark.integration
+async def test_two_instances_racing_to_acknowledge_let_one_through(
+        pair: tuple[Gateway, Gateway], sample_registry: Registry) -> None:
+    a, b = pair
+    alarm_id = await a.fire(sample_registry)
+    results = await asyncio.gather(
+        a.service.acknowledge(alarm_id, by="alice", disposition=Disposition.REAL,
+                              channel="api"),
+        b.service.acknowledge(alarm_id, by="bob", disposition=Disposition.FAULT,
+                              channel="api"),
+        return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1, results
+    assert any(isinstance(r, AlreadyAcknowledged) for r in results), results
+    row = await _stored_row(b, alarm_id)
+    assert row["acknowledged_by"] == winners[0].acknowledged_by
+
+
+@pytest.mark.integration
+async def test_two_instances_acknowledging_a_resolved_alarm_let_one_through(
+        pair: tuple[Gateway, Gateway], sample_registry: Registry) -> None:
+    a, b = pair
+    alarm_id = await a.fire(sample_registry)
+    panel = next(d for d in sample_registry if d.kind == "fire_panel")
+    now = int(time.time() * 1000) + 10
+    await a.commit(a.keeper.observe(
+        [DeviceEvent(device=panel.device, ts_ms=now, type=EventType("reset"),
+                     received_at_ms=now)], now))
+    for round_ in range(3):      # several rounds: the race must never let two through
+        results = await asyncio.gather(
+            a.service.acknowledge(alarm_id, by=f"alice{round_}", disposition=Disposition.REAL,
+                                  channel="api"),
+            b.service.acknowledge(alarm_id, by=f"bob{round_}", disposition=Disposition.FAULT,
+                                  channel="api"),
+            return_exceptions=True)
+        assert all(isinstance(r, (AlreadyAcknowledged, Alarm)) for r in results), results
+        if round_ == 0:
+            assert len([r for r in results if isinstance(r, Alarm)]) == 1, results
+        else:
+            assert all(isinstance(r, AlreadyAcknowledged) for r in results), results
+    history = await a.keeper.store.history(alarm_id)
+    assert len([h for h in history if h["acknowledged_by"] is not None]) == 1
+    assert await a.keeper.store.ack_requests() == []
+
+
+@pytest.mark.integration
+async def test_a_hand_over_nobody_takes_fails_clearly(
+        pg_dsn: str, tmp_path: Path, sample_registry: Registry) -> None:
+    target = StoreTarget("postgres", tmp_path, pg_dsn)
+    stores = [target.store(partition=p) for p in ("p1", "p2")]
+    keepers = [AlarmKeeper(rules=load_rules(ROOT / "config" / "rules"), registry=sample_registry,
+                           store=s, lateness_s=60) for s in stores]
+    for keeper in keepers:
+        await keeper.open()
+    try:
+        owner = Gateway(keepers[0], AckLinks(secret=b"k" * 32, base_url=BASE, store=stores[0]))
+        alarm_id = await owner.fire(sample_registry)     # and then A stops answering
+        asker = GatewayAlarmService(keepers[1], owner.commit_change, handoff_wait_s=0.5)
+        with pytest.raises(ValueError, match="held by another instance"):
+            await asker.acknowledge(alarm_id, by="alice", disposition=Disposition.REAL,
+                                    channel="api")
+        assert await stores[1].ack_requests() == []
+        with pytest.raises(ValueError, match="active on another instance"):
+            await asker.reclassify(alarm_id, by="c", disposition=Disposition.TEST, reason="r")
+    finally:
+        for keeper in keepers:
+            await keeper.close()

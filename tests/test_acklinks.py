@@ -1,5 +1,6 @@
 """Ack links (gateway/alarms/acklinks.py) and the page behind them (gateway/http/ackpage.py),
-against a real AlarmStore database and a fake AlarmService that records acknowledgements."""
+against a real AlarmStore database (SQLite and PostgreSQL) and a fake AlarmService that records
+acknowledgements; on PostgreSQL also two instances sharing one database."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from gateway.alarms.acklinks import (
 from gateway.alarms.store import AlarmStore
 from gateway.http.ackpage import add_ack_routes
 from rules.alarm import Alarm, AlarmState, AlreadyAcknowledged, Disposition, Severity, Subject
+from tests.support.alarmstores import StoreTarget
 
 SECRET = b"s" * 32
 BASE = "https://pw.example.test"
@@ -89,8 +91,8 @@ class FakeService:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AlarmStore]:
-    async with AlarmStore(tmp_path / "alarms.db") as s:
+async def store(alarm_target: StoreTarget) -> AsyncIterator[AlarmStore]:
+    async with alarm_target.store() as s:
         yield s
 
 
@@ -409,3 +411,66 @@ async def test_malicious_message_is_escaped(links: AckLinks, client: Client,
     assert "<script" not in text
     assert "&lt;script&gt;x&lt;/script&gt;" in text
     assert service.ack_calls[0]["name"] == "<script>x</script>"  # stored raw, escaped on output
+
+
+# --- two instances, one PostgreSQL database ------------------------------------------------------
+
+@pytest.fixture
+async def instance_b(pg_dsn: str, tmp_path: Path) -> AsyncIterator[tuple[AlarmStore, AlarmStore]]:
+    target = StoreTarget("postgres", tmp_path, pg_dsn)
+    async with target.store() as a, target.store() as b:
+        yield a, b
+
+
+def _page(links: AckLinks, service: FakeService) -> web.Application:
+    app = web.Application()
+    add_ack_routes(app, links=links, service=service, tz=dt.UTC)
+    return app
+
+
+@pytest.mark.integration
+async def test_a_link_minted_by_one_instance_works_once_on_any_instance(
+        instance_b: tuple[AlarmStore, AlarmStore], clock: FakeClock) -> None:
+    store_a, store_b = instance_b
+    links_a = AckLinks(secret=SECRET, base_url=BASE, store=store_a, ttl_s=3600, clock=clock)
+    links_b = AckLinks(secret=SECRET, base_url=BASE, store=store_b, ttl_s=3600, clock=clock)
+    await links_b.open()               # B learnt the live tokens before A minted this one
+    service = FakeService({"a1": make_alarm()})
+    # Both instances commit like the gateway: the grant with the message that carries it.
+    ref, grant = links_a.reserve("a1", contact="+8613800000000", channel="sms")
+    await store_a.apply([], also=[functools.partial(insert_grants, grants=[grant])])
+    url = await links_a.fill(ref, alarm_id="a1")
+    clock.now += 2                     # B looks for other instances' tokens at most once a second
+    async with TestClient(TestServer(_page(links_b, service))) as on_b, \
+            TestClient(TestServer(_page(links_a, service))) as on_a:
+        resp = await on_b.get(f"/ack/{token_of(url)}")
+        assert resp.status == 200, await resp.text()
+        resp = await on_b.post(f"/ack/{token_of(url)}", data={"disposition": "real"})
+        assert resp.status == 200, await resp.text()
+        # Used once, on B: A, which minted it, refuses it too.
+        resp = await on_a.post(f"/ack/{token_of(url)}", data={"disposition": "false_alarm"})
+        assert resp.status == 410
+    assert [c["by"] for c in service.ack_calls] == ["+8613800000000"]
+
+
+@pytest.mark.integration
+async def test_guesses_on_a_shared_store_cost_one_lookup_a_second(
+        instance_b: tuple[AlarmStore, AlarmStore], clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, store_b = instance_b
+    links_b = AckLinks(secret=SECRET, base_url=BASE, store=store_b, ttl_s=3600, clock=clock)
+    await links_b.open()
+    lookups = 0
+    real = store_b.execute
+
+    async def counting(fn: Any, *args: Any) -> Any:
+        nonlocal lookups
+        lookups += 1
+        return await real(fn, *args)
+
+    monkeypatch.setattr(store_b, "execute", counting)
+    clock.now += 2
+    for i in range(50):
+        guess = encode_token(i.to_bytes(8, "big"), b"\0" * 10)
+        assert await links_b.resolve(guess) is None
+    assert lookups == 1

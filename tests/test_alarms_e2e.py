@@ -1,7 +1,7 @@
 """Alarms end to end on a real mosquitto and influxd, driven by the simulator's scenarios.
 
 The gateway runs in-process with the default rule pack; outputs are checked where users see
-them: the retained MQTT documents, the `alarms` measurement, the HTTP API and the SQLite store.
+them: the retained MQTT documents, the `alarms` measurement, the HTTP API and the alarm store.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from gateway.tools.simulator.runner import iter_messages
 from gateway.tools.simulator.traffic import Message
 from rules.alarm import Alarm, AlarmState
 from sensors.registry import Registry, load_registry
+from tests.support.alarmstores import StoreTarget
 from tests.support.gateway import make_settings, running_gateway, spawn_gateway
 from tests.support.ids import unique
 from tests.support.influx import influx_rows
@@ -92,8 +93,10 @@ def alarm_docs(mosquitto: Mosquitto) -> Iterator[Collector]:
 
 async def test_fire_scenario_confirms_within_2s_of_the_second_signal(
         tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, sample_registry: Registry,
-        alarm_docs: Collector) -> None:
-    settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url)
+        alarm_docs: Collector, alarm_target: StoreTarget) -> None:
+    # On both alarm-store backends: the whole pipeline, PostgreSQL store included.
+    settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url,
+                             alarms=alarm_target.settings())
 
     async with running_gateway(settings, sample_registry) as gw:
         # 60 simulated seconds at 10x: the fire's signals come 15-35 s in.

@@ -27,7 +27,7 @@ from typing import Any
 
 from gateway.alarms.acklinks import AckGrant, insert_grants
 from gateway.alarms.store import SQLITE_FILE, AlarmStore, OutboxRow
-from rules.alarm import Disposition, Maintenance, Transition
+from rules.alarm import AlarmState, Disposition, Maintenance, Transition
 from rules.engine import Engine, EngineState
 from rules.loader import load_rules
 from rules.model import RuleSet
@@ -120,6 +120,12 @@ class AlarmKeeper:
         return self.engine.set_maintenance(scope=scope,  # type: ignore[arg-type]
                                            target=target, mode=mode, until_ms=until_ms, by=by,
                                            now_ms=now_ms())
+
+    def holds(self, alarm_id: str) -> bool:
+        """This engine owns the alarm (active here, so only this instance may change it)."""
+        assert self.engine is not None
+        alarm = self.engine.get(alarm_id)
+        return alarm is not None and alarm.state is not AlarmState.RESOLVED
 
     def state_json(self) -> str:
         assert self.engine is not None

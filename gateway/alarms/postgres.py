@@ -43,7 +43,7 @@ from psycopg.rows import RowMaker
 from gateway.alarms.db import AlarmStoreError, Cursor, Db, DuplicateActiveAlarm
 from gateway.alarms.fence import Fence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: pg_advisory_xact_lock key of the migrations (any constant; "pkwt" in ASCII).
 _MIGRATION_LOCK = 0x706B7774
 _ACTIVE_INDEX = "alarms_one_active_per_fingerprint"
@@ -154,6 +154,17 @@ _MIGRATIONS: tuple[str, ...] = (
         online        INTEGER NOT NULL CHECK (online IN (0, 1)),
         reason        TEXT NOT NULL,
         PRIMARY KEY (partition_id, device)
+    );
+    """,
+    # v2: acknowledgements handed to the instance whose engine holds the alarm (service.py).
+    """
+    CREATE TABLE ack_requests (
+        alarm_id        TEXT PRIMARY KEY,
+        acknowledged_by TEXT NOT NULL,
+        disposition     TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        name            TEXT,
+        requested_at_ms BIGINT NOT NULL
     );
     """,
 )

@@ -18,7 +18,7 @@ from typing import Any
 from gateway.alarms.db import AlarmStoreError, Cursor, Db, DuplicateActiveAlarm
 from gateway.storage.private import FILE_MODE, private_dir, private_file, tighten
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Each entry migrates from version i to i + 1 (user_version counts applied entries).
 _MIGRATIONS: tuple[str, ...] = (
@@ -172,6 +172,17 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
     ALTER TABLE outbox ADD COLUMN claimed_until_ms INTEGER;
     """,
+    # v8: acknowledgements handed to the instance whose engine holds the alarm (service.py).
+    """
+    CREATE TABLE ack_requests (
+        alarm_id        TEXT PRIMARY KEY,       -- the first request for an alarm is the one
+        acknowledged_by TEXT NOT NULL,
+        disposition     TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        name            TEXT,
+        requested_at_ms INTEGER NOT NULL
+    ) STRICT;
+    """,
 )
 
 
@@ -186,6 +197,8 @@ class SqliteDb(Db):
         return self.conn.execute(sql, params)
 
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> int:
+        if not params:
+            return 0
         return self.conn.executemany(sql, params).rowcount
 
     @contextlib.contextmanager

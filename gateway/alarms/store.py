@@ -47,7 +47,16 @@ from gateway.alarms.db import AlarmStoreError, Backend, Db, DuplicateActiveAlarm
 from gateway.alarms.fence import Fence
 from gateway.alarms.sqlite import SqliteBackend
 from gateway.config import AlarmSettings
-from rules.alarm import Alarm, AlarmState, Disposition, Maintenance, Severity, Subject, Transition
+from rules.alarm import (
+    Alarm,
+    AlarmState,
+    AlreadyAcknowledged,
+    Disposition,
+    Maintenance,
+    Severity,
+    Subject,
+    Transition,
+)
 
 _T = TypeVar("_T")
 
@@ -56,6 +65,20 @@ SQLITE_FILE = "alarms.sqlite3"
 
 #: One device_liveness row: device, last heard (ms, None: never), online, reason.
 LivenessRow = tuple[str, int | None, bool, str]
+
+
+@dataclass(frozen=True, slots=True)
+class AckRequest:
+    """A person's acknowledgement of an alarm another instance's engine holds, waiting in the
+    shared store for that instance (gateway/alarms/service.py)."""
+
+    alarm_id: str
+    acknowledged_by: str
+    disposition: Disposition
+    channel: str
+    name: str | None
+    requested_at_ms: int
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
@@ -202,6 +225,14 @@ def _write_transition(conn: Db, transition: Transition) -> None:
          after.severity.value, digest, record_json, after.alarm_id)).rowcount
     if inserted == 0:
         return  # this exact transition is already stored: leave the current row alone
+    if transition.before is not None and transition.before.acknowledged_by is None \
+            and after.acknowledged_by is not None:
+        # Acknowledge once, whichever instance (or engine) made the transition: a row that is
+        # acknowledged already keeps its first answer and the whole step is refused.
+        current = conn.execute("SELECT * FROM alarms WHERE alarm_id = ?",
+                               (after.alarm_id,)).fetchone()
+        if current is not None and current["acknowledged_by"] is not None:
+            raise AlreadyAcknowledged(alarm_from_record(current))
     conn.execute(_UPSERT, _row_values(after))
     change = transition.reclassification
     if change is not None:
@@ -271,6 +302,12 @@ def _history_entry(row: Row) -> dict[str, Any]:
         "acknowledged_name": rec.get("acknowledged_name"),
         "maintenance": rec["maintenance"], "inhibited_by": rec["inhibited_by"],
     }
+
+
+def _ack_request(r: Row) -> AckRequest:
+    return AckRequest(alarm_id=str(r["alarm_id"]), acknowledged_by=str(r["acknowledged_by"]),
+                      disposition=Disposition(r["disposition"]), channel=str(r["channel"]),
+                      name=r["name"], requested_at_ms=int(r["requested_at_ms"]))
 
 
 def _percentile(sorted_values: Sequence[int], p: float) -> int:
@@ -357,26 +394,34 @@ class AlarmStore:
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         async with self._lock:
-            conn = self._conn
-            if conn is None:
+            if self._conn is None:
                 raise AlarmStoreError(f"{self.label}: alarm store is not open")
-            if conn.broken:
-                # The server restarted or the network dropped us: a fresh connection, once.
-                await asyncio.to_thread(conn.close)
-                self._conn = conn = await asyncio.to_thread(self.backend.connect)
-            work = asyncio.ensure_future(asyncio.to_thread(fn, conn, *args))
             try:
-                return await asyncio.shield(work)
-            except Exception as exc:
-                mapped = self.backend.translate(exc)
-                if mapped is None:
+                return await self._work(self._conn, fn, *args)
+            except AlarmStoreError:
+                if not self._conn.broken:
                     raise
-                raise mapped from exc
-            finally:
-                if not work.done():
-                    # Cancelled while the worker runs: it cannot be interrupted, so keep the lock
-                    # until it ends (the connection must never serve two threads at once).
-                    await asyncio.wait({work})
+            # The server restarted or the network dropped us: one fresh connection, one retry.
+            # Every call is safe to repeat: apply() is idempotent (digests, outbox keys), claims
+            # and outcomes are conditional, and a repeated token use says "used", never twice.
+            await asyncio.to_thread(self._conn.close)
+            self._conn = await asyncio.to_thread(self.backend.connect)
+            return await self._work(self._conn, fn, *args)
+
+    async def _work(self, conn: Db, fn: Callable[..., _T], *args: Any) -> _T:
+        work = asyncio.ensure_future(asyncio.to_thread(fn, conn, *args))
+        try:
+            return await asyncio.shield(work)
+        except Exception as exc:
+            mapped = self.backend.translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            if not work.done():
+                # Cancelled while the worker runs: it cannot be interrupted, so keep the lock
+                # until it ends (the connection must never serve two threads at once).
+                await asyncio.wait({work})
 
     async def apply(self, transitions: Sequence[Transition], *,
                     engine_state_json: str | None = None,
@@ -472,6 +517,38 @@ class AlarmStore:
             return [(str(r[0]), None if r[1] is None else int(r[1]), bool(r[2]), str(r[3]))
                     for r in rows]
         return await self._run(read)
+
+    async def request_ack(self, request: AckRequest) -> AckRequest:
+        """File ``request`` unless one for the alarm is waiting; the one that stands (the first)."""
+        def write(conn: Db) -> AckRequest:
+            with conn.write():
+                conn.execute(
+                    "INSERT INTO ack_requests (alarm_id, acknowledged_by, disposition, channel,"
+                    " name, requested_at_ms) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (alarm_id) DO NOTHING",
+                    (request.alarm_id, request.acknowledged_by, request.disposition.value,
+                     request.channel, request.name, request.requested_at_ms))
+                row = conn.execute("SELECT * FROM ack_requests WHERE alarm_id = ?",
+                                   (request.alarm_id,)).fetchone()
+            return _ack_request(row)
+        return await self._run(write)
+
+    async def ack_requests(self) -> builtins.list[AckRequest]:
+        """Every waiting acknowledgement request, oldest first."""
+        def read(conn: Db) -> builtins.list[AckRequest]:
+            rows = conn.execute("SELECT * FROM ack_requests ORDER BY requested_at_ms").fetchall()
+            return [_ack_request(r) for r in rows]
+        return await self._run(read)
+
+    async def drop_ack_request(self, request: AckRequest) -> None:
+        """Forget ``request`` (answered, refused or given up on); another one stays."""
+        def write(conn: Db) -> None:
+            with conn.write():
+                conn.execute("DELETE FROM ack_requests WHERE alarm_id = ?"
+                             " AND acknowledged_by = ? AND requested_at_ms = ?",
+                             (request.alarm_id, request.acknowledged_by,
+                              request.requested_at_ms))
+        await self._run(write)
 
     async def kpis(self, *, since_ms: int) -> dict[str, Any]:
         """Alarms that fired since ``since_ms``: counts by severity and disposition, and

@@ -182,8 +182,11 @@ class Dispatcher:
                 # Await the sleep time first: a coroutine made for wait_for and then abandoned
                 # by a cancellation would be "never awaited".
                 sleep_s = await self._sleep_s()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+                # arrives as the wake-up does, and the dispatcher then never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=sleep_s)
+                    async with asyncio.timeout(sleep_s):
+                        await self._wake.wait()
         finally:
             for task in self._tasks:
                 task.cancel()

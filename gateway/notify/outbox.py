@@ -92,17 +92,29 @@ class Outbox:
     async def due(self, now_ms: int, limit: int = 200) -> list[Pending]:
         """Pending rows whose time has come, fire-class first, oldest first — claimed for this
         sender (rows another sender holds are left out)."""
+        renew_before = now_ms + self._claim_ms // 2
+
         def claim(conn: Db) -> list[Pending]:
+            order = f"ORDER BY fire_class DESC, next_at_ms, {conn.outbox_order}"
             with conn.write():
+                # Ours and fresh: read, not rewritten (the dispatcher polls often while it
+                # sends, and each rewrite would be a commit).
                 rows = conn.execute(
-                    "UPDATE outbox SET claimed_by = ?, claimed_until_ms = ?"
-                    " WHERE key IN (SELECT key FROM outbox"
-                    "  WHERE state = 'pending' AND next_at_ms <= ?"
-                    "  AND (claimed_by IS NULL OR claimed_by = ? OR claimed_until_ms < ?)"
-                    f"  ORDER BY fire_class DESC, next_at_ms, {conn.outbox_order}"
-                    f"  LIMIT ?{conn.for_update()})" + _returning(conn),
-                    (self.claimer, now_ms + self._claim_ms, now_ms, self.claimer, now_ms,
-                     limit)).fetchall()
+                    f"SELECT {_PENDING_COLUMNS}, {conn.outbox_order} FROM outbox"
+                    " WHERE state = 'pending' AND next_at_ms <= ? AND claimed_by = ?"
+                    f" AND claimed_until_ms >= ? {order} LIMIT ?",
+                    (now_ms, self.claimer, renew_before, limit)).fetchall()
+                if len(rows) < limit:
+                    # Free, expired, or ours and half used up: (re)claim them.
+                    rows += conn.execute(
+                        "UPDATE outbox SET claimed_by = ?, claimed_until_ms = ?"
+                        " WHERE key IN (SELECT key FROM outbox"
+                        "  WHERE state = 'pending' AND next_at_ms <= ?"
+                        "  AND (claimed_by IS NULL OR claimed_until_ms < ?"
+                        "       OR (claimed_by = ? AND claimed_until_ms < ?))"
+                        f"  {order} LIMIT ?{conn.for_update()})" + _returning(conn),
+                        (self.claimer, now_ms + self._claim_ms, now_ms, now_ms, self.claimer,
+                         renew_before, limit - len(rows))).fetchall()
             # RETURNING keeps no order: fire-class first, then oldest first.
             rows.sort(key=lambda r: (-int(r[4]), int(r[7]), int(r[8])))
             return [_pending(r) for r in rows]
@@ -160,7 +172,10 @@ class Outbox:
                     " next_at_ms = coalesce(?, next_at_ms),"
                     " sent_at_ms = CASE WHEN ? = 'sent' THEN ? ELSE sent_at_ms END,"
                     " claimed_by = NULL, claimed_until_ms = NULL"
-                    " WHERE key = ? AND (claimed_by IS NULL OR claimed_by = ?)",
+                    # Only a pending row we hold (or nobody does): a late outcome from a
+                    # sender whose claim ran out never overwrites the one who took over.
+                    " WHERE key = ? AND state = 'pending'"
+                    " AND (claimed_by IS NULL OR claimed_by = ?)",
                     (state, result.detail[:500], result.provider_id, next_at_ms, state, now_ms,
                      key, self.claimer)).rowcount
         if not await self._store.execute(write):

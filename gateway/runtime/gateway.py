@@ -121,12 +121,13 @@ class _Tasks:
     liveness: Task | None = None
     scorecard: Task | None = None
     lease: Task | None = None
+    handoffs: Task | None = None
     health: list[Task] = field(default_factory=list)
 
     def all(self) -> list[Task]:
         named = (self.writer, self.commit, self.puback, self.stats, self.ticker, self.validate,
                  self.lane_validate, self.lane_puback, self.uitd, self.liveness, self.scorecard,
-                 self.lease)
+                 self.lease, self.handoffs)
         return [t for t in named if t is not None] + self.health
 
     def intake(self) -> list[Task]:
@@ -286,6 +287,13 @@ class Gateway:
         keeper = self.alarms
         return keeper.engine.active() if keeper is not None and keeper.engine is not None else []
 
+    def _ack_handoffs(self) -> Task | None:
+        """On a shared store: answer acknowledgements other instances received for alarms this
+        engine holds (gateway/alarms/service.py)."""
+        if self.alarm_service is None or self.alarms is None or not self.alarms.store.shared:
+            return None
+        return _spawn(self.alarm_service.run_handoffs(), "ack-handoffs")
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -334,6 +342,7 @@ class Gateway:
                                  commit=commit, add_transitions=self._add_transitions,
                                  check_storage=self._check_storage, tick_s=s.alarms.tick_s)
             tasks.ticker = _spawn(ticker.run(), "alarm-ticker")
+            tasks.handoffs = self._ack_handoffs()
             if s.observe.scorecard_daily:
                 self.scorecard_daily = self._scorecard_daily(wal)
                 tasks.scorecard = _spawn(self.scorecard_daily.run(), "scorecard-daily")
