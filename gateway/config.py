@@ -258,6 +258,11 @@ class IngestSettings(_Section):
                             "pauses (MQTT 5: at most 2 x mqtt.receive_maximum)")
     commit_batch: int = Field(default=2000, ge=1,
                               description="messages made durable with one fsync")
+    ack_after: Literal["wal", "influx"] = Field(
+        default="wal", description="when a message gets its PUBACK: once in the local WAL "
+        "(fsync; the single-box default) or only once InfluxDB accepted it (and the alarm store "
+        "committed what it caused), so a lost host loses nothing the broker does not still "
+        "hold (docs/scale.md)")
     max_batch: int = Field(default=1000, ge=1, le=100_000,
                            description="readings in one batch message (and items in any array)")
     # Generous on purpose: a device reporting every second, or uploading a batch a minute, never
@@ -513,6 +518,75 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+class ClusterSettings(_Section):
+    """Partitions by park with an active and standbys per partition (docs/scale.md).
+
+    No ``partition``: a single box, today's behaviour (every park, ``{root}/#``). With one, the
+    instance owns the parks listed in ``parks`` or, with ``partitions``/``index``, those whose
+    stable hash falls in its slot; it runs only while it holds the partition's lease in
+    PostgreSQL and otherwise waits as a standby.
+    """
+
+    partition: str | None = Field(default=None, pattern=ID_PATTERN,
+                                  description="this instance's partition; unset: single box")
+    parks: list[str] = Field(default_factory=list, description="the parks the partition owns")
+    partitions: int | None = Field(default=None, ge=1, le=4096,
+                                   description="hash assignment: number of partitions")
+    index: int | None = Field(default=None, ge=0,
+                              description="hash assignment: this partition's slot, 0-based")
+    lease_s: float = Field(default=10.0, ge=1.0, le=600.0,
+                           description="lease length: how long a dead active blocks its standby")
+    renew_s: float | None = Field(default=None, gt=0,
+                                  description="renewal interval; default lease_s / 4")
+    lease_dsn: SecretStr | None = Field(
+        default=None, description="PostgreSQL holding the lease table; default: "
+        "alarms.postgres_dsn (the lease must live where the fenced alarm store writes)")
+
+    @field_validator("parks")
+    @classmethod
+    def _park_ids(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if not ID_PATTERN_RE.fullmatch(p)]
+        if bad:
+            raise ValueError(f"park IDs must match {ID_PATTERN}: {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError("a park is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_assignment(self) -> ClusterSettings:
+        hashed = self.partitions is not None or self.index is not None
+        if self.partition is None:
+            if self.parks or hashed:
+                raise ValueError("parks/partitions/index need cluster.partition (this instance's"
+                                 " partition id); without it the instance owns every park")
+            return self
+        if self.parks and hashed:
+            raise ValueError("set either cluster.parks (a list) or cluster.partitions + "
+                             "cluster.index (a hash of park ids), not both")
+        if not self.parks and not hashed:
+            raise ValueError(f"partition {self.partition!r} owns no park: set cluster.parks, "
+                             "or cluster.partitions + cluster.index")
+        if hashed and (self.partitions is None or self.index is None):
+            raise ValueError("hash assignment needs both cluster.partitions and cluster.index")
+        if self.partitions is not None and self.index is not None \
+                and self.index >= self.partitions:
+            raise ValueError(f"cluster.index {self.index} is not below cluster.partitions "
+                             f"{self.partitions}")
+        if self.renew_s is not None and self.renew_s > self.lease_s / 2:
+            # One renewal may fail or be slow; the next must still land inside the lease.
+            raise ValueError(f"cluster.renew_s {self.renew_s:g} must be at most half of "
+                             f"cluster.lease_s {self.lease_s:g}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.partition is not None
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.renew_s if self.renew_s is not None else self.lease_s / 4
+
+
 class ParkSettings(_Section):
     name: str = ""
     timezone: str = "Asia/Shanghai"
@@ -557,6 +631,7 @@ class Settings(BaseSettings):
     alarms: AlarmSettings = AlarmSettings()
     notify: NotifySettings = NotifySettings()
     uitd: UitdSettings = UitdSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -580,6 +655,33 @@ class Settings(BaseSettings):
                              "let the proxy forward only /ack/ (docs/security.md)")
         return self
 
+    @model_validator(mode="after")
+    def _ack_after_influx_blocks(self) -> Settings:
+        if self.ingest.ack_after == "influx" and self.wal.full_policy != "block":
+            # Evicting telemetry that the broker was told nothing about yet, then acking it,
+            # would lose it: the whole point of acking after InfluxDB is that nothing is lost.
+            raise ValueError("ingest.ack_after: influx needs wal.full_policy: block")
+        return self
+
+    @model_validator(mode="after")
+    def _partition_needs_lease(self) -> Settings:
+        a = self.alarms
+        if self.cluster.enabled and self.cluster.lease_dsn is None \
+                and a.postgres_dsn is None and a.postgres_dsn_file is None:
+            raise ValueError(f"cluster.partition {self.cluster.partition!r} needs a PostgreSQL "
+                             "lease: set cluster.lease_dsn (PARKWATCH_CLUSTER__LEASE_DSN) or "
+                             "alarms.postgres_dsn")
+        return self
+
+    def lease_dsn(self) -> str | None:
+        """Where the partition lease lives: cluster.lease_dsn, else the alarm store's DSN
+        (read from ``postgres_dsn_file`` now; ConfigError if unusable). None: no partition."""
+        if not self.cluster.enabled:
+            return None
+        if self.cluster.lease_dsn is not None:
+            return self.cluster.lease_dsn.get_secret_value()
+        return self.alarms.dsn()
+
     @field_validator("default_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -595,7 +697,26 @@ class Settings(BaseSettings):
 
     @property
     def client_id(self) -> str:
-        return self.mqtt.client_id or f"parkwatch-{self.instance}"
+        # A partition's active and standbys share one client id: the standby that takes over
+        # resumes the partition's persistent session, with everything the broker kept for it.
+        if self.mqtt.client_id:
+            return self.mqtt.client_id
+        if self.cluster.partition is not None:
+            return f"parkwatch-{self.cluster.partition}"
+        return f"parkwatch-{self.instance}"
+
+    def startup_warnings(self) -> list[str]:
+        """Settings that work but cost something the operator may not expect (logged at
+        start)."""
+        out = []
+        if self.ingest.ack_after == "influx" \
+                and self.mqtt.receive_maximum < self.influx.batch_lines:
+            out.append(f"ingest.ack_after: influx with mqtt.receive_maximum "
+                       f"{self.mqtt.receive_maximum} < influx.batch_lines "
+                       f"{self.influx.batch_lines}: the broker stops sending before a batch "
+                       "fills, so each write waits influx.flush_interval_s; raise "
+                       "receive_maximum (and the broker's inflight limit) to at least the batch")
+        return out
 
     def plaintext_warnings(self) -> list[str]:
         """One line per secret the operator chose to send in clear text (logged at start)."""
@@ -609,6 +730,10 @@ class Settings(BaseSettings):
         if self.notify.cleartext_public_url:
             out.append("notify.allow_plaintext_public_url: ack links travel and are used in "
                        "clear text; serve notify.public_url over https://")
+        if self.cluster.enabled and self.alarms.enabled and self.alarms.backend == "sqlite":
+            out.append(f"cluster.partition {self.cluster.partition} with alarms.backend sqlite: "
+                       "a standby that takes over does not see this instance's alarms, outbox "
+                       "or ack tokens; use alarms.backend: postgres (docs/scale.md)")
         return out
 
     def timezone_for(self, park: str) -> ZoneInfo:
@@ -664,5 +789,6 @@ def _describe(err: Mapping[str, Any], source: str, lines: LineMap, env: Mapping[
 
 
 def _secretish(loc: tuple[Any, ...]) -> bool:
-    return any(str(p) in ("password", "token", "webhook_secret", "ack_secret", "url")
+    return any(str(p) in ("password", "token", "webhook_secret", "ack_secret", "url",
+                          "lease_dsn", "postgres_dsn")
                for p in loc)

@@ -34,6 +34,9 @@ class RejectReason(enum.StrEnum):
     #: The device sent more than its share (ingest.device_rate_per_s): decided by the router,
     #: never by a decoder, and never applied to events (a detector in a fire may burst).
     RATE_LIMITED = "rate_limited"
+    #: A registered device of a park another partition owns (docs/scale.md): misrouted by a
+    #: broker rule or a stray subscription. Never ``unknown_device``: the device is known.
+    OTHER_PARTITION = "other_partition"
 
 
 #: A detail goes into logs and dead letters; whatever a hostile payload makes a decoder quote,

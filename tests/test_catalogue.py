@@ -42,6 +42,7 @@ DECODER_REASONS = frozenset(RejectReason) - {
     RejectReason.UNKNOWN_DEVICE,
     RejectReason.TOPIC_MISMATCH,
     RejectReason.RATE_LIMITED,
+    RejectReason.OTHER_PARTITION,
 }
 
 MIN_CASES_EACH = 2

@@ -481,3 +481,99 @@ def test_systemd_unit_uses_the_gateways_readiness_and_watchdog() -> None:
     defaults = Settings()
     assert int(service["WatchdogSec"]) >= 3 * defaults.observe.heartbeat_s
     assert int(service["TimeoutStopSec"]) > defaults.shutdown_timeout_s
+
+
+# --- the cluster example (deploy/cluster, issue 16) ----------------------------------------------
+
+CLUSTER = DEPLOY / "cluster"
+
+
+def _cluster_compose() -> dict[str, Any]:
+    doc = yaml.safe_load((CLUSTER / "compose.yaml").read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _cluster_env(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as compose resolves it from .env.example (dummy secrets)."""
+    example = _env_file(CLUSTER / ".env.example")
+
+    def value(match: re.Match[str]) -> str:
+        found = example[match.group(1)]
+        return "dummy-secret-value-0123456789" if found == "CHANGE_ME" else found
+    return {k: re.sub(r"\$\{(\w+)[^}]*\}", value, str(v))
+            for k, v in service.get("environment", {}).items()}
+
+
+def test_cluster_compose_references_what_exists() -> None:
+    compose = _cluster_compose()
+    declared = set(compose["volumes"])
+    for name, service in compose["services"].items():
+        assert service.get("restart") == "unless-stopped", name
+        for kind, source, _target in _mounts(service):
+            if kind == "volume":
+                assert source in declared, f"{name}: volume {source} is not declared"
+            else:
+                assert (CLUSTER / source).exists(), f"{name} mounts {source}: missing"
+        if "build" in service:
+            context = CLUSTER / service["build"]["context"]
+            assert (context / service["build"]["dockerfile"]).is_file(), name
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", (CLUSTER / "compose.yaml").read_text()))
+    example = _env_file(CLUSTER / ".env.example")
+    assert used <= set(example), f"not in .env.example: {sorted(used - set(example))}"
+    for key, value in example.items():
+        if re.search(r"PASSWORD|TOKEN|SECRET|COOKIE", key):
+            assert value == "CHANGE_ME", key
+    result = subprocess.run(["git", "check-ignore", "deploy/cluster/.env"], cwd=ROOT,
+                            capture_output=True, text=True, check=False)
+    assert result.stdout.strip() == "deploy/cluster/.env"
+
+
+def test_cluster_has_an_emqx_cluster_postgres_influx_and_standbys() -> None:
+    services = _cluster_compose()["services"]
+    emqx = [n for n, s in services.items() if str(s.get("image", "")).startswith("emqx/")]
+    assert len(emqx) >= 2
+    seeds = {_cluster_env(services[n])["EMQX_CLUSTER__STATIC__SEEDS"] for n in emqx}
+    assert len(seeds) == 1, "every node must name the same seeds"
+    # A manual-ack consumer needs the broker to keep a big window and queue (EMQX: 32 / 1000).
+    assert int(_cluster_env(services[emqx[0]])["EMQX_MQTT__MAX_INFLIGHT"]) >= 1000
+    assert str(services["postgres"]["image"]).startswith("postgres:")
+    assert str(services["influxdb"]["image"]).startswith("influxdb:")
+
+
+def test_cluster_instances_pass_check_config_and_pair_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cluster.partitions import hash_slot
+    from gateway.config import load_settings
+
+    # A registry of ten parks stands in for the park group's: both hash slots get parks.
+    parks = [f"park{i:02d}" for i in range(10)]
+    assert {hash_slot(p, 2) for p in parks} == {0, 1}
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"devices": [
+        {"device": f"wp-{p}", "park": p, "building": "b1", "floor": "1", "zone": "z",
+         "kind": "water_pressure"} for p in parks]}))
+    config = CLUSTER / "parkwatch/config.yaml"
+    services = _cluster_compose()["services"]
+    by_partition: dict[str, list[tuple[str, str, str]]] = {}
+    for name, service in services.items():
+        if not name.startswith("pw-"):
+            continue
+        env = {**_cluster_env(service), "PARKWATCH_REGISTRY": str(registry)}
+        out = _check_config(config, env, monkeypatch, capsys)
+        assert "dummy-secret-value" not in out
+        owned = out.rsplit("parks ", 1)[1].strip().split(", ")
+        settings = load_settings(config)
+        assert settings.cluster.partition is not None
+        by_partition.setdefault(settings.cluster.partition, []).append(
+            (settings.instance, settings.client_id, ",".join(owned)))
+    assert len(by_partition) == 2
+    every_park: list[str] = []
+    for partition, members in by_partition.items():
+        assert len(members) >= 2, f"partition {partition} has no standby"
+        assert len({m[0] for m in members}) == len(members), "instance names must differ"
+        assert len({m[1] for m in members}) == 1, "a partition's instances share a client id"
+        assert len({m[2] for m in members}) == 1
+        every_park += members[0][2].split(",")
+    assert sorted(every_park) == parks, "every park in exactly one partition"

@@ -111,8 +111,10 @@ async def test_every_rejection_is_deadlettered_and_counted_and_flow_continues(
     settings = make_settings(tmp_path, mqtt_url=mosquitto.url, influx_url=influxd.url)
     root, db = settings.mqtt.topic_root, settings.influx.database
     garbage = _garbage(sample_registry, root)
-    # rate_limited needs a flood: tests/test_hostile_input.py covers it.
-    assert {reason for *_, reason in garbage} == set(RejectReason) - {RejectReason.RATE_LIMITED}
+    # rate_limited needs a flood: tests/test_hostile_input.py covers it; other_partition a
+    # partitioned gateway: tests/test_partitions.py.
+    assert {reason for *_, reason in garbage} == set(RejectReason) - {
+        RejectReason.RATE_LIMITED, RejectReason.OTHER_PARTITION}
     good = plan(sample_registry, root, 200)
     # Garbage interleaved with good traffic: the good must all land regardless.
     mixed: list[tuple[str, bytes]] = []
@@ -136,7 +138,8 @@ async def test_every_rejection_is_deadlettered_and_counted_and_flow_continues(
     docs = [(t, json.loads(p)) for t, p in deadletters.snapshot()]
     by_reason = {doc["reason"]: (topic, doc) for topic, doc in docs
                  if doc.get("instance") == settings.instance}
-    assert set(by_reason) == {r.value for r in RejectReason} - {"rate_limited"}
+    assert set(by_reason) == {r.value for r in RejectReason} - {"rate_limited",
+                                                                "other_partition"}
     topic, doc = by_reason["range"]
     assert topic == "parkwatch/deadletter/range"
     assert set(doc) >= {"reason", "detail", "topic", "received_at", "payload_b64"}

@@ -232,9 +232,10 @@ def validator(sample_registry: Registry) -> Validator:
 def test_garbage_covers_every_reason_and_each_is_refused_for_it(
         sample_registry: Registry, validator: Validator) -> None:
     cases = garbage_messages(sample_registry, "parks")
-    # rate_limited takes a flood, not one message (tests/test_hostile_input.py).
+    # rate_limited takes a flood, not one message (tests/test_hostile_input.py);
+    # other_partition takes a partitioned gateway (tests/test_partitions.py).
     assert sorted(reason for _, _, reason in cases) == sorted(
-        set(RejectReason) - {RejectReason.RATE_LIMITED})
+        set(RejectReason) - {RejectReason.RATE_LIMITED, RejectReason.OTHER_PARTITION})
     for topic, payload, reason in cases:
         with pytest.raises(Rejection) as caught:
             validator.validate(topic, payload, round(T0 * 1000))
@@ -259,7 +260,8 @@ def test_garbage_payload_reasons_come_from_the_decoder(sample_registry: Registry
 def test_garbage_scenario_repeats_the_set_every_period(sample_registry: Registry) -> None:
     garbage = [m for _, m in _run(sample_registry, ["garbage"], seconds=30)
                if m.channel == "garbage"]
-    per_set = len(RejectReason) - 1  # all but rate_limited, which takes a flood
+    # All but rate_limited (a flood) and other_partition (a partitioned gateway).
+    per_set = len(RejectReason) - 2
     assert len(garbage) == 3 * per_set  # bursts at 3, 13 and 23 s
     assert all(m.scenarios == ("garbage",) for m in garbage)
 
@@ -390,7 +392,7 @@ async def test_run_simulation_publishes_to_a_broker(sample_registry: Registry,
         assert stats.sent == stats.acked == stats.generated == total
         assert sum(stats.per_kind.values()) == total
         # One burst, at 3 s: a message per reason but rate_limited, which takes a flood.
-        assert stats.per_scenario["garbage"] == len(RejectReason) - 1
+        assert stats.per_scenario["garbage"] == len(RejectReason) - 2
         assert 3.0 < stats.elapsed_s < 6.0  # paced at the rate, not flat out
         assert progress, "progress is reported about once a second"
         await wait_for(lambda: len(received) >= total, timeout_s=20, what="all messages received")

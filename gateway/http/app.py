@@ -71,6 +71,20 @@ class GatewayView(Protocol):
         """The tenant register, when ``tenants`` is configured."""
         ...
 
+    @property
+    def cluster_role(self) -> ClusterRole | None:
+        """Partition, role and epoch with partitions (docs/scale.md); None on a single box."""
+        ...
+
+
+class ClusterRole(Protocol):
+    """What /status shows of a partitioned instance (gateway/cluster/standby.py: Role)."""
+
+    @property
+    def role(self) -> str: ...
+
+    def view(self) -> dict[str, Any]: ...
+
 
 GATEWAY = web.AppKey("gateway", GatewayView)
 API_TOKEN = web.AppKey("api_token", ApiToken)
@@ -86,6 +100,7 @@ def build_app(gateway: GatewayView) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
+    app.router.add_get("/active", _active)
     if gateway.uitd is not None:
         add_uitd_routes(app, gateway.uitd)
     if gateway.tenants is not None:
@@ -110,8 +125,10 @@ def health(gw: GatewayView) -> dict[str, Any]:
     broker = gw.broker_connected()
     reachable = value("parkwatch_influx_reachable") == 1
     auth_ok = value("parkwatch_influx_auth_ok") == 1
+    role = gw.cluster_role
     return {
         "status": "ok" if broker and reachable and auth_ok else "degraded",
+        **({"cluster": role.view()} if role is not None else {}),
         "broker_connected": broker,
         "influx_reachable": reachable,
         "influx_auth_ok": auth_ok,
@@ -123,6 +140,15 @@ def health(gw: GatewayView) -> dict[str, Any]:
 async def _healthz(request: web.Request) -> web.Response:
     body = health(request.app[GATEWAY])
     return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+
+async def _active(request: web.Request) -> web.Response:
+    """200 on the instance that runs the pipeline (a partition's active, or a single box):
+    what a load balancer in front of ack links and the API checks (docs/scale.md)."""
+    role = request.app[GATEWAY].cluster_role
+    name = role.role if role is not None else "single"
+    return web.json_response({"role": name}, status=200 if name in ("active", "single")
+                             else 503)
 
 
 def _counter_map(gw: GatewayView, name: str) -> dict[str, float]:
@@ -160,6 +186,30 @@ def _active_alarms(gw: GatewayView, limit: int = 20) -> list[dict[str, Any]]:
              "where": a.subject.device or a.subject.zone or a.subject.building,
              "building": a.subject.building, "since_ms": a.fired_at_ms or a.started_at_ms,
              "message": a.message, "paged": a.paged} for a in shown[:limit]]
+
+
+STANDBY = web.AppKey("standby", ClusterRole)
+
+
+async def start_standby_http(role: ClusterRole, host: str, port: int) -> web.AppRunner:
+    """While an instance waits for its partition's lease: /healthz and /status say "standby"
+    (200: a waiting standby is healthy; a supervisor must not restart it) and nothing else
+    is served, since the alarm API belongs to the active."""
+    async def status(request: web.Request, code: int = 200) -> web.Response:
+        return web.json_response({"status": request.app[STANDBY].role,
+                                  "cluster": request.app[STANDBY].view()}, status=code)
+
+    async def not_active(request: web.Request) -> web.Response:
+        return await status(request, 503)
+    app = web.Application()
+    app[STANDBY] = role
+    app.router.add_get("/healthz", status)
+    app.router.add_get("/status", status)
+    app.router.add_get("/active", not_active)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
 
 
 async def start_http(gateway: GatewayView, host: str, port: int) -> web.AppRunner:

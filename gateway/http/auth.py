@@ -5,8 +5,9 @@ required off loopback and with ``notify.public_url``), or the gateway generates 
 start into ``state_dir/http.token`` (mode 0600, reused later) and the command-line clients read it
 from there (:func:`client_headers`).
 
-- Configured token: every route needs it except ``/healthz`` (probes) and ``/ack/{token}`` (the
-  link in an SMS or chat message is itself the credential; :mod:`gateway.alarms.acklinks`).
+- Configured token: every route needs it except ``/healthz`` and ``/active`` (probes) and
+  ``/ack/{token}`` (the link in an SMS or chat message is itself the credential;
+  :mod:`gateway.alarms.acklinks`).
 - Generated token (loopback only): reads (GET/HEAD) stay open to local tools as before, but every
   other method needs the token, except the ack form. A web page in a browser on this machine can
   send a POST without a preflight; it cannot read the token file.
@@ -45,7 +46,9 @@ from sensors.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-OPEN_ROUTES = frozenset({"/healthz", "/ack/{token}"})
+#: ``/active`` says only whether this instance is its partition's active: what a load balancer
+#: in front of ack links probes (docs/scale.md), like ``/healthz``.
+OPEN_ROUTES = frozenset({"/healthz", "/active", "/ack/{token}"})
 ACK_ROUTE = "/ack/{token}"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 TOKEN_ENV = "PARKWATCH_HTTP__TOKEN"

@@ -290,6 +290,14 @@ class MqttSession:
         if self.connected and self._conn is not None:
             self._subscribe(self._conn)
 
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Drop filters a resumed persistent session may still hold (a partition whose parks
+        changed, docs/scale.md); unknown filters are harmless."""
+        conn = self._conn
+        if self.connected and conn is not None and topics:
+            conn.write(codec.encode_unsubscribe(self._allocate_pid(), topics,
+                                                version=self._version))
+
     async def reconnect(self, timeout_s: float = 5.0) -> None:
         """Drop the connection so the connection loop makes a new one (the watchdog's second
         remedy). Unacked messages are redelivered on the new connection."""

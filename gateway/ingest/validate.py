@@ -72,8 +72,12 @@ class Validator:
                  max_future_s: float, max_batch: int = MAX_BATCH_READINGS,
                  device_rate_per_s: float = 0.0, device_burst: int = 0,
                  points: PointMap | None = None,
-                 on_unmapped: Callable[[], None] | None = None) -> None:
+                 on_unmapped: Callable[[], None] | None = None,
+                 owns_park: Callable[[str], bool] | None = None) -> None:
         self._prefix = root.rstrip("/") + "/"
+        # With partitions (gateway/cluster/partitions.py) the registry is still the whole one,
+        # so another partition's device is recognised and refused as such, not as unknown.
+        self._owns_park = owns_park
         self._max_payload = max_payload_bytes
         self._max_batch = max_batch
         self.limiter = DeviceRateLimiter(rate_per_s=device_rate_per_s, burst=device_burst)
@@ -166,6 +170,9 @@ class Validator:
             raise Rejection(RejectReason.TOPIC_MISMATCH,
                             f"device {device_id!r} is registered in {dev.park}/{dev.building}, "
                             f"not {park}/{building}")
+        if self._owns_park is not None and not self._owns_park(park):
+            raise Rejection(RejectReason.OTHER_PARTITION,
+                            f"park {park!r} belongs to another partition")
         return wire, mtype
 
     def _ctx(self, wire: _DeviceWire, received_at_ms: int) -> TimeContext:

@@ -26,6 +26,7 @@ from gateway.ingest.mqtt import MqttSession
 from gateway.metrics import Metrics
 from gateway.notify.notifier import Notifier
 from gateway.runtime.work import Work
+from gateway.storage.wal import Wal, WalPosition
 from gateway.storage.walstreams import WalStreams, split_lines
 from rules.alarm import Transition
 
@@ -149,29 +150,79 @@ class CommitStage:
 
 class PubackStage:
     """Telemetry into its log, then the PUBACKs, in receive order, for one session. Under the
-    block policy this is where ingest waits for room; the broker keeps what has no PUBACK."""
+    block policy this is where ingest waits for room; the broker keeps what has no PUBACK.
+
+    ``after_delivery`` (``ingest.ack_after: influx``): a batch gets its PUBACKs only once
+    InfluxDB accepted every line appended so far (the WAL checkpoints passed the batch's end),
+    so the broker, not this host's disk, holds whatever is not in InfluxDB yet and a standby
+    on another host gets it redelivered (docs/scale.md). Batches wait in a second, in-order
+    queue so the WAL keeps filling while earlier batches are in flight to InfluxDB: the writer
+    still sends full batches.
+
+    ``may_ack`` (a partition's lease, gateway/cluster/lease.py): asked before every PUBACK;
+    once false nothing more is acknowledged and the stage fails with the reason, so the
+    gateway stops (crash-only) and what was not acknowledged is redelivered to the standby.
+    """
 
     def __init__(self, *, wal: WalStreams, session: Callable[[], MqttSession | None],
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, after_delivery: bool = False,
+                 may_ack: Callable[[], None] | None = None) -> None:
         self.queue: asyncio.Queue[Work] = asyncio.Queue()
         self._wal = wal
         self._session = session
         self._metrics = metrics
+        self._after_delivery = after_delivery
+        self._may_ack = may_ack
+        self._delivering: asyncio.Queue[tuple[Work, list[tuple[Wal, WalPosition]]]] = \
+            asyncio.Queue()
 
     async def run(self) -> None:
+        if not self._after_delivery:
+            await self._append_and_ack()
+            return
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._append_and_ack(), name="puback-append")
+            group.create_task(self._ack_delivered(), name="puback-delivered")
+
+    async def _append_and_ack(self) -> None:
         while True:
             work = await self.queue.get()
+            handed_on = False
             try:
                 if work.lines:               # telemetry only (split by the commit stage)
                     await self._wal.bulk.append(work.lines)
-                if work.done is not None and not work.done.done():
-                    work.done.set_result(None)
-                current = self._session()
-                if current is not None:
-                    current.puback_all(work.messages)   # where a PUBACK is sent
-                for mtype, n in work.accepted_by_type.items():
-                    self._metrics.accepted.labels(type=mtype).inc(n)
-                self._metrics.readings.inc(work.samples)
+                if self._after_delivery:
+                    # Priority lines of this batch went in at the commit stage, before it:
+                    # every stream's end now lies at or past this batch's last line.
+                    marks = [(w, w.end) for w in self._wal.streams]
+                    self._delivering.put_nowait((work, marks))
+                    handed_on = True
+                else:
+                    self._ack(work)
+            finally:
+                if not handed_on:
+                    work.release()
+                    self.queue.task_done()
+
+    async def _ack_delivered(self) -> None:
+        while True:
+            work, marks = await self._delivering.get()
+            try:
+                for wal, mark in marks:
+                    await wal.wait_delivered(mark, None)
+                self._ack(work)
             finally:
                 work.release()
                 self.queue.task_done()
+
+    def _ack(self, work: Work) -> None:
+        if self._may_ack is not None and work.messages:
+            self._may_ack()                  # raises: no PUBACK for this batch or any later
+        if work.done is not None and not work.done.done():
+            work.done.set_result(None)
+        current = self._session()
+        if current is not None:
+            current.puback_all(work.messages)   # where a PUBACK is sent
+        for mtype, n in work.accepted_by_type.items():
+            self._metrics.accepted.labels(type=mtype).inc(n)
+        self._metrics.readings.inc(work.samples)

@@ -31,6 +31,12 @@ With ``mqtt.priority_session`` a second session (the priority lane) carries even
 through its own validate and puback stages into the same commit stage. Stages start
 downstream-first and stop upstream-first, so in-flight data drains into the WAL and gets its
 PUBACK before the MQTT session closes.
+
+With ``ingest.ack_after: influx`` the puback stages wait until InfluxDB accepted a batch before
+acknowledging it. With ``cluster.partition`` (docs/scale.md) the gateway subscribes to its
+parks only, its engine covers their devices only, and it runs only while it holds the
+partition's lease (gateway/cluster/): the ``lease`` stage renews it, the puback stages ask it
+before every PUBACK, and the shared alarm store checks it in every write.
 """
 
 from __future__ import annotations
@@ -46,11 +52,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.alarms.acklinks import AckLinks
+from gateway.alarms.fence import FencedOut
 from gateway.alarms.health import GatewayHealth
 from gateway.alarms.keeper import AlarmKeeper, now_ms
 from gateway.alarms.outputs import alarm_line, alarm_topic, retained_payload
 from gateway.alarms.service import GatewayAlarmService
-from gateway.alarms.store import store_for
+from gateway.alarms.store import AlarmStore, store_for
+from gateway.cluster.lease import Lease, LeaseLost
+from gateway.cluster.partitions import Partition, priority_filters, topic_filters
+from gateway.cluster.standby import Role, keep
 from gateway.config import Settings
 from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.mqtt import MqttSession, Will
@@ -110,13 +120,14 @@ class _Tasks:
     uitd: Task | None = None
     liveness: Task | None = None
     scorecard: Task | None = None
+    lease: Task | None = None
     handoffs: Task | None = None
     health: list[Task] = field(default_factory=list)
 
     def all(self) -> list[Task]:
         named = (self.writer, self.commit, self.puback, self.stats, self.ticker, self.validate,
                  self.lane_validate, self.lane_puback, self.uitd, self.liveness, self.scorecard,
-                 self.handoffs)
+                 self.lease, self.handoffs)
         return [t for t in named if t is not None] + self.health
 
     def intake(self) -> list[Task]:
@@ -133,8 +144,20 @@ class Gateway:
 
     def __init__(self, *, settings: Settings, registry: Registry,
                  metrics: Metrics | None = None,
-                 on_delivered: Callable[[Sequence[bytes]], None] | None = None) -> None:
+                 on_delivered: Callable[[Sequence[bytes]], None] | None = None,
+                 lease: Lease | None = None, role: Role | None = None) -> None:
         self.settings = settings
+        #: The parks this instance owns (gateway/cluster/partitions.py); the single box: all.
+        self.partition = Partition.from_settings(settings.cluster)
+        self.parks = self._owned_parks(registry)
+        #: The owned parks' devices: the engine, liveness and the scorecard cover these only,
+        #: while validation knows the whole registry (another partition's device is refused
+        #: as such). The single box: the whole registry.
+        self.owned = self.partition.registry(registry)
+        #: The partition's lease, held (gateway/cluster/standby.py) before the gateway runs.
+        self.lease = lease
+        #: What /status shows of this instance's place in the cluster (None: a single box).
+        self.cluster_role = role
         self._on_delivered = on_delivered
         self.registry = registry
         self.metrics = metrics or Metrics()
@@ -159,7 +182,8 @@ class Gateway:
             max_batch=settings.ingest.max_batch,
             device_rate_per_s=settings.ingest.device_rate_per_s,
             device_burst=settings.ingest.device_burst,
-            points=self.points, on_unmapped=self.metrics.unmapped_points.inc)
+            points=self.points, on_unmapped=self.metrics.unmapped_points.inc,
+            owns_park=None if self.partition.whole else self.partition.owns)
         self.status_topic = f"parkwatch/gateway/{settings.instance}/status"
         self.probe_topic = f"parkwatch/gateway/{settings.instance}/probe"
         self.watchdog: IngestWatchdog | None = None
@@ -167,7 +191,7 @@ class Gateway:
         self.heartbeat = Heartbeat(url=hb.get_secret_value() if hb else None,
                                    interval_s=settings.observe.heartbeat_s)
         self.health = GatewayHealth(instance=settings.instance,
-                                    parks=lambda: (d.park for d in registry))
+                                    parks=lambda: (d.park for d in self.owned))
         self.deadletters = DeadLetters(instance=settings.instance, metrics=self.metrics)
         self._commits = CommitQueue(COMMIT_QUEUE)
         self.session: MqttSession | None = None
@@ -185,12 +209,11 @@ class Gateway:
         #: Yesterday's scorecard points each day (runtime/scorecardday.py); alarms on only.
         self.scorecard_daily: ScorecardDaily | None = None
         if settings.alarms.enabled:
-            self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=registry,
+            self.alarms = AlarmKeeper.from_paths(rules_path=settings.rules, registry=self.owned,
                                                  state_dir=settings.state_dir,
                                                  lateness_s=settings.alarms.lateness_s,
                                                  points=self.points,
-                                                 store=store_for(settings.alarms,
-                                                                 settings.state_dir))
+                                                 store=self._alarm_store())
             self.alarm_service = GatewayAlarmService(self.alarms, self.commit_transitions)
         self.changes = Changes(commits=self._commits, keeper=self.alarms,
                                add_transitions=self._add_transitions)
@@ -221,7 +244,27 @@ class Gateway:
                                                                     feedback=feedback),
             event_line=lambda dev, t, point, detail, ts: v.event_line(dev, t, point, detail, ts),
             timezone_for=s.timezone_for, max_age_s=s.ingest.max_age_s,
-            max_future_s=s.ingest.max_future_s)
+            max_future_s=s.ingest.max_future_s,
+            owns_panel=None if self.partition.whole
+            else self.partition.owns_device(self.registry))
+
+    def _alarm_store(self) -> AlarmStore:
+        """The configured store; a shared one is fenced by this partition's lease and keeps
+        the engine's resume state under the partition's name, so a standby taking over
+        resumes exactly where the partition's last active left off."""
+        s = self.settings
+        shared = s.alarms.backend == "postgres"
+        return store_for(s.alarms, s.state_dir,
+                         fence=self.lease if shared and self.lease is not None else None,
+                         partition=s.cluster.partition or "default")
+
+    def _owned_parks(self, registry: Registry) -> list[str]:
+        """The registry's parks this partition owns; one that would leave a park unwatched
+        does not start (Partition.check)."""
+        parks, problems = self.partition.check(registry, self.settings.registry)
+        if problems:
+            raise ConfigError("cluster", problems)
+        return parks
 
     # -- what the HTTP layer sees (gateway/http/app.py: GatewayView) ---------------------------
 
@@ -237,7 +280,7 @@ class Gateway:
         return self.session is not None and self.session.connected
 
     def device_count(self) -> int:
-        return len(self.registry)
+        return len(self.owned)
 
     def newest_readings(self, limit: int) -> list[dict[str, Any]]:
         return self.live.newest(limit)
@@ -266,8 +309,7 @@ class Gateway:
                                     full_policy=s.wal.full_policy,
                                     priority_share=s.wal.priority_share, metrics=self.metrics)
         await wal.open()
-        for warning in s.plaintext_warnings():
-            log.warning("insecure setting in use: %s", warning)
+        _log_setting_warnings(s)
         if self.alarms is not None:
             await self.alarms.open()
             self._watch_engine(self.alarms)
@@ -275,7 +317,7 @@ class Gateway:
                 await self.ack_links.open()
             self.notifier = await self._open_notifier(self.alarms, wal)
         liveness = await self._open_liveness()
-        sink = await _make_sink(s)
+        sink = await make_sink_for(s)
         # /healthz should tell the truth from the first second, not after the first write.
         self.metrics.influx_reachable.set(1 if await sink.ping() else 0)
         writer = self.writer = InfluxWriter(wal=wal, sink=sink, metrics=self.metrics,
@@ -283,9 +325,7 @@ class Gateway:
                                             flush_interval_s=s.influx.flush_interval_s,
                                             max_backoff_s=s.influx.max_backoff_s,
                                             on_delivered=self._on_delivered)
-        puback = PubackStage(wal=wal, session=lambda: self.session, metrics=self.metrics)
-        lane_puback = PubackStage(wal=wal, session=lambda: self.priority_session,
-                                  metrics=self.metrics)
+        puback, lane_puback = self._puback_stages(wal)
         commit = CommitStage(queue=self._commits, wal=wal, keeper=self.alarms,
                              notifier=self.notifier, publish_alarms=self._publish_alarms,
                              state_save_s=s.alarms.state_save_s, default_pubacks=puback.queue)
@@ -296,6 +336,7 @@ class Gateway:
                        puback=_spawn(puback.run(), "puback"),
                        stats=_spawn(stats.run(), "gateway-stats"),
                        liveness=_spawn(liveness.run(), "liveness"))
+        tasks.lease = self._lease_keeper()
         if self.notifier is not None:
             self.notifier.start()
         if self.alarms is not None:
@@ -317,6 +358,7 @@ class Gateway:
             async with session, contextlib.AsyncExitStack() as exits:
                 validate = self._validate_stage()
                 tasks.validate = _spawn(validate.run(session, puback.queue), "validate")
+                exits.callback(self._sync_subscriptions(session).cancel)
                 if self.uitd is not None:
                     tasks.uitd = _spawn(self.uitd.run(), "uitd-server")
                 if s.mqtt.priority_session:
@@ -324,13 +366,14 @@ class Gateway:
                     tasks.lane_validate = _spawn(validate.run(lane, lane_puback.queue),
                                                  "validate-priority")
                     tasks.lane_puback = _spawn(lane_puback.run(), "puback-priority")
+                    exits.callback(self._sync_subscriptions(lane).cancel)
                 # Registry, rules and engine state are long-lived: take them out of the cyclic
                 # GC's full collections, whose pauses otherwise grow with the park's size.
                 gc.freeze()
                 tasks.health = self._health_stages(session, tasks.all())
                 self.ready.set()
                 self.heartbeat.sd_notify("READY=1")
-                log.info("gateway running: %d devices, broker %s, influx %s", len(self.registry),
+                log.info("gateway running: %d devices, broker %s, influx %s", len(self.owned),
                          s.mqtt.url, s.influx.url)
                 failed = await _until_stop_or_failure(stop, tasks.all())
                 log.info("stopping: draining in-flight messages")
@@ -348,9 +391,51 @@ class Gateway:
                 deadline = time.monotonic() + s.shutdown_timeout_s
             await self._close_down(tasks, puback, lane_puback, sink, deadline)
         if failed:
+            _raise_if_fenced(failed)
             # A dead stage must not leave a process that looks alive: exit, let the service
             # manager restart us, and let the broker redeliver what got no PUBACK.
             raise StageFailed(", ".join(t.get_name() for t in failed))
+
+    def _sync_subscriptions(self, session: MqttSession) -> Task:
+        """A partition's persistent session keeps the subscriptions it had, and the session
+        client subscribes only to a fresh one: after its parks changed (a park moved, docs/
+        scale.md) the resumed session would still get the park it gave away and never the one
+        it took. So, once connected: drop every other park's filters, subscribe to ours."""
+        async def sync() -> None:
+            if self.partition.whole:
+                return
+            await session.wait_connected()
+            root = self.settings.mqtt.topic_root
+            others = sorted(self.registry.parks() - set(self.parks))
+            session.unsubscribe(topic_filters(root, others) + priority_filters(root, others))
+            session.resubscribe()
+        return asyncio.create_task(sync(), name="sync-subscriptions")
+
+    def _lease_keeper(self) -> Task | None:
+        """A partition's lease renewal; failing or refused, it ends with LeaseLost and the
+        gateway stops."""
+        if self.lease is None:
+            return None
+        return _spawn(keep(self.lease, self.settings.cluster.renew_every_s), "lease")
+
+    def _puback_stages(self, wal: WalStreams) -> tuple[PubackStage, PubackStage]:
+        """The main session's and the priority lane's: after the WAL or after InfluxDB, and
+        with a partition's lease asked before every PUBACK."""
+        after_delivery = self.settings.ingest.ack_after == "influx"
+        may_ack = self._may_ack if self.lease is not None else None
+        return (PubackStage(wal=wal, session=lambda: self.session, metrics=self.metrics,
+                            after_delivery=after_delivery, may_ack=may_ack),
+                PubackStage(wal=wal, session=lambda: self.priority_session,
+                            metrics=self.metrics, after_delivery=after_delivery,
+                            may_ack=may_ack))
+
+    def _may_ack(self) -> None:
+        """Before every PUBACK of a partition's active: the local view of the lease must
+        still hold (it ends before the database's, so the standby cannot have taken over)."""
+        lease = self.lease
+        if lease is not None and not lease.valid():
+            raise LeaseLost(f"partition {lease.partition}: the lease's local validity ran out "
+                            f"(epoch {lease.epoch}); no more PUBACKs from this instance")
 
     def _validate_stage(self) -> ValidateStage:
         s = self.settings
@@ -366,8 +451,10 @@ class Gateway:
         """The priority lane: a second persistent session for events and status, with its own
         in-flight window (and its own validate and puback stages)."""
         s = self.settings
+        topics = (self.validator.priority_subscriptions() if self.partition.whole
+                  else priority_filters(s.mqtt.topic_root, self.parks))
         lane = MqttSession(settings=s.mqtt, client_id=f"{s.client_id}-priority",
-                           subscriptions=self.validator.priority_subscriptions(),
+                           subscriptions=topics,
                            metrics=self.metrics, queue_size=s.ingest.queue_size, primary=False)
         self.priority_session = lane
         self.metrics.inflight.set_function(lambda: lane.unacked + main.unacked)
@@ -378,7 +465,7 @@ class Gateway:
         the default factor, and nothing survives a restart)."""
         s, keeper = self.settings, self.alarms
         feed = self.liveness = LivenessFeed(
-            list(self.registry), factor=silence_factor(keeper.rules if keeper else None),
+            list(self.owned), factor=silence_factor(keeper.rules if keeper else None),
             started_ms=now_ms())
         if keeper is not None:
             feed.restore(await keeper.store.load_liveness())
@@ -395,7 +482,7 @@ class Gateway:
             # InfluxDB is unreachable or the priority log holds more than a moment's backlog.
             reachable = self.metrics.value("parkwatch_influx_reachable") == 1
             return reachable and not wal.full and wal.priority.pending_bytes < READY_BACKLOG
-        return ScorecardDaily(settings=self.settings, registry=self.registry,
+        return ScorecardDaily(settings=self.settings, registry=self.owned,
                               append=wal.append, ready=ready,
                               overdue=self.health.scorecard_overdue)
 
@@ -503,7 +590,8 @@ class Gateway:
     # -- the gateway's own health --------------------------------------------------------------
 
     def _subscriptions(self) -> list[str]:
-        topics = self.validator.subscriptions()
+        topics = (self.validator.subscriptions() if self.partition.whole
+                  else topic_filters(self.settings.mqtt.topic_root, self.parks))
         if self.settings.mqtt.watchdog_s > 0:
             topics.append(self.probe_topic)
         return topics
@@ -538,6 +626,25 @@ class StageFailed(ParkWatchError):
     """A pipeline stage stopped on its own; the gateway shut down instead of limping on."""
 
 
+def _log_setting_warnings(s: Settings) -> None:
+    for warning in s.plaintext_warnings():
+        log.warning("insecure setting in use: %s", warning)
+    for warning in s.startup_warnings():   # costs, not dangers: ack_after vs the window
+        log.warning("%s", warning)
+
+
+def _raise_if_fenced(failed: list[Task]) -> None:
+    """The lease's verdict among the failed stages' errors (a TaskGroup wraps it) is raised
+    as is: "lost the lease", not "stage failed" (crash-only: the supervisor restarts this
+    instance as a standby)."""
+    for task in failed:
+        exc: BaseException | None = None if task.cancelled() else task.exception()
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        if isinstance(exc, FencedOut):
+            raise exc
+
+
 def _left(deadline: float, cap: float | None = None) -> float:
     """Seconds until ``deadline`` (at least a moment), at most ``cap``."""
     left = max(0.1, deadline - time.monotonic())
@@ -569,7 +676,8 @@ async def _until_stop_or_failure(stop: asyncio.Event, stages: list[Task]) -> lis
     return failed
 
 
-async def _make_sink(s: Settings) -> Any:
+async def make_sink_for(s: Settings) -> Any:
+    """The InfluxDB sink ``influx:`` configures (also the standby's, runtime/leftovers.py)."""
     i = s.influx
     return await make_sink(
         url=i.url, version=i.version, database=i.database, retention_policy=i.retention_policy,

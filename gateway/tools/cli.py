@@ -33,6 +33,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aiohttp import web
@@ -44,6 +45,10 @@ from sensors.errors import ConfigError, ParkWatchError
 from sensors.pointmap import load_point_map
 from sensors.registry import Registry, load_registry
 from sensors.tenants import load_tenants_for
+
+if TYPE_CHECKING:
+    from gateway.cluster.lease import Lease
+    from gateway.cluster.standby import Role
 
 log = logging.getLogger("parkwatch")
 
@@ -212,6 +217,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
             points = len(load_point_map(settings.uitd.points, registry))
         except ConfigError as exc:     # PointMapError: every row's problem as file:line
             problems.extend(exc.problems)
+    owned: list[str] = []
+    if settings is not None and registry is not None and settings.cluster.enabled:
+        from gateway.cluster.partitions import Partition
+
+        owned, cluster_problems = Partition.from_settings(settings.cluster).check(
+            registry, settings.registry)
+        problems.extend(cluster_problems)
     if problems:
         return _report(ConfigError(str(args.config), problems))
     assert settings is not None
@@ -223,7 +235,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
           f"InfluxDB {settings.influx.url}"
           + (f"; {points} panel points from {settings.uitd.points}" if settings.uitd.points
              else "")
-          + (f"; {tenants} tenants from {settings.tenants}" if settings.tenants else ""))
+          + (f"; {tenants} tenants from {settings.tenants}" if settings.tenants else "")
+          + (f"; partition {settings.cluster.partition}: parks {', '.join(owned)}"
+             if settings.cluster.enabled else ""))
     return 0
 
 
@@ -295,9 +309,15 @@ async def _run(settings: Settings, registry: Registry) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(settings=settings, registry=registry)
+    lease, role = _lease(settings)
     runner: web.AppRunner | None = None
     try:
+        # Before any wait: a configuration problem is reported now, not at takeover.
+        gateway = Gateway(settings=settings, registry=registry, lease=lease, role=role)
+        if lease is not None and role is not None:
+            role.parks = gateway.parks
+            if not await _standby(settings, lease, role, stop):
+                return 0
         if settings.http.enabled:
             # Inside the try: an unreadable http.token_file is reported as a config problem.
             runner = await start_http(gateway, settings.http.host, settings.http.port)
@@ -313,7 +333,54 @@ async def _run(settings: Settings, registry: Registry) -> int:
     finally:
         if runner is not None:
             await runner.cleanup()
+        if lease is not None:
+            await lease.release()
+            await lease.close()
     return 0
+
+
+def _lease(settings: Settings) -> tuple[Lease | None, Role | None]:
+    """With ``cluster.partition``: this process's lease (not yet held) and its role."""
+    from gateway.cluster.lease import Lease, holder_id
+    from gateway.cluster.standby import Role
+
+    c = settings.cluster
+    dsn = settings.lease_dsn()
+    if c.partition is None or dsn is None:
+        return None, None
+    lease = Lease(dsn=dsn, partition=c.partition,
+                  holder=holder_id(settings.instance), lease_s=c.lease_s)
+    return lease, Role(partition=c.partition, holder=lease.holder)
+
+
+async def _standby(settings: Settings, lease: Lease, role: Role, stop: asyncio.Event) -> bool:
+    """Wait as the partition's standby (status on the HTTP port) until the lease is ours."""
+    from gateway.cluster.standby import wait_for_lease
+    from gateway.http.app import start_standby_http
+    from gateway.runtime.leftovers import drain_leftovers
+
+    log.info("partition %s: waiting for the lease as %s (parks %s)", lease.partition,
+             lease.holder, ", ".join(role.parks))
+    runner = (await start_standby_http(role, settings.http.host, settings.http.port)
+              if settings.http.enabled else None)
+    # What this instance acknowledged in an earlier life but never delivered (ack_after: wal).
+    leftovers = asyncio.create_task(drain_leftovers(settings), name="standby-leftovers")
+    try:
+        acquired = await wait_for_lease(lease, stop, role)
+    finally:
+        leftovers.cancel()
+        try:
+            await leftovers
+        except asyncio.CancelledError:
+            pass
+        except Exception:   # the gateway delivers the rest once active
+            log.exception("standby: delivering the WAL's backlog failed")
+        if runner is not None:
+            await runner.cleanup()
+    if acquired:
+        log.info("partition %s: active (epoch %d), taking over client id %s", lease.partition,
+                 lease.epoch, settings.client_id)
+    return acquired
 
 
 @_configured

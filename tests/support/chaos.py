@@ -847,16 +847,7 @@ class Chaos:
                 _, count, distinct, lo, hi = s["values"][0]
                 seen[s["tags"]["device"]] = (int(count), int(distinct), int(lo), int(hi))
         self.report.telemetry_stored = sum(v[0] for v in seen.values())
-        for dev in self.tele:
-            n = self.load.sent[dev.device]
-            got = seen.get(dev.device, (0, 0, -1, -1))
-            if got != (n, n, 0, n - 1) and not (n == 0 and got[0] == 0):
-                self.report.problems.append(
-                    f"telemetry {dev.device}: sent seq 0..{n - 1}, stored count {got[0]}, "
-                    f"distinct {got[1]}, min {got[2]}, max {got[3]}")
-        extra = set(seen) - {d.device for d in self.tele}
-        if extra:
-            self.report.problems.append(f"telemetry from devices never simulated: {extra}")
+        self.report.problems += telemetry_problems(seen, self.load.sent, self.tele)
 
     async def _prove_events(self) -> None:
         assert self.load is not None
@@ -881,51 +872,14 @@ class Chaos:
             history = conn.execute("SELECT alarm_id, to_state FROM alarm_history").fetchall()
         finally:
             conn.close()
-        by_id = {a[0]: a for a in alarms}
-        per_fingerprint = Counter(a[1] for a in alarms)
-        for fp, n in per_fingerprint.items():
-            if n > 1:
-                self.report.problems.append(f"alarm {fp} exists {n} times")
-        changes = Counter(history)
-        for (alarm_id, state), n in changes.items():
-            if n > 1:
-                self.report.problems.append(f"alarm {alarm_id} went {state} {n} times")
-        fire = {a[3]: a for a in alarms if a[2] == "fire_alarm"}
-        for device, kinds in self.load.events.items():
-            alarm = fire.get(device)
-            want = "resolved" if "reset" in kinds else "firing"
-            if alarm is None:
-                self.report.problems.append(f"fire alarm of {device} lost")
-            elif alarm[4] != want:
-                self.report.problems.append(f"fire alarm of {device} is {alarm[4]}, not {want}")
-        unexpected = {a[3] for a in alarms if a[2] == "fire_alarm"} - set(self.load.events)
-        if unexpected:
-            self.report.problems.append(f"fire alarms nobody raised: {sorted(unexpected)}")
+        self.report.problems += alarm_problems(alarms, history, self.load.events)
+        changes = Counter((str(a), str(s)) for a, s in history)
         self.report.alarms_fired = sum(1 for (_, s) in changes if s == "firing")
         self.report.alarms_resolved = sum(1 for (_, s) in changes if s == "resolved")
-        self._prove_notifications(set(by_id), set(changes))
-
-    def _prove_notifications(self, alarm_ids: set[str], changes: set[tuple[str, str]]) -> None:
-        """Each alarm state change reached the receiver exactly once, under one webhook-id."""
-        delivered = self.receiver.delivered()
-        self.report.webhooks_delivered = len(delivered)
+        self.report.webhooks_delivered = len(self.receiver.delivered())
         self.report.webhook_attempts = len(self.receiver.deliveries)
-        for wid, n in Counter(d.webhook_id for d in delivered).items():
-            if n > 1:
-                self.report.problems.append(f"webhook {wid} delivered {n} times")
-        ids_per_change: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for d in delivered:
-            ids_per_change[(d.alarm_id, d.state)].add(d.webhook_id)
-            if d.alarm_id not in alarm_ids:
-                self.report.problems.append(f"webhook for unknown alarm {d.alarm_id}")
-        for d in self.receiver.deliveries:
-            if not d.signature_ok:
-                self.report.problems.append(f"webhook {d.webhook_id}: bad signature")
-        for (alarm_id, state) in changes:
-            ids = ids_per_change.get((alarm_id, state), set())
-            if len(ids) != 1:
-                self.report.problems.append(
-                    f"alarm {alarm_id} {state}: notified {len(ids)} times (want 1)")
+        self.report.problems += notification_problems(
+            self.receiver.deliveries, {str(a[0]) for a in alarms}, set(changes))
 
     async def _prove_alarm_points(self) -> None:
         """The `alarms` measurement: one alarm_id per fire alarm, one point per state change."""
@@ -938,3 +892,71 @@ class Chaos:
                 self.report.problems.append(
                     f"alarms measurement for {s['tags']['device']}: ids {sorted(ids)}, "
                     f"states {dict(states)}")
+
+
+# -- the proofs, shared with the partitioned runs (tests/support/cluster.py) -----------------------
+
+def telemetry_problems(seen: dict[str, tuple[int, int, int, int]], sent: Counter[str],
+                       devices: list[SimDevice]) -> list[str]:
+    """Per device, InfluxDB's (count, distinct seq, min, max) must be (n, n, 0, n-1): every
+    acknowledged message once, none twice, none from nowhere."""
+    problems = []
+    for dev in devices:
+        n = sent[dev.device]
+        got = seen.get(dev.device, (0, 0, -1, -1))
+        if got != (n, n, 0, n - 1) and not (n == 0 and got[0] == 0):
+            problems.append(f"telemetry {dev.device}: sent seq 0..{n - 1}, stored count "
+                            f"{got[0]}, distinct {got[1]}, min {got[2]}, max {got[3]}")
+    extra = set(seen) - {d.device for d in devices}
+    if extra:
+        problems.append(f"telemetry from devices never simulated: {extra}")
+    return problems
+
+
+def alarm_problems(alarms: list[tuple[Any, ...]], history: list[tuple[Any, ...]],
+                   events: dict[str, list[str]]) -> list[str]:
+    """From the alarm store's rows (alarm_id, fingerprint, rule, device, state) and history
+    (alarm_id, to_state): one alarm per fingerprint, each state once, every fire raised (and
+    resolved if reset), no fire nobody raised."""
+    problems = []
+    for fp, n in Counter(a[1] for a in alarms).items():
+        if n > 1:
+            problems.append(f"alarm {fp} exists {n} times")
+    for (alarm_id, state), n in Counter((a, s) for a, s in history).items():
+        if n > 1:
+            problems.append(f"alarm {alarm_id} went {state} {n} times")
+    fire = {a[3]: a for a in alarms if a[2] == "fire_alarm"}
+    for device, kinds in events.items():
+        alarm = fire.get(device)
+        want = "resolved" if "reset" in kinds else "firing"
+        if alarm is None:
+            problems.append(f"fire alarm of {device} lost")
+        elif alarm[4] != want:
+            problems.append(f"fire alarm of {device} is {alarm[4]}, not {want}")
+    unexpected = set(fire) - set(events)
+    if unexpected:
+        problems.append(f"fire alarms nobody raised: {sorted(unexpected)}")
+    return problems
+
+
+def notification_problems(deliveries: list[Delivery], alarm_ids: set[str],
+                          changes: set[tuple[str, str]]) -> list[str]:
+    """Each alarm state change reached the receiver exactly once, under one webhook-id."""
+    problems = []
+    delivered = [d for d in deliveries if d.status == 200]
+    for wid, n in Counter(d.webhook_id for d in delivered).items():
+        if n > 1:
+            problems.append(f"webhook {wid} delivered {n} times")
+    ids_per_change: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for d in delivered:
+        ids_per_change[(d.alarm_id, d.state)].add(d.webhook_id)
+        if d.alarm_id not in alarm_ids:
+            problems.append(f"webhook for unknown alarm {d.alarm_id}")
+    for d in deliveries:
+        if not d.signature_ok:
+            problems.append(f"webhook {d.webhook_id}: bad signature")
+    for (alarm_id, state) in changes:
+        ids = ids_per_change.get((alarm_id, state), set())
+        if len(ids) != 1:
+            problems.append(f"alarm {alarm_id} {state}: notified {len(ids)} times (want 1)")
+    return problems

@@ -89,7 +89,7 @@ class UitdServer:
     def __init__(self, *, settings: UitdSettings, points: PointMap, registry: Registry,
                  pipeline: Pipeline, metrics: Metrics, place: PlaceFn, event_line: EventLineFn,
                  timezone_for: Callable[[str], ZoneInfo], max_age_s: float,
-                 max_future_s: float) -> None:
+                 max_future_s: float, owns_panel: Callable[[str], bool] | None = None) -> None:
         self._s = settings
         self._points = points
         self._registry = registry
@@ -104,9 +104,15 @@ class UitdServer:
         self._allow = [ipaddress.ip_network(a, strict=False) for a in settings.allow_from]
         self._connections: set[asyncio.Task[Any]] = set()
         self._started = time.monotonic()
-        #: One session per mapped UITD (bounded by the point map, not by what connects).
+        owns = owns_panel or (lambda panel: True)
+        #: One session per mapped UITD of this partition's panels (bounded by the point map,
+        #: not by what connects).
         self.sessions: dict[bytes, UitdSession] = {
-            addr: UitdSession(addr, panel) for addr, panel in points.uitd_panels.items()}
+            addr: UitdSession(addr, panel) for addr, panel in points.uitd_panels.items()
+            if owns(panel)}
+        #: UITDs of panels another partition owns (docs/scale.md): refused by name, never
+        #: taken for unknown, and never watched for silence here.
+        self._foreign = {addr for addr, panel in points.uitd_panels.items() if not owns(panel)}
         self.port: int | None = None
         self.ready = asyncio.Event()
 
@@ -245,6 +251,13 @@ class UitdServer:
         if isinstance(parsed, AduRejection):
             self._reject(f"adu_{parsed.reason.value}")
             await self._send(writer, encode(nak_for(frame, self._now_label(session))))
+            return
+        if session is None and frame.source in self._foreign:
+            # Its panel's park belongs to another partition: NAK (it keeps the frame) and hang
+            # up, so it reconnects, through its address list or DNS, to the right instance.
+            self._reject("other_partition")
+            await self._send(writer, encode(nak_for(frame, self._now_label())))
+            writer.close()
             return
         if session is None:
             # Data from a UITD the point map does not know: nobody to place it on. NAK, so
