@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import struct
 from types import TracebackType
+
+from gateway.ingest import mqttcodec as codec
+from gateway.ingest.mqttcodec import encode_varint
 
 __all__ = ["MqttPublishError", "MqttPublisher", "encode_publish", "encode_varint"]
 
@@ -27,40 +29,15 @@ _CONNACK, _PUBLISH, _PUBACK, _PINGRESP = 0x20, 0x30, 0x40, 0xD0
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
 _DUP = 0x08
-_MAX_REMAINING = 268_435_455  # the largest value 4 varint bytes can hold (MQTT 3.1.1 §2.2.3)
-
-
 class MqttPublishError(ConnectionError):
     """The broker could not be reached or refused the connection."""
 
 
-def encode_varint(n: int) -> bytes:
-    """MQTT remaining length: 7 bits per byte, least significant group first."""
-    if not 0 <= n <= _MAX_REMAINING:
-        raise ValueError(f"remaining length {n} outside 0..{_MAX_REMAINING}")
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | 0x80 if n else digit)
-        if not n:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    data = text.encode("utf-8")
-    if len(data) > 0xFFFF:
-        raise ValueError("MQTT strings are limited to 65535 bytes")
-    return struct.pack("!H", len(data)) + data
-
-
 def encode_publish(topic: str, payload: bytes, *, qos: int, retain: bool, packet_id: int = 0,
                    dup: bool = False) -> bytes:
-    """One PUBLISH packet (packet_id only for QoS 1)."""
-    if qos not in (0, 1):
-        raise ValueError("only QoS 0 and 1 are supported")
-    body = _utf8(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
-    flags = (_DUP if dup else 0) | (qos << 1) | (1 if retain else 0)
-    return bytes([_PUBLISH | flags]) + encode_varint(len(body)) + body
+    """One MQTT 3.1.1 PUBLISH packet (packet_id only for QoS 1): the ingest codec's encoder."""
+    return codec.encode_publish(topic, payload, qos=qos, retain=retain, packet_id=packet_id,
+                                version=codec.MQTT311, dup=dup)
 
 
 def _parse_header(buf: bytearray, pos: int) -> tuple[int, int] | None:
@@ -79,16 +56,11 @@ def _parse_header(buf: bytearray, pos: int) -> tuple[int, int] | None:
 
 def _connect_packet(client_id: str, clean_session: bool, keepalive: int, username: str | None,
                     password: str | None) -> bytes:
-    flags = 0x02 if clean_session else 0
-    payload = _utf8(client_id)
-    if username is not None:
-        flags |= 0x80
-        payload += _utf8(username)
-        if password is not None:  # a password without a username is not allowed in 3.1.1
-            flags |= 0x40
-            payload += _utf8(password)
-    body = _utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
-    return b"\x10" + encode_varint(len(body)) + body
+    # A password without a user name is not allowed in 3.1.1: it is only sent with one.
+    return codec.encode_connect(
+        client_id=client_id, version=codec.MQTT311, keepalive=keepalive,
+        clean_start=clean_session, username=username,
+        password=password.encode() if username is not None and password is not None else None)
 
 
 class MqttPublisher:
