@@ -13,7 +13,9 @@ from rules.alarm import Subject
 from sensors.base import EventType
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes one: one is made per reading, and a frozen dataclass's
+# ``__init__`` costs several times a plain one's (issue 15).
+@dataclass(slots=True)
 class Reading:
     device: str
     ts_ms: int

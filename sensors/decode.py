@@ -38,7 +38,7 @@ from sensors.base import (
 )
 from sensors.kinds._shapes import decode_flat
 from sensors.text import strip_controls
-from sensors.timestamps import resolve_ts
+from sensors.timestamps import numeric_ts, resolve_ts
 
 __all__ = [
     "MAX_BATCH_READINGS",
@@ -47,6 +47,8 @@ __all__ = [
     "MAX_OBJECT_KEYS",
     "MAX_PAYLOAD_BYTES",
     "MAX_POINT_CHARS",
+    "Canonical",
+    "decode_canonical",
     "decode_event",
     "decode_status",
     "decode_telemetry",
@@ -71,6 +73,7 @@ _MAX_STATUS_BYTES = 64
 _SINGLE_KEYS = frozenset({"ts", "seq", "values", "battery_pct", "rssi_dbm"})
 _BATCH_KEYS = frozenset({"seq", "readings", "battery_pct", "rssi_dbm"})
 _READING_KEYS = frozenset({"ts", "values"})
+_ENVELOPE_NUMBERS = frozenset({"seq", "battery_pct", "rssi_dbm"})
 _EVENT_KEYS = frozenset({"ts", "seq", "type", "point", "detail"})
 _EVENT_TYPES: Mapping[str, EventType] = {member.value: member for member in EventType}
 
@@ -216,6 +219,8 @@ def _fast_map(model: type[SensorValues]) -> dict[str, tuple[float, float] | None
     inclusive bounds (``ge``/``le``), or a strict bool. A model with validators of its own gets
     no shortcut; a metric outside the map sends its message the model's way."""
     decorators = model.__pydantic_decorators__
+    if _ENVELOPE_NUMBERS & model.model_fields.keys():
+        return None   # a metric named like the envelope's field: the long way merges them
     if (decorators.validators or decorators.field_validators or decorators.model_validators
             or decorators.root_validators):
         return None
@@ -271,6 +276,59 @@ def decode_telemetry(
         battery_pct=_health(obj, "battery_pct", 0.0, 100.0),
         rssi_dbm=_health(obj, "rssi_dbm", -150.0, 0.0),
     )
+
+
+#: One reading in the canonical shape: (ts_ms, clock_trusted, values, seq, battery_pct,
+#: rssi_dbm), as :func:`decode_telemetry` would give it in its one :class:`Sample`.
+Canonical = tuple[int, bool, dict[str, float | bool], int | None, float | None, float | None]
+
+
+def decode_canonical(payload: bytes, kind: SensorKind, received_at_ms: int, *,
+                     max_age_s: float, max_future_s: float) -> Canonical | None:
+    """The message nearly every device sends (one reading, the canonical shape, a numeric or
+    no ``ts``, everything plainly valid), decoded without the general path's objects.
+
+    None for anything else, valid or not: :func:`decode_telemetry` then decides, and words any
+    rejection. Whatever this accepts, :func:`decode_telemetry` accepts with the same values
+    (tests/test_decode_fastpath.py). The caller has checked the size. No shape limit can be
+    broken here: two levels, no array, and only the kind's metrics and the envelope's keys.
+    """
+    plan = _plan_for(kind)
+    fast = plan.fast
+    if fast is None:
+        return None
+    try:
+        obj = _JSON.decode(payload.decode("utf-8"))
+    except (ValueError, RecursionError, Rejection):  # UnicodeDecodeError is a ValueError
+        return None
+    if type(obj) is not dict or not obj.keys() <= _SINGLE_KEYS:
+        return None
+    raw = obj.get("values")
+    if type(raw) is not dict or not plan.required <= raw.keys():
+        return None
+    values = _fast_values(raw, fast)
+    if values is None:
+        return None
+    ts = obj.get("ts")
+    when = (received_at_ms, True) if ts is None else numeric_ts(ts, received_at_ms, max_age_s,
+                                                                max_future_s)
+    if when is None:
+        return None
+    seq = obj.get("seq")
+    if seq is not None and (type(seq) is not int or not 0 <= seq <= _MAX_SEQ):
+        return None
+    battery = obj.get("battery_pct")
+    if battery is not None:
+        if (type(battery) is not float and type(battery) is not int) or \
+                not 0.0 <= battery <= 100.0:   # NaN and infinities fail the bounds too
+            return None
+        battery = float(battery)
+    rssi = obj.get("rssi_dbm")
+    if rssi is not None:
+        if (type(rssi) is not float and type(rssi) is not int) or not -150.0 <= rssi <= 0.0:
+            return None
+        rssi = float(rssi)
+    return when[0], when[1], values, seq, battery, rssi
 
 
 def _vendor_shape(obj: dict[str, Any], plan: _Plan) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from datetime import tzinfo as tzinfo_t
 
 from sensors.base import Rejection, RejectReason, TimeContext
 
-__all__ = ["resolve_ts"]
+__all__ = ["numeric_ts", "resolve_ts", "within_window"]
 
 #: Numbers at or above this are milliseconds (2001-09-09 in seconds, 1970-01-12 in ms).
 _MS_THRESHOLD = 10**12
@@ -63,7 +63,24 @@ def resolve_ts(raw: object, ctx: TimeContext) -> tuple[int, bool]:
         ms = _parse_string(raw, ctx)
     else:
         raise Rejection(RejectReason.SCHEMA, f"ts of type {type(raw).__name__} is not a timestamp")
-    return _apply_window(ms, ctx)
+    return within_window(ms, ctx.received_at_ms, ctx.max_age_s, ctx.max_future_s)
+
+
+def numeric_ts(raw: int | float, received_at_ms: int, max_age_s: float,
+               max_future_s: float) -> tuple[int, bool] | None:
+    """:func:`resolve_ts` for a plain ``int`` or a finite ``float`` (the decoder's shortcut,
+    sensors/decode.py), with no :class:`TimeContext` to build; None for anything it would
+    reject, which the caller then sends the long way to be worded."""
+    if type(raw) is int:
+        ms = raw * 1000 if raw < _MS_THRESHOLD else raw
+    elif type(raw) is float and math.isfinite(raw):
+        msf = raw * 1000.0 if raw < _MS_THRESHOLD else raw
+        if not math.isfinite(msf):
+            return received_at_ms, False
+        ms = _round_half_away(msf)
+    else:
+        return None
+    return within_window(ms, received_at_ms, max_age_s, max_future_s)
 
 
 def _float_to_ms(raw: float) -> int | None:
@@ -80,10 +97,11 @@ def _round_half_away(x: float) -> int:
     return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
 
 
-def _apply_window(ms: int, ctx: TimeContext) -> tuple[int, bool]:
-    now = ctx.received_at_ms
-    if ms > now + ctx.max_future_s * 1000.0 or ms < now - ctx.max_age_s * 1000.0:
-        return now, False
+def within_window(ms: int, received_at_ms: int, max_age_s: float,
+                  max_future_s: float) -> tuple[int, bool]:
+    """``(ms, True)``, or the receive time and False when ``ms`` is too old or too far ahead."""
+    if ms > received_at_ms + max_future_s * 1000.0 or ms < received_at_ms - max_age_s * 1000.0:
+        return received_at_ms, False
     return ms, True
 
 

@@ -135,6 +135,14 @@ def _format_int(value: int) -> str:
     return f"{value}i"
 
 
+def encode_numeric_fields(fields: Mapping[str, float | bool]) -> str:
+    """The field set of readings already checked: every float finite (a values model's
+    bounds), every bool a bool. What :func:`encode_line` writes for them, without its checks."""
+    return ",".join([f"{escape_field_key(key)}={'true' if value else 'false'}"
+                     if type(value) is bool else f"{escape_field_key(key)}={value!r}"
+                     for key, value in fields.items()])
+
+
 def encode_line(measurement_escaped: str, tag_set: str,
                 fields: Mapping[str, float | int | bool | str], ts_ms: int) -> str:
     """One line: ``measurement[,tags] k=v[,k=v] ts_ms`` (no trailing newline).
