@@ -258,6 +258,12 @@ class IngestSettings(_Section):
                             "pauses (MQTT 5: at most 2 x mqtt.receive_maximum)")
     commit_batch: int = Field(default=2000, ge=1,
                               description="messages made durable with one fsync")
+    linger_ms: float = Field(
+        default=10.0, ge=0, le=1000,
+        description="when fewer than commit_batch / 8 telemetry messages are waiting, wait this "
+        "long for more before committing: fewer, larger batches (each costs a WAL fsync, a "
+        "commit and a PUBACK write) for at most this much delay. Events and status never wait: "
+        "their priority lane does not linger, and with mqtt.priority_session off nothing does")
     ack_after: Literal["wal", "influx"] = Field(
         default="wal", description="when a message gets its PUBACK: once in the local WAL "
         "(fsync; the single-box default) or only once InfluxDB accepted it (and the alarm store "

@@ -156,6 +156,27 @@ async def test_reading_pauses_when_the_inbox_is_full(mosquitto: Mosquitto) -> No
         assert not session._reading_paused
 
 
+async def test_a_small_batch_lingers_for_more_and_a_big_one_does_not(
+        mosquitto: Mosquitto) -> None:
+    """ingest.linger_ms: a batch smaller than max_items // 8 waits for what follows it; one
+    at that size is handed on at once, whatever the linger."""
+    topic = f"{unique('linger')}/t"
+    async with _session(_settings(mosquitto.url), [topic]) as session:
+        await asyncio.sleep(0.3)      # the SUBACK
+        batches = session.batches(1000, linger_s=3.0)
+        await _publish(mosquitto.port, topic, 1)
+        first = asyncio.ensure_future(anext(batches))
+        await wait_for(lambda: bool(session._inbox), timeout_s=20, what="the first message")
+        await _publish(mosquitto.port, topic, 9)   # well inside the 3 s linger
+        batch = await asyncio.wait_for(first, 20)
+        assert len(batch) == 10
+        session.puback_all(batch)
+        eager = session.batches(16, linger_s=3600.0)
+        await _publish(mosquitto.port, topic, 2)   # 16 // 8: not small
+        await wait_for(lambda: len(session._inbox) == 2, timeout_s=20, what="two messages")
+        assert len(await asyncio.wait_for(anext(eager), 20)) == 2
+
+
 async def test_the_will_is_published_when_the_connection_dies(mosquitto: Mosquitto) -> None:
     status = f"{unique('will')}/status"
     seen = Collector(mosquitto.port, status)

@@ -207,14 +207,24 @@ class MqttSession:
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout_s)
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Inbound]]:
-        """Yield everything received so far (up to ``max_items``), waiting when there is nothing."""
+    async def batches(self, max_items: int, linger_s: float = 0.0
+                      ) -> AsyncIterator[list[Inbound]]:
+        """Yield everything received so far (up to ``max_items``), waiting when there is nothing.
+
+        ``linger_s``: when a batch would hold fewer than ``max_items // 8``, wait that long
+        first for more. A steady 10k msgs/s otherwise arrives as ~370 batches of ~27 a second,
+        and what each batch costs besides its messages (an fsync, a commit, a PUBACK write) was
+        a quarter of the gateway's CPU (issue 15). A saturated inbox never waits.
+        """
         inbox = self._inbox
         depth = self._metrics.queue_depth.labels(queue="inbox")
+        small = max(1, max_items // 8)
         while True:
             while not inbox:
                 self._inbox_ready.clear()
                 await self._inbox_ready.wait()
+            if linger_s > 0 and len(inbox) < small:
+                await asyncio.sleep(linger_s)
             if len(inbox) <= max_items:
                 batch = list(inbox)
                 inbox.clear()

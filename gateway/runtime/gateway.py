@@ -357,7 +357,11 @@ class Gateway:
         try:
             async with session, contextlib.AsyncExitStack() as exits:
                 validate = self._validate_stage()
-                tasks.validate = _spawn(validate.run(session, puback.queue), "validate")
+                # Telemetry lingers a little for bigger batches; events and status never do:
+                # without the priority lane they share this session, so it does not wait.
+                linger_s = s.ingest.linger_ms / 1000 if s.mqtt.priority_session else 0.0
+                tasks.validate = _spawn(validate.run(session, puback.queue, linger_s),
+                                        "validate")
                 exits.callback(self._sync_subscriptions(session).cancel)
                 if self.uitd is not None:
                     tasks.uitd = _spawn(self.uitd.run(), "uitd-server")

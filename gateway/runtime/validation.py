@@ -62,9 +62,11 @@ class ValidateStage:
         self._liveness = liveness
         self._counters = {t: metrics.received.labels(type=t) for t in (*_TYPES, "other")}
 
-    async def run(self, session: MqttSession, pubacks: asyncio.Queue[Work]) -> None:
+    async def run(self, session: MqttSession, pubacks: asyncio.Queue[Work],
+                  linger_s: float = 0.0) -> None:
+        """Validate ``session``'s batches (``linger_s``: see :meth:`MqttSession.batches`)."""
         slots = asyncio.Semaphore(PUBACK_BACKLOG)
-        async for batch in session.batches(self._batch_size):
+        async for batch in session.batches(self._batch_size, linger_s):
             await slots.acquire()
             self._heard()
 
