@@ -189,7 +189,7 @@ class InfluxSettings(_Section):
     token: SecretStr | None = None
     create_database: bool = Field(default=True, description="1.x: CREATE DATABASE at start")
     batch_lines: int = Field(default=5000, ge=1, le=100_000)
-    flush_interval_s: float = Field(default=0.2, gt=0, le=60)
+    flush_interval_s: float = Field(default=0.05, gt=0, le=60)
     timeout_s: float = Field(default=10.0, gt=0)
     max_backoff_s: float = Field(default=30.0, gt=0)
     allow_plaintext: bool = Field(

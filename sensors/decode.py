@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
@@ -298,8 +299,11 @@ def decode_canonical(payload: bytes, kind: SensorKind, received_at_ms: int, *,
     if fast is None:
         return None
     try:
-        obj = _JSON.decode(payload.decode("utf-8"))
-    except (ValueError, RecursionError, Rejection):  # UnicodeDecodeError is a ValueError
+        # orjson: a quarter of the stdlib decoder's time here. Where the two differ (NaN and
+        # Infinity, 1e400, integers beyond 64 bits, which orjson refuses or turns into a float)
+        # the answer is None or a number outside every bound, so the long way decides.
+        obj = orjson.loads(payload)
+    except ValueError:   # orjson.JSONDecodeError, invalid UTF-8 included
         return None
     if type(obj) is not dict or not obj.keys() <= _SINGLE_KEYS:
         return None

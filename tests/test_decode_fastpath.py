@@ -64,7 +64,8 @@ ROWS = [(i + 1, {"device": f"d-{k.name}", "park": "p", "building": "b", "floor":
                  "zone": "z", "kind": k.name, "report_interval_s": 60})
         for i, k in enumerate(TELEMETRY_KINDS)]
 
-TS = st.one_of(st.none(), st.integers(-10**15, 10**16), st.floats(allow_nan=True),
+TS = st.one_of(st.none(), st.integers(-10**15, 10**16), st.integers(-10**30, 10**30),
+               st.floats(allow_nan=True),
                st.sampled_from([RECEIVED_MS / 1000, RECEIVED_MS, RECEIVED_MS / 1000 - 0.0005,
                                 "2025-11-25T08:30:00Z", True]))
 ENVELOPE = st.one_of(st.none(), st.integers(-10, 2**64), st.floats(allow_nan=True), st.booleans(),
@@ -152,3 +153,22 @@ def test_the_peer_load_takes_the_short_way() -> None:
                            b'"battery_pct":87.5,"rssi_dbm":-71}', RECEIVED_MS)
     assert seen
     assert seen[0] is not None
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"values":{"lel_pct":NaN}}', b'{"values":{"lel_pct":1e400}}',
+    b'{"values":{"lel_pct":-Infinity}}', b'{"ts":1e400,"values":{"lel_pct":1.0}}',
+    b'{"ts":123456789012345678901234567890,"values":{"lel_pct":1.0}}',
+    b'{"seq":123456789012345678901234567890,"values":{"lel_pct":1.0}}',
+    b'{"seq":18446744073709551615,"values":{"lel_pct":1.0}}',
+    b'{"values":{"lel_pct":123456789012345678901234567890}}',
+    b'{"values":{"lel_pct":1.0},"values":{"lel_pct":2.0}}',
+    b'{"values":{"lel_pct":1.0}} x', b'\xef\xbb\xbf{"values":{"lel_pct":1.0}}',
+    b'{"values":{"lel_pct":1.0},"detail":"\\ud800"}', b'{"values":{"lel_pct":"\xff"}}',
+], ids=range(13))
+def test_where_orjson_and_the_stdlib_differ_the_answer_is_the_same(payload: bytes) -> None:
+    topic = "parks/p/b/d-gas/telemetry"
+    short = _outcome(_validator(), topic, payload)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(validate_module, "decode_canonical", lambda *a, **k: None)
+        assert short == _outcome(_validator(), topic, payload)

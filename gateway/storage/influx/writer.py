@@ -51,7 +51,7 @@ class InfluxWriter:
     """Moves lines from the WAL into InfluxDB and advances the WAL checkpoint."""
 
     def __init__(self, *, wal: WalSource, sink: Sink, metrics: Metrics, batch_lines: int = 5000,
-                 flush_interval_s: float = 0.2, max_backoff_s: float = 30.0,
+                 flush_interval_s: float = 0.05, max_backoff_s: float = 30.0,
                  on_delivered: Callable[[Sequence[bytes]], None] | None = None,
                  backlog_factor: int = 4) -> None:
         if batch_lines < 1 or backlog_factor < 1:
