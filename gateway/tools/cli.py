@@ -11,6 +11,7 @@
   maintenance set|clear|list       test / isolated modes of a running gateway
   uitd list|duty-check             UITDs (GB/T 26875.3) of a running gateway; send a duty check
   scorecard --park P --period M    the park safety scorecard (table, csv, json, printable html)
+  migrate-store --from FILE        copy a single box's SQLite alarm store into --config's PostgreSQL
   grafana export|push              write the dashboard JSON files / upsert them into Grafana
   demo                             broker, InfluxDB, gateway and simulator with the live view
   --version                        print the installed version
@@ -128,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     from gateway.tools.scorecardcli import add_scorecard_command, run_scorecard
 
     add_scorecard_command(sub, _configured(run_scorecard))
+
+    from gateway.tools.storecli import add_store_command, run_migrate_store
+
+    add_store_command(sub, _configured(run_migrate_store))
 
     demo = sub.add_parser("demo", help="start a broker, InfluxDB, the gateway and the simulator "
                                        "on project ports and show the live view")
