@@ -39,7 +39,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import MqttSettings
 from gateway.errors import MqttError
-from gateway.ingest.mqtt import MqttSession
+from gateway.ingest.mqtt import MqttSession, _Connection
 from gateway.metrics import Metrics
 from gateway.tools.devservices import Influxd, Mosquitto, free_port
 from sensors.registry import Device, Registry
@@ -476,3 +476,22 @@ def test_tls_settings_need_an_mqtts_url(pki: Pki) -> None:
         _settings("mqtts://broker", tls={"key_file": "k.pem"})
     assert _settings("mqtts://broker").port == 8883
     assert _settings("mqtt://broker").port == 1883
+
+
+async def test_a_write_on_a_closed_tls_transport_is_dropped(broker: SecureBroker,
+                                                            pki: Pki) -> None:
+    """connection_lost comes a loop turn after the close; a write in between (the session's
+    CONNECT) must not reach the stdlib TLS transport, which raises once closed twice."""
+    settings = _settings(f"mqtts://127.0.0.1:{broker.tls_port}", tls={"ca_file": str(pki.ca)})
+    session = MqttSession(settings=settings, client_id=f"gw-{free_port()}", subscriptions=[],
+                          metrics=Metrics())
+    conn = _Connection(session, 5)
+    transport, _ = await asyncio.get_running_loop().create_connection(
+        lambda: conn, "127.0.0.1", broker.tls_port, ssl=session._tls_context,
+        server_hostname="127.0.0.1")
+    conn.close()
+    conn.close()          # a second close, as a shutting-down session may do
+    transport.close()     # and the transport's own second close
+    assert not conn.lost
+    conn.write(b"\xc0\x00")   # PINGREQ: dropped, not an AttributeError
+    await wait_for(lambda: conn.lost, timeout_s=10, what="connection_lost")

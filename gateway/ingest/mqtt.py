@@ -116,16 +116,22 @@ class _Connection(asyncio.Protocol):
         self.session._lost(self, exc)
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.lost:
-            self.transport.write(data)
+        # is_closing() as well as lost: connection_lost arrives a loop turn after the transport
+        # closed, and the stdlib's TLS transport, closed twice, raises AttributeError on write
+        # (seen: the session closing while a TLS 1.3 broker refused the client certificate).
+        transport = self.transport
+        if transport is not None and not self.lost and not transport.is_closing():
+            transport.write(data)
             self.last_out = time.monotonic()
 
     def close(self, *, abort: bool = False) -> None:
-        if self.transport is not None and not self.lost:
-            if abort:
-                self.transport.abort()
-            else:
-                self.transport.close()
+        transport = self.transport
+        if transport is None or self.lost:
+            return
+        if abort:
+            transport.abort()
+        elif not transport.is_closing():   # a second close() detaches the stdlib's TLS protocol
+            transport.close()
 
 
 class MqttSession:
