@@ -259,9 +259,13 @@ async def test_oscillating_value_gives_one_alarm_and_duplicates_give_one(
                                    for _ in range(15)))
             await pub_a.flush(10)
             await pub_b.flush(10)
-        await wait_for(lambda: gw.metrics.value("parkwatch_messages_accepted_total",
-                                                type="event") == 30,
-                       timeout_s=10, what="all duplicates processed")
+        # The gas readings come on the telemetry session, the fires on the priority one:
+        # wait for both lanes.
+        def accepted(kind: str) -> float:
+            return gw.metrics.value("parkwatch_messages_accepted_total", type=kind)
+
+        await wait_for(lambda: accepted("event") == 30 and accepted("telemetry") == 40,
+                       timeout_s=10, what="all readings and duplicates processed")
         stored = await _stored(gw, active=None)
     gas_alarms = [a for a in stored if a.rule == "gas_lel_high"]
     fire_alarms = [a for a in stored if a.rule == "fire_alarm"]

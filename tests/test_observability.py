@@ -60,8 +60,12 @@ async def test_metrics_health_status_and_gateway_measurement(
                 await pub.publish(f"{root}/{dev.park}/{dev.building}/{dev.device}/event",
                                   b'{"type": "nope"}')
                 await pub.flush(10)
-            await wait_for(lambda: gw.metrics.value("parkwatch_messages_received_total",
-                                                    type="event") == 1,
+            # Telemetry and events travel on separate sessions (the priority lane), and the
+            # telemetry one may linger for a batch: wait for both, not for whichever came last.
+            def received(kind: str) -> float:
+                return gw.metrics.value("parkwatch_messages_received_total", type=kind)
+
+            await wait_for(lambda: received("event") == 1 and received("telemetry") == 5,
                            timeout_s=10, what="all messages processed")
 
             status, text = await _get(f"{base}/metrics")
